@@ -1,0 +1,45 @@
+# Every target sets up what it needs: virtualenv, install, generated code.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PB_DIR := src/ensemble_extproc/_pb
+PB_STAMP := $(PB_DIR)/.generated
+PROTOS := $(shell find protos -name '*.proto')
+CONFIG ?= config/default.yaml
+PYTEST_ARGS ?=
+
+.PHONY: all install protos run test lint clean
+
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) $(PB_STAMP)
+
+# Python stubs for our ext_proc API subset; regenerated whenever a .proto changes.
+$(PB_STAMP): $(PROTOS) tools/gen_protos.py $(INSTALLED)
+	$(PY) tools/gen_protos.py --out $(PB_DIR)
+	touch $@
+
+protos: $(PB_STAMP)
+
+run: install
+	$(PY) -m ensemble_extproc run --config $(CONFIG)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

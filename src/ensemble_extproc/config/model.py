@@ -1,0 +1,79 @@
+"""Typed, frozen configuration: compiled once at start-up, then only read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..demo.models import DemoModel
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An OpenAI-compatible model endpoint that an ensemble may call."""
+
+    name: str
+    # Full URL of the endpoint's chat completions route.
+    url: str
+    # Model name sent to the endpoint (defaults to ``name``).
+    upstream_model: str
+    weight: float = 1.0
+    # Resolved from the environment variable named in config at start-up, never logged.
+    api_key: str | None = None
+    # A demo backend started by this project, not a real model.
+    demo: bool = False
+
+    @property
+    def address(self) -> Address:
+        parts = urlsplit(self.url)
+        default_port = 443 if parts.scheme == "https" else 80
+        return Address(parts.hostname or "", parts.port or default_port)
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleSettings:
+    # false: the processor never re-routes, whatever the headers say (seed key `enabled`).
+    enabled: bool = True
+    default_strategy: str = "voting"
+    default_min_responses: int = 2
+    # Models used when a request asks for an ensemble but names none; empty: it must name them.
+    default_models: tuple[str, ...] = ()
+    # Overall deadline of one ensemble request.
+    timeout_seconds: float = 30.0
+    # Deadline of one model call within it (never longer than the overall deadline).
+    model_timeout_seconds: float = 30.0
+    # Cap on model calls running at once in this upstream process (seed meaning).
+    max_concurrent_requests: int = 64
+    max_models_per_request: int = 5
+    max_body_bytes: int = 1024 * 1024
+    # An endpoint answer larger than this is a failed candidate, never truncated.
+    max_response_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    envoy: Address = Address("127.0.0.1", 10000)
+    envoy_admin: Address = Address("127.0.0.1", 9901)
+    extproc: Address = Address("127.0.0.1", 50051)
+    upstream: Address = Address("127.0.0.1", 8090)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    endpoints: Mapping[str, Endpoint]
+    # Endpoint that Envoy's default route sends requests to when they are not ensembled.
+    default_model: str
+    ensemble: EnsembleSettings
+    listen: Listeners
+    # Demo backends started by ``run`` (empty: use real endpoints only).
+    demo_models: tuple[DemoModel, ...] = ()

@@ -1,0 +1,162 @@
+"""The Envoy bootstrap for a config: listener, ext_proc filter, ensemble and default routes.
+
+``envoy/envoy.yaml`` is this function's output for ``config/default.yaml`` (a test keeps
+them in step); ``run`` renders it afresh from the config it is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from . import headers as h
+from .config import Address, Config
+
+EXTPROC_CLUSTER = "ensemble_extproc"
+ENSEMBLE_CLUSTER = "ensemble_upstream"
+DEFAULT_CLUSTER = "default_model"
+TYPE = "type.googleapis.com/"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+# Envoy's per-message wait for the processor; our header decision takes well under 1 ms.
+MESSAGE_TIMEOUT = "0.5s"
+
+
+def _socket(address: Address) -> dict[str, Any]:
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _cluster(
+    name: str, address: Address, *, http2: bool = False, tls: bool = False
+) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if address.host.replace(".", "").isdigit() else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(address)}}]}],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": TYPE + TLS_CONTEXT,
+                "sni": address.host,
+            },
+        }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": TYPE + HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _ext_proc_filter() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": TYPE + EXT_PROC,
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            # Fail closed: with the processor down, a spoofed routing header must not pass.
+            "failure_mode_allow": False,
+            "message_timeout": MESSAGE_TIMEOUT,
+            # The processor skips the body round trip when the headers decide.
+            "allow_mode_override": True,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SKIP",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+
+
+def _routes(config: Config) -> list[dict[str, Any]]:
+    ensemble_timeout = f"{config.ensemble.timeout_seconds + 5:g}s"
+    return [
+        {
+            "name": "ensemble",
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": h.ROUTE, "string_match": {"exact": h.ROUTE_VALUE}}],
+            },
+            "route": {"cluster": ENSEMBLE_CLUSTER, "timeout": ensemble_timeout},
+        },
+        {
+            "name": "default_model",
+            "match": {"prefix": "/"},
+            # Model answers can take minutes; streams are bounded by the idle timeout.
+            "route": {"cluster": DEFAULT_CLUSTER, "timeout": "300s"},
+        },
+    ]
+
+
+def bootstrap(config: Config) -> dict[str, Any]:
+    default_model = config.endpoints[config.default_model]
+    hcm = {
+        "@type": TYPE + HCM,
+        "stat_prefix": "gateway",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "gateway",
+            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(config)}],
+        },
+        "http_filters": [
+            _ext_proc_filter(),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    return {
+        "admin": {"address": _socket(config.listen.envoy_admin)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": _socket(config.listen.envoy),
+                    # Chat bodies are buffered for the processor: room for the largest allowed.
+                    "per_connection_buffer_limit_bytes": config.ensemble.max_body_bytes + 65536,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _cluster(EXTPROC_CLUSTER, config.listen.extproc, http2=True),
+                _cluster(ENSEMBLE_CLUSTER, config.listen.upstream),
+                _cluster(
+                    DEFAULT_CLUSTER,
+                    default_model.address,
+                    tls=default_model.url.startswith("https:"),
+                ),
+            ],
+        },
+    }
+
+
+def render_yaml(config: Config, source: str) -> str:
+    header = (
+        f"# Envoy bootstrap rendered from {source}; do not edit by hand.\n"
+        f"# Re-render: ensemble-extproc envoy-config --config {source}\n"
+    )
+    return header + yaml.safe_dump(bootstrap(config), sort_keys=False)

@@ -1,0 +1,91 @@
+"""The gRPC ext_proc server: one bidirectional stream per HTTP request.
+
+The stream loop only moves messages; ``StreamHandler`` maps each message to one response;
+``decide`` holds the policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import grpc
+
+from .._pb.envoy.config.core.v3 import base_pb2 as core
+from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from ..config import Address, Config
+from . import responses
+from .decision import Decision, Passthrough, Reject, Reroute, decide
+
+log = logging.getLogger(__name__)
+
+
+def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
+    """Envoy's header list as a dict; repeated headers are joined with commas (RFC 9110)."""
+    out: dict[str, str] = {}
+    for header in header_map.headers:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        out[header.key] = f"{out[header.key]},{value}" if header.key in out else value
+    return out
+
+
+def response_for(decision: Decision) -> pb.ProcessingResponse:
+    match decision:
+        case Reroute(spec):
+            return responses.reroute(spec)
+        case Reject(error):
+            return responses.reject(error)
+        case Passthrough(_, strip):
+            return responses.passthrough(strip)
+
+
+class StreamHandler:
+    """State of one ext_proc stream (one HTTP request)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.decision: Decision | None = None
+        self._phases: Mapping[str, Callable[[pb.ProcessingRequest], pb.ProcessingResponse]] = {
+            "request_headers": self._request_headers,
+            "request_body": lambda _: responses.continue_request_body(),
+            "request_trailers": lambda _: responses.continue_request_trailers(),
+            "response_headers": lambda _: responses.continue_response_headers(),
+            "response_body": lambda _: responses.continue_response_body(),
+            "response_trailers": lambda _: responses.continue_response_trailers(),
+        }
+
+    def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
+        phase = request.WhichOneof("request")
+        if request.observability_mode or phase is None:
+            return None  # Envoy ignores answers in observability mode.
+        return self._phases[phase](request)
+
+    def _request_headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        self.decision = decide(header_dict(request.request_headers.headers), self._config)
+        log.debug("decision %s", self.decision)
+        return response_for(self.decision)
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        handler = StreamHandler(self._config)
+        async for request in request_iterator:
+            response = handler.handle(request)
+            if response is not None:
+                yield response
+
+
+def create_server(config: Config, address: Address) -> tuple[grpc.aio.Server, int]:
+    """A configured, not yet started server and the port it bound (0 picks a free one)."""
+    # grpc.aio enables SO_REUSEPORT by default: a stale server would keep serving the port.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config), server)
+    port = server.add_insecure_port(f"{address.host}:{address.port}")
+    return server, port

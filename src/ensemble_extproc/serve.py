@@ -1,0 +1,78 @@
+"""Long-running services: each runs until SIGINT/SIGTERM, then shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from .config import Config
+from .demo import serve_demo_forever
+from .extproc import create_server
+from .upstream import create_app
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def serve_extproc(config: Config) -> None:
+    server, port = create_server(config, config.listen.extproc)
+    await server.start()
+    log.info("ext_proc listening on %s:%d", config.listen.extproc.host, port)
+    try:
+        await wait_for_signal()
+    finally:
+        # Let streams of requests in flight finish; Envoy opens new ones elsewhere.
+        await server.stop(GRACE_SECONDS)
+
+
+async def serve_upstream(config: Config) -> None:
+    # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
+    runner = web.AppRunner(
+        create_app(config),
+        shutdown_timeout=GRACE_SECONDS,
+        access_log=None,
+        handler_cancellation=True,
+    )
+    await runner.setup()
+    address = config.listen.upstream
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=False)
+    await site.start()
+    log.info("ensemble upstream listening on http://%s", address)
+    try:
+        await wait_for_signal()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_demo(config: Config) -> None:
+    task = asyncio.create_task(serve_demo_forever(config.demo_models, "127.0.0.1"))
+    try:
+        await wait_for_signal()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+SERVICES: dict[str, Callable[[Config], Coroutine[Any, Any, None]]] = {
+    "extproc": serve_extproc,
+    "upstream": serve_upstream,
+    "demo": serve_demo,
+}

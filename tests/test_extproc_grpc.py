@@ -1,0 +1,140 @@
+"""The processor over a real gRPC channel, speaking the ext_proc protocol as Envoy does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from ensemble_extproc._pb.envoy.config.core.v3 import base_pb2 as core
+from ensemble_extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import (
+    processing_mode_pb2 as modes,
+)
+from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from ensemble_extproc.config import Address
+from ensemble_extproc.extproc import create_server
+
+from helpers import make_config
+
+CONFIG = make_config({n: f"http://127.0.0.1:9/{n}" for n in ("m1", "m2", "m3")})
+OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+Mode = modes.ProcessingMode
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
+    server, port = create_server(CONFIG, Address("127.0.0.1", 0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.ExternalProcessorStub(channel)
+    finally:
+        await server.stop(None)
+
+
+def headers_message(headers: dict[str, str], end_of_stream: bool = False) -> pb.ProcessingRequest:
+    base = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "gw"}
+    header_map = core.HeaderMap(
+        headers=[
+            core.HeaderValue(key=k, raw_value=v.encode()) for k, v in {**base, **headers}.items()
+        ]
+    )
+    return pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(headers=header_map, end_of_stream=end_of_stream)
+    )
+
+
+async def exchange(
+    stub: pb_grpc.ExternalProcessorStub, *requests: pb.ProcessingRequest
+) -> list[pb.ProcessingResponse]:
+    call = stub.Process()
+    responses = []
+    for request in requests:
+        await call.write(request)
+        responses.append(await call.read())
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
+    return responses
+
+
+def set_headers(response: pb.ProcessingResponse) -> dict[str, tuple[bytes, int]]:
+    mutation = response.request_headers.response.header_mutation
+    return {o.header.key: (o.header.raw_value, o.append_action) for o in mutation.set_headers}
+
+
+async def test_ensemble_headers_reroute_with_overwrite_and_route_clear(
+    stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    [response] = await exchange(
+        stub,
+        headers_message({"x-ensemble-models": "m1, m2", "x-ensemble-route": "spoofed"}),
+    )
+    assert response.WhichOneof("response") == "request_headers"
+    common = response.request_headers.response
+    assert common.clear_route_cache is True
+    assert set_headers(response) == {
+        "x-ensemble-route": (b"ensemble", OVERWRITE),
+        "x-ensemble-models": (b"m1,m2", OVERWRITE),
+        "x-ensemble-strategy": (b"voting", OVERWRITE),
+        "x-ensemble-min-responses": (b"2", OVERWRITE),
+    }
+    # Headers decided: no body round trip, no response-direction messages.
+    assert response.mode_override.request_body_mode == Mode.NONE
+    assert response.mode_override.response_header_mode == Mode.SKIP
+
+
+async def test_plain_request_passes_untouched(stub: pb_grpc.ExternalProcessorStub) -> None:
+    [response] = await exchange(stub, headers_message({"content-type": "application/json"}))
+    common = response.request_headers.response
+    assert not common.HasField("header_mutation")
+    assert common.clear_route_cache is False
+    assert response.mode_override.request_body_mode == Mode.NONE
+
+
+async def test_spoofed_route_header_is_removed_and_route_recomputed(
+    stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    [response] = await exchange(stub, headers_message({"x-ensemble-route": "ensemble"}))
+    common = response.request_headers.response
+    assert list(common.header_mutation.remove_headers) == ["x-ensemble-route"]
+    assert not common.header_mutation.set_headers
+    assert common.clear_route_cache is True
+
+
+async def test_bad_header_gets_an_immediate_openai_error(
+    stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    [response] = await exchange(stub, headers_message({"x-ensemble-models": "m1,unknown"}))
+    immediate = response.immediate_response
+    assert immediate.status.code == 400
+    body = json.loads(immediate.body)
+    assert body["error"]["code"] == "model_not_found"
+    assert "unknown" in body["error"]["message"]
+    assert {(o.header.key, o.header.raw_value) for o in immediate.headers.set_headers} == {
+        ("content-type", b"application/json")
+    }
+    assert immediate.details == "ensemble_extproc_model_not_found"
+
+
+async def test_every_phase_gets_exactly_one_answer(stub: pb_grpc.ExternalProcessorStub) -> None:
+    """If Envoy sends the body (no mode override honoured), the processor still answers."""
+    requests = [
+        headers_message({}),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=b"{}", end_of_stream=True)),
+        pb.ProcessingRequest(response_headers=pb.HttpHeaders()),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=b"x", end_of_stream=True)),
+    ]
+    responses = await exchange(stub, *requests)
+    kinds = [r.WhichOneof("response") for r in responses]
+    assert kinds == ["request_headers", "request_body", "response_headers", "response_body"]
+
+
+async def test_many_streams_on_one_channel(stub: pb_grpc.ExternalProcessorStub) -> None:
+    for i in range(20):
+        headers = {"x-ensemble-models": "m1,m2,m3"} if i % 2 else {}
+        [response] = await exchange(stub, headers_message(headers))
+        assert response.request_headers.response.clear_route_cache is bool(i % 2)

@@ -1,0 +1,134 @@
+"""The fan-out with an in-memory endpoint client: quorum, early stop, cancellation, deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ensemble_extproc.config import Endpoint
+from ensemble_extproc.spec import EnsembleSpec
+from ensemble_extproc.strategies import Candidate, Status, Usage
+from ensemble_extproc.upstream import Fanout
+
+from helpers import make_config
+
+
+@dataclass
+class Script:
+    delay: float
+    content: str | None = "answer"  # None: the endpoint fails
+
+
+@dataclass
+class FakeClient:
+    scripts: Mapping[str, Script]
+    started: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+    async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
+        script = self.scripts[endpoint.name]
+        self.started.append(endpoint.name)
+        try:
+            await asyncio.sleep(script.delay)
+        except asyncio.CancelledError:
+            self.cancelled.append(endpoint.name)
+            raise
+        if script.content is None:
+            return Candidate(endpoint.name, Status.ERROR, error="HTTP 500: boom")
+        message = {"role": "assistant", "content": script.content}
+        usage = Usage(10, 2, 12)
+        return Candidate(endpoint.name, Status.OK, message, "stop", usage, script.delay * 1000)
+
+
+def fanout(client: FakeClient, **ensemble: Any) -> Fanout:
+    config = make_config(
+        {name: "http://127.0.0.1:9/v1" for name in client.scripts}, ensemble=ensemble
+    )
+    return Fanout(config.endpoints, config.ensemble, client)
+
+
+async def test_first_success_returns_fastest_and_cancels_the_rest() -> None:
+    client = FakeClient({"a": Script(0.3), "b": Script(0.01, "fast"), "c": Script(0.3)})
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b", "c"), "first_success", 1), {})
+    assert outcome.selection is not None
+    assert outcome.selection.winner.content == "fast"
+    assert sorted(client.cancelled) == ["a", "c"]
+    statuses = {c.model: c.status for c in outcome.candidates}
+    assert statuses == {"a": Status.CANCELLED, "b": Status.OK, "c": Status.CANCELLED}
+
+
+async def test_first_success_skips_failures() -> None:
+    client = FakeClient({"a": Script(0.01, None), "b": Script(0.05, "second")})
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b"), "first_success", 1), {})
+    assert outcome.selection is not None
+    assert outcome.selection.winner.model == "b"
+
+
+async def test_voting_waits_for_all_and_sums_nothing_it_did_not_get() -> None:
+    client = FakeClient(
+        {"a": Script(0.01, "Paris"), "b": Script(0.02, "Lyon"), "c": Script(0.03, "paris.")}
+    )
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b", "c"), "voting", 2), {})
+    assert outcome.selection is not None
+    assert outcome.selection.winner.model == "a"
+    assert outcome.selection.agreement == pytest.approx(2 / 3)
+    assert client.cancelled == []
+    assert [c.model for c in outcome.candidates] == ["a", "b", "c"]
+
+
+async def test_quorum_not_met_answers_as_soon_as_it_is_impossible() -> None:
+    client = FakeClient({"a": Script(0.01, None), "b": Script(0.02, None), "c": Script(5)})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b", "c"), "voting", 2), {})
+    assert loop.time() - started < 1
+    assert outcome.selection is None
+    assert outcome.deadline_exceeded is False
+    assert client.cancelled == ["c"]
+
+
+async def test_deadline_stops_everything() -> None:
+    client = FakeClient({"a": Script(0.01), "b": Script(5), "c": Script(5)})
+    run = fanout(client, timeout_seconds=0.2).run(EnsembleSpec(("a", "b", "c"), "voting", 2), {})
+    outcome = await asyncio.wait_for(run, 2)
+    assert outcome.selection is None
+    assert outcome.deadline_exceeded is True
+    assert {c.model: c.status for c in outcome.candidates if not c.valid} == {
+        "b": Status.TIMEOUT,
+        "c": Status.TIMEOUT,
+    }
+
+
+async def test_per_model_timeout_fails_one_candidate() -> None:
+    client = FakeClient({"a": Script(0.01), "b": Script(5)})
+    ens = fanout(client, timeout_seconds=2, model_timeout_seconds=0.1)
+    outcome = await ens.run(EnsembleSpec(("a", "b"), "voting", 1), {})
+    assert outcome.selection is not None
+    timed_out = next(c for c in outcome.candidates if c.model == "b")
+    assert timed_out.status is Status.TIMEOUT
+    assert "no answer within model_timeout_seconds (0.1 s)" in (timed_out.error or "")
+
+
+async def test_concurrency_cap_limits_parallel_calls() -> None:
+    client = FakeClient({name: Script(0.05) for name in "abcd"})
+    ens = fanout(client, max_concurrent_requests=2, max_models_per_request=4)
+    run = asyncio.create_task(ens.run(EnsembleSpec(tuple("abcd"), "voting", 4), {}))
+    await asyncio.sleep(0.02)
+    assert len(client.started) == 2
+    outcome = await run
+    assert outcome.selection is not None
+    assert len(client.started) == 4
+
+
+async def test_cancelling_the_request_cancels_every_call() -> None:
+    client = FakeClient({"a": Script(5), "b": Script(5)})
+    run = asyncio.create_task(fanout(client).run(EnsembleSpec(("a", "b"), "voting", 2), {}))
+    await asyncio.sleep(0.05)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sorted(client.cancelled) == ["a", "b"]
