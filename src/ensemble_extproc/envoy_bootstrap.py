@@ -82,6 +82,35 @@ def _ext_proc_filter() -> dict[str, Any]:
     }
 
 
+# Envoy's own local replies (body over the buffer limit, processor or upstream unreachable,
+# route timeout) become OpenAI-style JSON. The processor's immediate responses are already
+# JSON and use other statuses, so they are left alone.
+LOCAL_REPLY_ERRORS = (
+    (413, "invalid_request_error", "request_too_large"),
+    (500, "server_error", "gateway_error"),
+    (502, "server_error", "gateway_error"),
+    (503, "server_error", "gateway_unavailable"),
+    (504, "timeout_error", "gateway_timeout"),
+)
+
+
+def _local_reply_config() -> dict[str, Any]:
+    mappers = []
+    for status, kind, code in LOCAL_REPLY_ERRORS:
+        comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"lr_{status}"}}
+        error = {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": None, "code": code}
+        mappers.append(
+            {
+                "filter": {"status_code_filter": {"comparison": comparison}},
+                "body_format_override": {
+                    "json_format": {"error": error},
+                    "content_type": "application/json",
+                },
+            }
+        )
+    return {"mappers": mappers}
+
+
 def _routes(config: Config) -> list[dict[str, Any]]:
     ensemble_timeout = f"{config.ensemble.timeout_seconds + 5:g}s"
     return [
@@ -112,6 +141,7 @@ def bootstrap(config: Config) -> dict[str, Any]:
             "name": "gateway",
             "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(config)}],
         },
+        "local_reply_config": _local_reply_config(),
         "http_filters": [
             _ext_proc_filter(),
             {

@@ -76,6 +76,7 @@ class Fanout:
         pending = set(tasks)
         finished: list[Candidate] = []
         deadline_exceeded = False
+        cancel_reason = "cancelled: the ensemble had its answer"
         try:
             while pending:
                 remaining = deadline - loop.time()
@@ -91,7 +92,8 @@ class Fanout:
                 if len(valid) >= spec.min_responses and strategy.enough(valid, len(pending)):
                     break
                 if len(valid) + len(pending) < spec.min_responses:
-                    break  # the quorum can no longer be met: answer now
+                    cancel_reason = "cancelled: the quorum could no longer be met"
+                    break  # answer now rather than wait for calls that cannot help
         finally:
             for task in pending:
                 task.cancel()
@@ -102,7 +104,7 @@ class Fanout:
         unfinished_error = (
             f"ensemble deadline of {self._settings.timeout_seconds:g} s passed"
             if deadline_exceeded
-            else "cancelled: the ensemble had its answer"
+            else cancel_reason
         )
         candidates = finished + [
             Candidate(tasks[t], unfinished_status, latency_ms=elapsed_ms, error=unfinished_error)

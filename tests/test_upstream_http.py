@@ -1,0 +1,193 @@
+"""The ensemble upstream over real HTTP, with demo backends as model endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import demo_stats
+from ensemble_extproc.demo import DemoServers
+
+from helpers import chat
+
+Start = Callable[..., Any]
+
+
+async def post(
+    url: str, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", data=data, headers=headers or {}) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def test_voting_answers_with_the_majority(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-fast,demo-medium,demo-slow"}
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 200
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "ensemble/voting"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Paris."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert resp_headers["x-ensemble-strategy"] == "voting"
+    assert resp_headers["x-ensemble-models-queried"] == "demo-fast,demo-medium,demo-slow"
+    assert resp_headers["x-ensemble-responses-received"] == "3"
+    assert resp_headers["x-ensemble-selected-model"] == "demo-fast"
+    assert body["ensemble"]["agreement"] == pytest.approx(2 / 3)
+    # usage sums the three calls: each demo call reports its own token counts.
+    per_call = body["usage"]["prompt_tokens"] // 3
+    assert per_call > 0
+    assert body["usage"]["prompt_tokens"] == 3 * per_call
+    assert body["usage"]["total_tokens"] == (
+        body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
+
+
+async def test_first_success_is_as_fast_as_the_fastest_and_cancels_the_rest(
+    upstream: Start, demo: DemoServers
+) -> None:
+    url = await upstream()
+    headers = {
+        "x-ensemble-models": "demo-slow,demo-medium,demo-fast",
+        "x-ensemble-strategy": "first_success",
+    }
+    await post(url, chat(), headers)  # warm the connection pool
+    before = {m: await demo_stats(demo.urls[m]) for m in ("demo-medium", "demo-slow")}
+    started = time.perf_counter()
+    status, resp_headers, body = await post(url, chat(), headers)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert status == 200
+    assert resp_headers["x-ensemble-selected-model"] == "demo-fast"
+    assert body["choices"][0]["message"]["content"] == "Paris."
+    # Far below the 50 ms of the second-fastest model: the answer did not wait for it.
+    assert elapsed_ms < 45, elapsed_ms
+    statuses = {c["model"]: c["status"] for c in body["ensemble"]["candidates"]}
+    assert statuses == {"demo-slow": "cancelled", "demo-medium": "cancelled", "demo-fast": "ok"}
+    # The slower backends see their calls disconnect.
+    for model, stats_before in before.items():
+        for _ in range(50):
+            stats = await demo_stats(demo.urls[model])
+            if stats["cancelled"] > stats_before["cancelled"]:
+                break
+            await asyncio.sleep(0.02)
+        assert stats["cancelled"] == stats_before["cancelled"] + 1, model
+        assert stats["completed"] == stats_before["completed"]
+
+
+async def test_quorum_not_met_is_a_502_that_names_the_failures(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-fast,demo-broken", "x-ensemble-min-responses": "2"}
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 502
+    assert body["error"]["code"] == "ensemble_quorum_not_met"
+    assert "demo-broken: HTTP 500" in body["error"]["message"]
+    # demo-broken fails after 5 ms; the quorum of 2 is then out of reach, so the answer
+    # comes at once and demo-fast's call is cancelled rather than waited for.
+    assert resp_headers["x-ensemble-responses-received"] == "0"
+    assert "x-ensemble-selected-model" not in resp_headers
+    statuses = {c["model"]: c["status"] for c in body["ensemble"]["candidates"]}
+    assert statuses == {"demo-fast": "cancelled", "demo-broken": "error"}
+
+
+async def test_deadline_is_a_504_within_the_deadline(upstream: Start) -> None:
+    url = await upstream(timeout_seconds=0.3)
+    headers = {"x-ensemble-models": "demo-fast,demo-hang", "x-ensemble-min-responses": "2"}
+    started = time.perf_counter()
+    status, _, body = await post(url, chat(), headers)
+    assert time.perf_counter() - started < 1.5
+    assert status == 504
+    assert body["error"]["code"] == "ensemble_deadline_exceeded"
+    assert "demo-hang: ensemble deadline of 0.3 s passed" in body["error"]["message"]
+
+
+async def test_a_failed_member_does_not_fail_a_met_quorum(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-fast,demo-broken,demo-medium"}
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 200
+    assert resp_headers["x-ensemble-responses-received"] == "2"
+    assert body["ensemble"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw", "status", "code"),
+    [
+        ({"x-ensemble-models": "demo-fast,nope"}, None, 400, "model_not_found"),
+        ({"x-ensemble-models": "a,b,c,d,e,f"}, None, 400, "too_many_models"),
+        (
+            {"x-ensemble-models": "demo-fast", "x-ensemble-strategy": "x"},
+            None,
+            400,
+            "unknown_strategy",
+        ),
+        (
+            {"x-ensemble-models": "demo-fast", "x-ensemble-min-responses": "0"},
+            None,
+            400,
+            "invalid_min_responses",
+        ),
+        (
+            {"x-ensemble-models": "demo-fast", "x-ensemble-min-responses": "2"},
+            None,
+            400,
+            "invalid_min_responses",
+        ),
+        ({"x-ensemble-models": "demo-fast"}, b"{not json", 400, "invalid_json"),
+        ({"x-ensemble-models": "demo-fast"}, b"[1, 2]", 400, "invalid_json"),
+        ({"x-ensemble-models": "demo-fast"}, b'{"model": "x"}', 400, "missing_messages"),
+        ({"x-ensemble-models": "demo-fast"}, b'{"messages": []}', 400, "invalid_messages"),
+        ({"x-ensemble-models": "demo-fast"}, b'{"messages": [1]}', 400, "invalid_messages"),
+        (
+            {"x-ensemble-models": "demo-fast"},
+            json.dumps(chat(stream=True)).encode(),
+            400,
+            "stream_not_supported",
+        ),
+        ({"x-ensemble-models": "demo-fast"}, json.dumps(chat(n=2)).encode(), 400, "unsupported_n"),
+        ({}, None, 400, "missing_models"),
+    ],
+)
+async def test_bad_input_is_a_4xx_openai_error(
+    upstream: Start, headers: dict[str, str], raw: bytes | None, status: int, code: str
+) -> None:
+    url = await upstream()
+    got_status, _, body = await post(url, chat(), headers, raw=raw)
+    assert (got_status, body["error"]["code"]) == (status, code)
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+
+
+async def test_body_over_the_limit_is_a_413(upstream: Start) -> None:
+    url = await upstream(max_body_bytes=1000)
+    big = chat("x" * 2000)
+    status, _, body = await post(url, big, {"x-ensemble-models": "demo-fast"})
+    assert status == 413
+    assert body["error"]["code"] == "request_too_large"
+
+
+async def test_models_healthz_and_unknown_routes(upstream: Start) -> None:
+    url = await upstream()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/v1/models") as resp:
+            models = await resp.json()
+        async with session.get(f"{url}/healthz") as resp:
+            health = await resp.json()
+        async with session.get(f"{url}/v1/embeddings") as resp:
+            missing_status, missing = resp.status, await resp.json()
+        async with session.get(f"{url}/v1/chat/completions") as resp:
+            wrong_method_status = resp.status
+    assert {m["id"] for m in models["data"]} >= {"demo-fast", "demo-slow"}
+    assert health == {"status": "ok"}
+    assert missing_status == 404
+    assert missing["error"]["code"] == "not_found"
+    assert wrong_method_status == 405
