@@ -15,7 +15,7 @@ class ApiError(Exception):
         message: str,
         *,
         type: str = "invalid_request_error",
-        code: str,
+        code: str | None,
         param: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
@@ -36,7 +36,7 @@ class ApiError(Exception):
         return json.dumps(self.body(), separators=(",", ":")).encode()
 
 
-def bad_request(message: str, *, code: str, param: str | None = None) -> ApiError:
+def bad_request(message: str, *, code: str | None = None, param: str | None = None) -> ApiError:
     return ApiError(400, message, code=code, param=param)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final, Self
 from aiohttp import web
 
 from ensemble_extproc.demo.models import DemoModel
+from ensemble_extproc.errors import ApiError, bad_request
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -74,19 +75,6 @@ class _Outcome(enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-class _InvalidRequest(Exception):
-    """A client mistake, answered as an OpenAI-style invalid_request_error."""
-
-    def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +132,7 @@ async def _openai_http_errors(
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         message = f"demo model {request.app[DEMO_MODEL_KEY].name}: {exc.reason}"
         return web.json_response(
-            _error_body(message, "invalid_request_error", None, None),
+            ApiError(exc.status, message, code=None).body(),
             status=exc.status,
             headers=headers,
         )
@@ -194,9 +182,8 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, _Outcom
     model = request.app[DEMO_MODEL_KEY]
     try:
         chat = _parse_chat_request(await _read_body(request))
-    except _InvalidRequest as exc:
-        body = _error_body(exc.message, "invalid_request_error", exc.param, exc.code)
-        return await _send_json(request, body, exc.status, _Outcome.FAILED)
+    except ApiError as exc:
+        return await _send_json(request, exc.body(), exc.status, _Outcome.FAILED)
     fails = request.app[_RNG_KEY].random() < model.failure_rate
     if model.latency_ms > 0:
         await asyncio.sleep(model.latency_ms / 1000)
@@ -214,11 +201,7 @@ async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise _InvalidRequest(
-            "request body is too large",
-            code="request_too_large",
-            status=exc.status,
-        ) from None
+        raise ApiError(exc.status, "request body is too large", code="request_too_large") from None
 
 
 async def _send_json(
@@ -271,29 +254,29 @@ def _load_json_object(raw: bytes) -> JSONObject:
     try:
         payload = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise _InvalidRequest(
+        raise bad_request(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             code="invalid_json",
         ) from None
     except (ValueError, RecursionError):
         # Undecodable bytes or absurdly deep nesting: still the client's mistake.
-        raise _InvalidRequest("request body is not valid JSON", code="invalid_json") from None
+        raise bad_request("request body is not valid JSON", code="invalid_json") from None
     if not isinstance(payload, dict):
-        raise _InvalidRequest("request body must be a JSON object", code="invalid_type")
+        raise bad_request("request body must be a JSON object", code="invalid_type")
     return payload
 
 
 def _parse_messages(raw: object) -> tuple[tuple[str, ...], str]:
     if raw is _MISSING:
-        raise _InvalidRequest(
+        raise bad_request(
             "missing required parameter: 'messages'",
             param="messages",
             code="missing_required_parameter",
         )
     if not isinstance(raw, list):
-        raise _InvalidRequest("'messages' must be a list", param="messages", code="invalid_type")
+        raise bad_request("'messages' must be a list", param="messages", code="invalid_type")
     if not raw:
-        raise _InvalidRequest("'messages' must not be empty", param="messages", code="empty_array")
+        raise bad_request("'messages' must not be empty", param="messages", code="empty_array")
     texts: list[str] = []
     prompt = ""
     for index, message in enumerate(raw):
@@ -306,10 +289,10 @@ def _parse_messages(raw: object) -> tuple[tuple[str, ...], str]:
 
 def _parse_message(message: object, param: str) -> tuple[str, str]:
     if not isinstance(message, dict):
-        raise _InvalidRequest(f"'{param}' must be an object", param=param, code="invalid_type")
+        raise bad_request(f"'{param}' must be an object", param=param, code="invalid_type")
     role = message.get("role")
     if not isinstance(role, str) or not role:
-        raise _InvalidRequest(
+        raise bad_request(
             f"'{param}.role' must be a non-empty string", param=f"{param}.role", code="invalid_type"
         )
     return role, _content_text(message.get("content"), f"{param}.content")
@@ -322,7 +305,7 @@ def _content_text(content: object, param: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _InvalidRequest(
+        raise bad_request(
             f"'{param}' must be a string or a list of content parts",
             param=param,
             code="invalid_type",
@@ -331,7 +314,7 @@ def _content_text(content: object, param: str) -> str:
     for index, part in enumerate(content):
         part_param = f"{param}[{index}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise _InvalidRequest(
+            raise bad_request(
                 f"'{part_param}' must be an object with a string 'type'",
                 param=part_param,
                 code="invalid_type",
@@ -340,9 +323,7 @@ def _content_text(content: object, param: str) -> str:
             continue  # images, audio...: a demo model only reads text
         text = part.get("text")
         if not isinstance(text, str):
-            raise _InvalidRequest(
-                f"'{part_param}.text' must be a string", param=f"{part_param}.text"
-            )
+            raise bad_request(f"'{part_param}.text' must be a string", param=f"{part_param}.text")
         texts.append(text)
     return "\n".join(texts)
 
@@ -354,7 +335,7 @@ def _parse_max_words(payload: JSONObject) -> int | None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _InvalidRequest(
+            raise bad_request(
                 f"'{name}' must be a positive integer", param=name, code="invalid_value"
             )
         limits.append(value)
@@ -367,7 +348,7 @@ def _optional_bool(payload: JSONObject, name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise _InvalidRequest(f"'{name}' must be a boolean", param=name, code="invalid_type")
+        raise bad_request(f"'{name}' must be a boolean", param=name, code="invalid_type")
     return value
 
 
@@ -376,14 +357,14 @@ def _parse_include_usage(payload: JSONObject) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        raise _InvalidRequest(
+        raise bad_request(
             "'stream_options' must be an object", param="stream_options", code="invalid_type"
         )
     value = options.get("include_usage")
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise _InvalidRequest(
+        raise bad_request(
             "'stream_options.include_usage' must be a boolean",
             param="stream_options.include_usage",
             code="invalid_type",
@@ -441,19 +422,15 @@ def _word_count(text: str) -> int:
 # ------------------------------------------------------------------ payloads
 
 
-def _error_body(message: str, err_type: str, param: str | None, code: str | None) -> JSONObject:
-    return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
-
-
 def _failure_body(model: DemoModel) -> JSONObject:
     rate_limited = model.failure_status == 429
-    return _error_body(
+    return ApiError(
+        model.failure_status,
         f"demo model {model.name}: simulated failure "
         f"(failure_rate {model.failure_rate:g}, seed {model.seed})",
-        "rate_limit_error" if rate_limited else "server_error",
-        None,
-        "rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
-    )
+        type="rate_limit_error" if rate_limited else "server_error",
+        code="rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
+    ).body()
 
 
 def _completion_body(answer: _Answer) -> JSONObject:
