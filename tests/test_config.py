@@ -73,7 +73,7 @@ def test_api_key_comes_from_the_environment() -> None:
         (
             {"models": [MODEL], "ensemble": {"default_strategy": "best"}},
             "ensemble.default_strategy",
-            "one of: first_success, voting",
+            "one of: voting, weighted, first_success, score_averaging",
         ),
         (
             {"models": [MODEL], "ensemble": {"timeout_seconds": "30s"}},

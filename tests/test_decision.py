@@ -68,6 +68,18 @@ def test_passthrough(headers: dict[str, str], strip: bool) -> None:
     assert decision.strip_route_header is strip
 
 
+def test_strategy_without_its_required_config_is_a_400_naming_the_key() -> None:
+    decision = decide({"x-ensemble-models": "m1,m2", "x-ensemble-strategy": "reranking"}, CONFIG)
+    assert isinstance(decision, Reject)
+    assert decision.error.code == "strategy_not_configured"
+    assert "ensemble.reranking.judge_model" in decision.error.message
+    configured = make_config(URLS, ensemble={"reranking": {"judge_model": "m4"}})
+    decision = decide(
+        {"x-ensemble-models": "m1,m2", "x-ensemble-strategy": "reranking"}, configured
+    )
+    assert isinstance(decision, Reroute)
+
+
 def test_disabled_config_never_reroutes() -> None:
     config = compile_config(
         {"ensemble": {"enabled": False, "endpoint_mappings": {"a": "http://127.0.0.1:9/v1"}}}
@@ -87,7 +99,7 @@ def test_disabled_config_never_reroutes() -> None:
         (
             {"x-ensemble-models": "m1,m2", "x-ensemble-strategy": "best"},
             "unknown_strategy",
-            "known strategies: first_success, voting",
+            "known strategies: voting, weighted, first_success, score_averaging, reranking",
         ),
         (
             {"x-ensemble-models": "m1,m2", "x-ensemble-min-responses": "0"},

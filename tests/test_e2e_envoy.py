@@ -65,7 +65,9 @@ def test_ensemble_headers_get_the_ensemble_answer(client: openai.OpenAI) -> None
     assert completion.choices[0].message.content == "Paris."
     assert raw.headers["x-ensemble-selected-model"] == "demo-fast"
     assert raw.headers["x-ensemble-models-queried"] == "demo-fast,demo-medium,demo-slow"
-    assert raw.headers["x-ensemble-responses-received"] == "3"
+    # Paris. and paris agree before demo-slow answers: voting stops early.
+    assert raw.headers["x-ensemble-responses-received"] == "2"
+    assert raw.headers["x-ensemble-agreement"] == "1.000"
     assert completion.usage is not None
     assert completion.usage.total_tokens > 0
 

@@ -1,113 +1,375 @@
-"""Table tests of the aggregation strategies (pure functions over candidates)."""
+"""Table tests of every strategy's plan on hand-made, scripted candidates (virtual time)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ensemble_extproc.strategies import STRATEGIES, Candidate, Status
-from ensemble_extproc.strategies.voting import normalise
+from ensemble_extproc.strategies import STRATEGIES, Candidate, Status, StrategySettings
+from ensemble_extproc.strategies.judging import parse_verdict
+from plan_sim import Reply, context, simulate
 
-MODELS = ("a", "b", "c", "d")
-
-
-def ok(model: str, content: str, order: int, finish: str | None = "stop") -> Candidate:
-    message = {"role": "assistant", "content": content}
-    return Candidate(model, Status.OK, message=message, finish_reason=finish, order=order)
+ABC = ("a", "b", "c")
+ABCDE = ("a", "b", "c", "d", "e")
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Paris", "paris"),
-        ("  Paris. ", "paris"),
-        ("PARIS!!", "paris"),
-        ("The  answer\n is 42.", "the answer is 42"),
-        ("42?", "42"),
-        ("Yes;", "yes"),
-        ("\u5df4\u9ece\u3002", "\u5df4\u9ece"),
-        ("3.14", "3.14"),
-    ],
-)
-def test_normalise(text: str, expected: str) -> None:
-    assert normalise(text) == expected
+def r(text: str | None, ms: float = 10, confidence: float | None = None) -> Reply:
+    return Reply(text, ms, confidence)
+
+
+# ---------------------------------------------------------------------------- voting
 
 
 @pytest.mark.parametrize(
-    ("candidates", "winner", "agreement"),
+    ("replies", "winner", "agreement"),
     [
-        # Normalised majority beats the faster minority.
-        ([ok("c", "Lyon", 0), ok("a", "Paris.", 1), ok("b", "paris", 2)], "a", 2 / 3),
-        # Unanimous.
-        ([ok("a", "4", 0), ok("b", "4", 1), ok("c", "4.", 2)], "a", 1.0),
-        # Tie: the group whose first member is earliest in the model order wins,
-        # whatever order the answers arrived in.
-        ([ok("b", "yes", 0), ok("a", "no", 1)], "a", 1 / 2),
-        ([ok("d", "x", 0), ok("c", "y", 1), ok("b", "x", 2), ok("a", "y", 3)], "a", 1 / 2),
-        # The representative of the winning group is its earliest model, full text kept.
-        ([ok("c", "Paris", 0), ok("b", "PARIS!", 1), ok("a", "Rome", 2)], "b", 2 / 3),
-        # A single valid answer.
-        ([ok("b", "only", 0)], "b", 1.0),
+        # Formats that must extract to the same answer form one group.
+        ({"a": r("The answer is 42."), "b": r("\\boxed{42}"), "c": r("41")}, "a", 2 / 3),
+        ({"a": r("43"), "b": r("**42**"), "c": r("42.0")}, "b", 2 / 3),
+        ({"a": r("(B)"), "b": r("Answer: B"), "c": r("C")}, "a", 2 / 3),
+        ({"a": r("$1,000"), "b": r("1000"), "c": r("999")}, "a", 2 / 3),
+        # Tie: the group whose first member comes first in the model order, whatever
+        # the arrival order.
+        ({"a": r("yes", 30), "b": r("no", 10), "c": r(None)}, "a", 1 / 2),
+        ({"a": r("x", 30), "b": r("y", 10), "c": r("z", 20)}, "a", 1 / 3),
+        # One valid answer (quorum of 1).
+        ({"a": r(None), "b": r(None), "c": r("only")}, "c", 1.0),
     ],
 )
-def test_voting(candidates: list[Candidate], winner: str, agreement: float) -> None:
-    selection = STRATEGIES["voting"].select(candidates, MODELS)
-    assert selection.winner.model == winner
-    assert selection.agreement == pytest.approx(agreement)
-    assert selection.winner.content == next(c.content for c in candidates if c.model == winner)
+def test_voting(replies: dict[str, Reply], winner: str, agreement: float) -> None:
+    trace = simulate("voting", context(ABC), replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.model == winner
+    assert trace.selection.agreement == pytest.approx(agreement)
+    # The full original text of the representative is returned.
+    assert trace.selection.winner.content == replies[winner].text
 
 
-def test_voting_waits_for_every_answer() -> None:
-    voting = STRATEGIES["voting"]
-    two = [ok("a", "x", 0), ok("b", "x", 1)]
-    assert voting.enough(two, pending=1) is False
-    assert voting.enough(two, pending=0) is True
+def test_voting_all_failed_is_no_answer() -> None:
+    trace = simulate("voting", context(ABC), {m: r(None) for m in ABC})
+    assert trace.selection is None
 
 
-def test_voting_compares_tool_calls_by_name_and_arguments() -> None:
-    def call(model: str, args: str, order: int) -> Candidate:
-        tool = {"type": "function", "function": {"name": "weather", "arguments": args}}
-        message = {"role": "assistant", "content": None, "tool_calls": [{"id": model, **tool}]}
-        return Candidate(model, Status.OK, message=message, finish_reason="tool_calls", order=order)
+def test_voting_quorum_out_of_reach_stops_at_once() -> None:
+    replies = {"a": r(None, 5), "b": r(None, 6), "c": r("late", 1000)}
+    trace = simulate("voting", context(ABC, min_responses=2), replies)
+    assert trace.selection is None
+    assert trace.cancelled == ["c"]
 
-    candidates = [
-        call("a", '{"city":"Oslo"}', 0),
-        call("b", '{"city":"Rome"}', 1),
-        call("c", '{"city":"Rome"}', 2),
-    ]
-    selection = STRATEGIES["voting"].select(candidates, MODELS)
-    assert selection.winner.model == "b"
-    assert selection.agreement == pytest.approx(2 / 3)
+
+def test_voting_stops_early_when_the_leader_cannot_be_overtaken() -> None:
+    replies = {
+        "a": r("7", 10),
+        "b": r("7", 20),
+        "c": r("7", 30),
+        "d": r("8", 500),
+        "e": r("9", 600),
+    }
+    trace = simulate("voting", context(ABCDE, min_responses=2), replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "7"
+    assert sorted(trace.cancelled) == ["d", "e"]
+    assert trace.selection.details["stopped_early"] is True
+
+
+def test_voting_does_not_stop_while_a_tie_is_possible() -> None:
+    replies = {"a": r("7", 10), "b": r("7", 20), "c": r("8", 30), "d": r("8", 500)}
+    trace = simulate("voting", context(("a", "b", "c", "d")), replies)
+    assert trace.cancelled == []  # 2 vs 1 with one call left: it could still tie
+
+
+def test_voting_early_stop_honours_min_responses() -> None:
+    replies = {"a": r("7", 10), "b": r("7", 20), "c": r("7", 30), "d": r("7", 40), "e": r("8", 50)}
+    trace = simulate("voting", context(ABCDE, min_responses=5), replies)
+    assert trace.cancelled == []
+    assert trace.selection is not None
+    assert trace.selection.agreement == pytest.approx(4 / 5)
+
+
+def test_voting_merges_near_identical_free_text() -> None:
+    replies = {
+        "a": r("The capital of France is Paris"),
+        "b": r("the capital of france is paris."),
+        "c": r("Lyon is the capital"),
+    }
+    trace = simulate("voting", context(ABC), replies)
+    assert trace.selection is not None
+    assert trace.selection.agreement == pytest.approx(2 / 3)
+    strict = simulate(
+        "voting",
+        context(ABC, similarity_threshold=1.0),
+        {
+            "a": r("The capital of France is Paris"),
+            "b": r("The capital of France is Paris!"),
+            "c": r("Lyon"),
+        },
+    )
+    assert strict.selection is not None
+    assert strict.selection.agreement == pytest.approx(2 / 3)  # punctuation is normalised
+
+
+# -------------------------------------------------------------------------- weighted
+
+
+def test_weighted_log_odds_lets_one_strong_model_outvote_two_weak_ones() -> None:
+    # log-odds: 0.95 -> 2.94; 0.6 -> 0.41 each: the strong model wins 2.94 vs 0.81.
+    replies = {"a": r("1"), "b": r("2"), "c": r("2")}
+    ctx = context(ABC, accuracies={"a": 0.95, "b": 0.6, "c": 0.6})
+    trace = simulate("weighted", ctx, replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "a"
+    # Plain voting would follow the two weak models.
+    assert simulate("voting", ctx, replies).selection.winner.content == "2"  # type: ignore[union-attr]
+
+
+def test_weighted_uses_configured_weights_and_confidence() -> None:
+    replies = {"a": r("1", confidence=0.2), "b": r("2", confidence=0.9)}
+    ctx = context(("a", "b"), weights={"a": 2.0, "b": 1.0})
+    assert simulate("weighted", ctx, replies).selection.winner.model == "a"  # type: ignore[union-attr]
+    ctx = context(("a", "b"), weights={"a": 2.0, "b": 1.0}, weighted_use_confidence=True)
+    # 2.0 x 0.2 = 0.4 < 1.0 x 0.9
+    assert simulate("weighted", ctx, replies).selection.winner.model == "b"  # type: ignore[union-attr]
+
+
+def test_weighted_stops_early_by_weight() -> None:
+    replies = {"a": r("1", 10), "b": r("2", 500), "c": r("3", 600)}
+    ctx = context(ABC, accuracies={"a": 0.99, "b": 0.6, "c": 0.6})
+    trace = simulate("weighted", ctx, replies)
+    assert sorted(trace.cancelled) == ["b", "c"]
+
+
+# --------------------------------------------------------------------- first_success
+
+
+def test_first_success_takes_the_fastest_valid_and_cancels_the_rest() -> None:
+    replies = {"a": r("slow", 100), "b": r(None, 5), "c": r("fast", 10)}
+    trace = simulate("first_success", context(ABC), replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "c"
+    assert trace.cancelled == ["a"]
+
+
+def test_first_success_skips_empty_and_filtered_answers() -> None:
+    replies = {
+        "a": r("  ", 5),
+        "b": Reply("x", 6, finish_reason="content_filter"),
+        "c": r("ok", 50),
+    }
+    trace = simulate("first_success", context(ABC), replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "c"
+
+
+def test_hedging_costs_one_call_when_the_first_model_is_fast() -> None:
+    replies = {"a": r("fast", 10), "b": r("b", 10), "c": r("c", 10)}
+    trace = simulate("first_success", context(ABC, hedge_delay_seconds=0.05), replies)
+    assert trace.launched_models == ["a"]
+    assert trace.selection is not None
+
+
+def test_hedging_starts_the_next_model_after_the_delay_or_a_failure() -> None:
+    replies = {"a": r("slow", 500), "b": r(None, 5), "c": r("c", 20)}
+    trace = simulate("first_success", context(ABC, hedge_delay_seconds=0.05), replies)
+    # a starts at 0; at 50 ms b starts; b fails at 55 ms, so c starts at once and wins.
+    assert trace.launched_models == ["a", "b", "c"]
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "c"
+    assert trace.cancelled == ["a"]
+
+
+def test_first_success_all_failed() -> None:
+    trace = simulate("first_success", context(ABC), {m: r(None) for m in ABC})
+    assert trace.selection is None
+
+
+# ------------------------------------------------------------------- score_averaging
+
+
+def test_score_averaging_asks_for_logprobs_and_pools_by_answer() -> None:
+    replies = {
+        "a": r("42", confidence=0.9),
+        "b": r("The answer is 42", confidence=0.5),
+        "c": r("41", confidence=0.8),
+    }
+    trace = simulate("score_averaging", context(ABC), replies)
+    assert all(call.extra == {"logprobs": True} for call in trace.launched)
+    assert trace.selection is not None
+    # 42: (0.9 + 0.5) / 2 = 0.7 < 41: 0.8
+    assert trace.selection.winner.model == "c"
+
+
+def test_score_averaging_numeric_mean_and_median() -> None:
+    replies = {
+        "a": r("10", confidence=0.9),
+        "b": r("20", confidence=0.5),
+        "c": r("60", confidence=0.8),
+    }
+    mean = simulate("score_averaging", context(ABC, numeric_aggregate="mean"), replies)
+    median = simulate("score_averaging", context(ABC, numeric_aggregate="median"), replies)
+    assert mean.selection is not None
+    assert median.selection is not None
+    assert mean.selection.message == {"role": "assistant", "content": "30"}
+    assert median.selection.message == {"role": "assistant", "content": "20"}
+
+
+def test_score_averaging_without_logprobs_falls_back_to_voting() -> None:
+    replies = {"a": r("1"), "b": r("2"), "c": r("2")}
+    trace = simulate("score_averaging", context(ABC), replies)
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "2"
+    assert trace.selection.details["fallback"] == "voting"
+    assert "no logprobs" in trace.selection.reason
+
+
+# ------------------------------------------------------------------------- reranking
 
 
 @pytest.mark.parametrize(
-    ("candidates", "winner"),
+    ("verdict", "winner"),
+    [("2", "b"), ("Candidate 3", "c"), ('{"best": 1}', "a"), ("The best is Candidate 2.", "b")],
+)
+def test_reranking_follows_the_judge(verdict: str, winner: str) -> None:
+    replies = {"a": r("1"), "b": r("2"), "c": r("3")}
+    ctx = context(ABC, judge_model="j")
+    trace = simulate("reranking", ctx, replies, helpers={"j": r(verdict)})
+    assert trace.selection is not None
+    assert trace.selection.winner.model == winner
+    judge_call = trace.launched[-1]
+    assert judge_call.model == "j"
+    prompt = judge_call.messages[0]["content"]  # type: ignore[index]
+    assert "What is 6 x 7?" in prompt
+    assert "### Candidate 3\n3" in prompt
+
+
+@pytest.mark.parametrize("verdict", [None, "I cannot decide", "Candidate 1 or Candidate 2", "7"])
+def test_reranking_falls_back_to_voting(verdict: str | None) -> None:
+    replies = {"a": r("1"), "b": r("2"), "c": r("2")}
+    trace = simulate("reranking", context(ABC, judge_model="j"), replies, helpers={"j": r(verdict)})
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "2"
+    assert trace.selection.details["fallback"] == "voting"
+    assert "fell back to voting" in trace.selection.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "expected"),
     [
-        ([ok("c", "slow but first", 0), ok("a", "x", 1)], "c"),
-        ([ok("a", "x", 2), ok("b", "y", 1)], "b"),
+        ("2", 3, 2),
+        (" Candidate #3 ", 3, 3),
+        ('```json\n{"choice": 1}\n```', 3, 1),
+        ('{"best": "2"}', 3, 2),
+        ("candidate 4", 3, None),
+        ("0", 3, None),
+        ("", 3, None),
+        ("Candidates 1 and 2 are both fine", 3, None),
+        ("I pick 2 of the 3", 3, None),
     ],
 )
-def test_first_success_picks_the_earliest_finisher(
-    candidates: list[Candidate], winner: str
-) -> None:
-    selection = STRATEGIES["first_success"].select(candidates, MODELS)
-    assert selection.winner.model == winner
+def test_parse_verdict(text: str, count: int, expected: int | None) -> None:
+    assert parse_verdict(text, count) == expected
 
 
-def test_first_success_is_done_at_the_first_valid_answer() -> None:
-    first = STRATEGIES["first_success"]
-    assert first.enough([], pending=3) is False
-    assert first.enough([ok("a", "x", 0)], pending=2) is True
-    assert first.natural_min_responses == 1
+# ---------------------------------------------------------------------------- fusion
+
+
+def test_fusion_returns_the_aggregators_answer() -> None:
+    replies = {"a": r("1"), "b": r("2"), "c": r("2")}
+    trace = simulate(
+        "fusion", context(ABC, aggregator_model="g"), replies, helpers={"g": r("It is 2.")}
+    )
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "g"
+    assert trace.selection.winner.content == "It is 2."
+    assert trace.launched[-1].extra["tools"] is None  # helper calls do not inherit tools
+
+
+def test_fusion_falls_back_to_voting_when_the_aggregator_fails() -> None:
+    replies = {"a": r("1"), "b": r("2"), "c": r("2")}
+    trace = simulate("fusion", context(ABC, aggregator_model="g"), replies, helpers={"g": r(None)})
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "2"
+    assert trace.selection.details["fallback"] == "voting"
+
+
+# --------------------------------------------------------------------------- cascade
+
+
+def test_cascade_accepts_a_confident_cheap_answer() -> None:
+    replies = {"a": r("1", confidence=0.95), "b": r("2"), "c": r("3")}
+    trace = simulate("cascade", context(ABC), replies)
+    assert trace.launched_models == ["a"]
+    assert trace.selection is not None
+    assert trace.selection.details["cascade_depth"] == 1
+
+
+def test_cascade_accepts_agreement_of_the_first_two() -> None:
+    replies = {"a": r("7", confidence=0.5), "b": r("The answer is 7", confidence=0.6), "c": r("3")}
+    trace = simulate("cascade", context(ABC), replies)
+    assert trace.launched_models == ["a", "b"]
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "a"
+
+
+def test_cascade_follows_the_configured_order_and_escalates_to_the_end() -> None:
+    replies = {
+        "a": r("1", confidence=0.5),
+        "b": r("2", confidence=0.5),
+        "c": r("3", confidence=0.5),
+    }
+    trace = simulate("cascade", context(ABC, cascade_order=("c", "b")), replies)
+    assert trace.launched_models == ["c", "b", "a"]
+    assert trace.selection is not None
+    assert trace.selection.details["cascade_depth"] == 3
+    assert "all models asked" in trace.selection.reason
+
+
+def test_cascade_escalates_to_the_full_ensemble() -> None:
+    replies = {"a": r("1", confidence=0.5), "b": r("2"), "c": r("2"), "d": r("2")}
+    trace = simulate(
+        "cascade", context(("a", "b", "c", "d"), cascade_escalation="ensemble"), replies
+    )
+    assert trace.launched_models == ["a", "b", "c", "d"]
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "2"
+
+
+def test_cascade_all_failed() -> None:
+    trace = simulate("cascade", context(ABC), {m: r(None) for m in ABC})
+    assert trace.selection is None
+    assert trace.launched_models == ["a", "b", "c"]
+
+
+# ------------------------------------------------------------------------- registry
+
+
+def test_registry_and_required_settings() -> None:
+    assert set(STRATEGIES) == {
+        "voting",
+        "weighted",
+        "first_success",
+        "score_averaging",
+        "reranking",
+        "fusion",
+        "cascade",
+    }
+    empty = StrategySettings()
+    missing = {name: s.missing_setting(empty) for name, s in STRATEGIES.items()}
+    assert missing["reranking"] == "ensemble.reranking.judge_model"
+    assert missing["fusion"] == "ensemble.fusion.aggregator_model"
+    assert [m for n, m in missing.items() if n not in ("reranking", "fusion")] == [None] * 5
 
 
 @pytest.mark.parametrize(
     ("candidate", "valid"),
     [
-        (ok("a", "text", 0), True),
-        (ok("a", "text", 0, finish="length"), True),
-        (ok("a", "text", 0, finish=None), True),
-        (ok("a", "   ", 0), False),
-        (ok("a", "text", 0, finish="content_filter"), False),
+        (Candidate("a", Status.OK, {"content": "x"}, "stop"), True),
+        (Candidate("a", Status.OK, {"content": "x"}, "length"), True),
+        (Candidate("a", Status.OK, {"content": "x"}, None), True),
+        (
+            Candidate("a", Status.OK, {"content": None, "tool_calls": [{"id": "1"}]}, "tool_calls"),
+            True,
+        ),
+        (Candidate("a", Status.OK, {"content": "  "}, "stop"), False),
+        (Candidate("a", Status.OK, {"content": "x"}, "content_filter"), False),
         (Candidate("a", Status.ERROR, error="HTTP 500"), False),
         (Candidate("a", Status.TIMEOUT, error="late"), False),
     ],

@@ -41,13 +41,24 @@ async def test_voting_answers_with_the_majority(upstream: Start) -> None:
     assert body["choices"][0]["finish_reason"] == "stop"
     assert resp_headers["x-ensemble-strategy"] == "voting"
     assert resp_headers["x-ensemble-models-queried"] == "demo-fast,demo-medium,demo-slow"
-    assert resp_headers["x-ensemble-responses-received"] == "3"
+    # "Paris." (10 ms) and "paris" (50 ms) agree: demo-slow could no longer change the
+    # outcome, so voting stopped early and cancelled it.
+    assert resp_headers["x-ensemble-responses-received"] == "2"
     assert resp_headers["x-ensemble-selected-model"] == "demo-fast"
-    assert body["ensemble"]["agreement"] == pytest.approx(2 / 3)
-    # usage sums the three calls: each demo call reports its own token counts.
-    per_call = body["usage"]["prompt_tokens"] // 3
+    assert resp_headers["x-ensemble-agreement"] == "1.000"
+    ensemble = body["ensemble"]
+    assert ensemble["calls"] == {"started": 3, "cancelled": 1}
+    assert ensemble["details"]["stopped_early"] is True
+    statuses = {c["model"]: (c["status"], c["answer"]) for c in ensemble["candidates"]}
+    assert statuses == {
+        "demo-fast": ("ok", "paris"),
+        "demo-medium": ("ok", "paris"),
+        "demo-slow": ("cancelled", None),
+    }
+    # usage sums the two answered calls: each demo call reports its own token counts.
+    per_call = body["usage"]["prompt_tokens"] // 2
     assert per_call > 0
-    assert body["usage"]["prompt_tokens"] == 3 * per_call
+    assert body["usage"]["prompt_tokens"] == 2 * per_call
     assert body["usage"]["total_tokens"] == (
         body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     )

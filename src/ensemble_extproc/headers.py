@@ -17,3 +17,6 @@ RESP_STRATEGY = "x-ensemble-strategy"
 RESP_MODELS_QUERIED = "x-ensemble-models-queried"
 RESP_RESPONSES_RECEIVED = "x-ensemble-responses-received"
 RESP_SELECTED_MODEL = "x-ensemble-selected-model"
+RESP_AGREEMENT = "x-ensemble-agreement"
+# How many models a cascade asked before it accepted an answer.
+RESP_CASCADE_DEPTH = "x-ensemble-cascade-depth"

@@ -60,6 +60,13 @@ def spec_from_headers(headers: Mapping[str, str], config: Config) -> EnsembleSpe
             code="unknown_strategy",
             param=h.STRATEGY,
         )
+    missing = strategy.missing_setting(config.ensemble.strategy)
+    if missing is not None:
+        raise bad_request(
+            f"strategy {strategy_name!r} needs the config key {missing}, which is not set",
+            code="strategy_not_configured",
+            param=h.STRATEGY,
+        )
     min_raw = headers.get(h.MIN_RESPONSES)
     if min_raw is None:
         natural = strategy.natural_min_responses

@@ -13,14 +13,22 @@ import yaml
 
 from ..demo.models import DemoModel, parse_demo_models
 from ..errors import ConfigError
-from ..strategies import STRATEGIES
+from ..strategies import STRATEGIES, StrategySettings
 from .model import Address, Config, Endpoint, EnsembleSettings, Listeners
 from .reader import Section, type_name
 
 log = logging.getLogger(__name__)
 
 TOP_KEYS = frozenset({"models", "default_model", "ensemble", "listen", "demo"})
-MODEL_KEYS = frozenset({"name", "url", "upstream_model", "weight", "api_key_env"})
+MODEL_KEYS = frozenset({"name", "url", "upstream_model", "weight", "api_key_env", "accuracy"})
+STRATEGY_KEYS = {
+    "weighted": frozenset({"use_confidence"}),
+    "first_success": frozenset({"hedge_delay_ms"}),
+    "score_averaging": frozenset({"numeric"}),
+    "reranking": frozenset({"judge_model"}),
+    "fusion": frozenset({"aggregator_model"}),
+    "cascade": frozenset({"order", "confidence_threshold", "agreement", "escalation"}),
+}
 ENSEMBLE_KEYS = frozenset(
     {
         "enabled",
@@ -34,6 +42,8 @@ ENSEMBLE_KEYS = frozenset(
         "max_body_bytes",
         "max_response_bytes",
         "endpoint_mappings",
+        "similarity_threshold",
+        *STRATEGY_KEYS,
     }
 )
 LISTEN_KEYS = frozenset({"envoy", "envoy_admin", "extproc", "upstream"})
@@ -155,12 +165,16 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
                 f"environment variable {api_key_env} is not set",
                 "export it before start-up, or remove api_key_env",
             )
+    accuracy = section.get("accuracy", float, -1.0)
+    if section.has("accuracy") and not 0 < accuracy < 1:
+        raise ConfigError(section.key("accuracy"), f"must be between 0 and 1, got {accuracy}")
     return Endpoint(
         name=name,
         url=chat_completions_url(section.require("url", str), section.key("url")),
         upstream_model=section.get("upstream_model", str, name),
         weight=section.positive("weight", float, 1.0),
         api_key=api_key,
+        accuracy=accuracy if section.has("accuracy") else None,
     )
 
 
@@ -184,6 +198,14 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
     max_models = section.positive("max_models_per_request", int, defaults.max_models_per_request)
     default_models = _default_models(section, endpoints, max_models)
     min_responses = section.positive("default_min_responses", int, defaults.default_min_responses)
+    strategy_settings = _strategy_settings(section, endpoints)
+    missing = STRATEGIES[strategy].missing_setting(strategy_settings)
+    if missing is not None:
+        raise ConfigError(
+            "ensemble.default_strategy",
+            f"{strategy} needs {missing}",
+            f"set {missing}, or choose another default strategy",
+        )
     return EnsembleSettings(
         enabled=section.get("enabled", bool, True),
         default_strategy=strategy,
@@ -197,6 +219,56 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         max_models_per_request=max_models,
         max_body_bytes=section.positive("max_body_bytes", int, defaults.max_body_bytes),
         max_response_bytes=section.positive("max_response_bytes", int, defaults.max_response_bytes),
+        strategy=strategy_settings,
+    )
+
+
+def _model_name(section: Section, name: str, endpoints: Mapping[str, Endpoint]) -> str | None:
+    value = section.get(name, str, "")
+    if value and value not in endpoints:
+        raise ConfigError(section.key(name), f"unknown model {value!r}", _known(endpoints))
+    return value or None
+
+
+def _choice(section: Section, name: str, allowed: tuple[str, ...]) -> str:
+    value = section.get(name, str, allowed[0])
+    if value not in allowed:
+        raise ConfigError(
+            section.key(name), f"unknown value {value!r}", "one of: " + ", ".join(allowed)
+        )
+    return value
+
+
+def _fraction(section: Section, name: str, default: float) -> float:
+    value = section.get(name, float, default)
+    if not 0 < value <= 1:
+        raise ConfigError(section.key(name), f"must be in (0, 1], got {value}")
+    return value
+
+
+def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> StrategySettings:
+    def block(name: str) -> Section:
+        return Section(ensemble.raw.get(name), f"ensemble.{name}", STRATEGY_KEYS[name])
+
+    first_success, cascade = block("first_success"), block("cascade")
+    hedge_ms = first_success.get("hedge_delay_ms", float, 0.0)
+    if hedge_ms < 0:
+        raise ConfigError(first_success.key("hedge_delay_ms"), f"must be >= 0, got {hedge_ms}")
+    order = tuple(str(m) for m in cascade.get("order", list, []))
+    for model in order:
+        if model not in endpoints:
+            raise ConfigError(cascade.key("order"), f"unknown model {model!r}", _known(endpoints))
+    return StrategySettings(
+        similarity_threshold=_fraction(ensemble, "similarity_threshold", 0.9),
+        weighted_use_confidence=block("weighted").get("use_confidence", bool, False),
+        hedge_delay_seconds=hedge_ms / 1000 if first_success.has("hedge_delay_ms") else None,
+        numeric_aggregate=_choice(block("score_averaging"), "numeric", ("none", "mean", "median")),
+        judge_model=_model_name(block("reranking"), "judge_model", endpoints),
+        aggregator_model=_model_name(block("fusion"), "aggregator_model", endpoints),
+        cascade_order=order,
+        cascade_confidence=_fraction(cascade, "confidence_threshold", 0.8),
+        cascade_agreement=cascade.positive("agreement", int, 2),
+        cascade_escalation=_choice(cascade, "escalation", ("next", "ensemble")),
     )
 
 

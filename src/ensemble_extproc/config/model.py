@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..demo.models import DemoModel
+from ..strategies.base import StrategySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class Endpoint:
     api_key: str | None = None
     # A demo backend started by this project, not a real model.
     demo: bool = False
+    # Measured accuracy in (0, 1): the weighted strategy then uses log-odds weights.
+    accuracy: float | None = None
 
     @property
     def address(self) -> Address:
@@ -58,6 +61,8 @@ class EnsembleSettings:
     max_body_bytes: int = 1024 * 1024
     # An endpoint answer larger than this is a failed candidate, never truncated.
     max_response_bytes: int = 8 * 1024 * 1024
+    # Settings of the individual strategies (``ensemble.<strategy>`` blocks).
+    strategy: StrategySettings = field(default_factory=StrategySettings)
 
 
 @dataclass(frozen=True, slots=True)

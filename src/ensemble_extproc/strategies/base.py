@@ -1,11 +1,19 @@
-"""What a strategy sees (candidates) and what it returns (a selection)."""
+"""The strategy contract: what a strategy sees, what it may ask for, what it returns.
+
+A strategy is a *plan*: a generator that yields steps (launch these calls, wait, cancel
+the rest) and receives the progress after each one. It never does I/O itself; the
+orchestrator owns calls, deadlines and cancellation, so sequential strategies (cascade,
+hedging, early stop) need no timing code of their own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+from ..answers import Answer, message_answer
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
 # filtered one is not.
@@ -17,6 +25,12 @@ class Status(StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+
+
+class Role(StrEnum):
+    MEMBER = "member"  # answers the client's request; votes
+    JUDGE = "judge"  # picks among members' answers (reranking)
+    AGGREGATOR = "aggregator"  # writes one answer from members' answers (fusion)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +49,7 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One model's answer (or failure) within an ensemble."""
+    """One call's answer (or failure) within an ensemble."""
 
     model: str
     status: Status
@@ -46,6 +60,9 @@ class Candidate:
     error: str | None = None
     # Position in completion order (0 = finished first); -1 until the orchestrator sets it.
     order: int = -1
+    role: Role = Role.MEMBER
+    # Mean log-probability of the answer's tokens, when the endpoint returned logprobs.
+    mean_logprob: float | None = None
 
     @property
     def content(self) -> str:
@@ -66,26 +83,132 @@ class Candidate:
             and self.finish_reason in ACCEPTED_FINISH_REASONS
         )
 
+    @property
+    def answer(self) -> Answer:
+        return message_answer(self.message)
+
+    @property
+    def invalid_reason(self) -> str:
+        if self.error:
+            return self.error
+        if self.finish_reason not in ACCEPTED_FINISH_REASONS:
+            return f"finish_reason {self.finish_reason!r}"
+        return "empty answer"
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One model call. By default the client's body, with ``model`` rewritten."""
+
+    model: str
+    role: Role = Role.MEMBER
+    # Fields merged into the client's body (e.g. {"logprobs": True}).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Messages replacing the client's (judge and aggregator prompts).
+    messages: Sequence[Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    calls: tuple[Call, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Until at least one running call finishes, or ``seconds`` pass (hedging)."""
+
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRest:
+    """Cancel every call still running: the outcome is decided."""
+
+    reason: str
+
+
+Step = Launch | Wait | CancelRest
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the plan knows after a step."""
+
+    # Every finished call so far, in completion order (cancelled calls are not here).
+    finished: tuple[Candidate, ...]
+    # Calls launched and not finished yet.
+    running: tuple[Call, ...] = ()
+    deadline_passed: bool = False
+
+    def running_members(self) -> tuple[str, ...]:
+        return tuple(c.model for c in self.running if c.role is Role.MEMBER)
+
+    def members(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.finished if c.role is Role.MEMBER)
+
+    def valid_members(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.finished if c.role is Role.MEMBER and c.valid)
+
 
 @dataclass(frozen=True, slots=True)
 class Selection:
+    """The plan's result: the answer to return, and why."""
+
     winner: Candidate
-    # Share of valid answers that agree with the winner, where the strategy measures it.
+    # Share of valid member answers that agree with the winner, where measured.
     agreement: float | None = None
+    # Why this answer won, for the ``ensemble`` object.
+    reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    # Replaces the winner's message (e.g. a mean of numeric answers).
+    message: Mapping[str, Any] | None = None
+
+
+# None: the plan could not produce an answer (quorum not met).
+Plan = Generator[Step, Progress, Selection | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a plan may read: the request, its spec, the strategy settings."""
+
+    models: tuple[str, ...]
+    min_responses: int
+    request: Mapping[str, Any]
+    settings: StrategySettings
+    # Per model: configured weight and (optional) accuracy.
+    weights: Mapping[str, float] = field(default_factory=dict)
+    accuracies: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySettings:
+    """Config of the strategies (``ensemble.<strategy>`` keys), compiled once."""
+
+    similarity_threshold: float = 0.9
+    weighted_use_confidence: bool = False
+    hedge_delay_seconds: float | None = None
+    numeric_aggregate: str = "none"  # none | mean | median
+    judge_model: str | None = None
+    aggregator_model: str | None = None
+    cascade_order: tuple[str, ...] = ()
+    cascade_confidence: float = 0.8
+    cascade_agreement: int = 2
+    cascade_escalation: str = "next"  # next | ensemble
 
 
 class Strategy(Protocol):
-    """An aggregation rule. Pure: no I/O, no clocks; the orchestrator does the calls."""
+    """An aggregation rule, registered by name."""
 
     name: str
     # The quorum this strategy needs by nature when the request sets none (None: config's).
     natural_min_responses: int | None
 
-    def enough(self, valid: Sequence[Candidate], pending: int) -> bool:
-        """True once the answers in hand decide the outcome (the rest may be cancelled)."""
+    def missing_setting(self, settings: StrategySettings) -> str | None:
+        """The config key this strategy needs but does not have (e.g. a judge model)."""
         ...
 
-    def select(self, valid: Sequence[Candidate], model_order: Sequence[str]) -> Selection:
-        """Choose among valid candidates (never empty). ``model_order`` is the request's."""
-        ...
+    def plan(self, ctx: Context) -> Plan: ...

@@ -1,19 +1,41 @@
-"""first_success: the fastest valid answer wins; the calls still running are cancelled."""
+"""first_success: the fastest valid answer wins; the calls still running are cancelled.
+
+With ``ensemble.first_success.hedge_delay_ms``, models start one by one in request order:
+the next starts when the delay passes without a valid answer, or at once when a call
+fails, so a fast first model costs a single call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from .base import Candidate, Selection
+from .base import Call, CancelRest, Context, Launch, Plan, Selection, StrategySettings, Wait
 
 
 class FirstSuccess:
     name = "first_success"
     natural_min_responses: int | None = 1
 
-    def enough(self, valid: Sequence[Candidate], pending: int) -> bool:
-        return bool(valid)
+    def missing_setting(self, settings: StrategySettings) -> str | None:
+        return None
 
-    def select(self, valid: Sequence[Candidate], model_order: Sequence[str]) -> Selection:
-        winner = min(valid, key=lambda c: c.order)
-        return Selection(winner=winner)
+    def plan(self, ctx: Context) -> Plan:
+        delay = ctx.settings.hedge_delay_seconds
+        count = len(ctx.models) if delay is None else 1
+        waiting = list(ctx.models[count:])
+        yield Launch(tuple(Call(m) for m in ctx.models[:count]))
+        while True:
+            progress = yield Wait(delay if waiting else None)
+            valid = progress.valid_members()
+            if len(valid) >= ctx.min_responses:
+                yield CancelRest("a valid answer arrived first")
+                winner = min(valid, key=lambda c: c.order)
+                launched = len(ctx.models) - len(waiting)
+                return Selection(
+                    winner=winner,
+                    reason=f"first valid answer ({winner.latency_ms:.0f} ms)",
+                    details={"hedged": delay is not None, "launched": launched},
+                )
+            if waiting and not progress.deadline_passed:
+                # No valid answer yet: the hedge delay passed or a call failed. Next model.
+                yield Launch((Call(waiting.pop(0)),))
+            elif not progress.running_members() or progress.deadline_passed:
+                return None

@@ -1,58 +1,94 @@
-"""voting: the most common answer after normalisation wins.
+"""voting: the most common *extracted* answer wins.
 
-Answers are compared after case folding, whitespace collapsing and dropping trailing
-punctuation, so "Paris." and " paris" are one vote. Ties go to the group whose first
-member comes earliest in the request's model order, which does not depend on timing.
+Answers are compared after extraction (``answers.extract``: numbers, choice letters,
+yes/no, ``\\boxed{}``, "the answer is ..."), near-identical free text counting as one.
+The plan stops early, cancelling the calls still running, once they can no longer
+overtake the leading answer and ``min_responses`` valid answers are in.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
-from .base import Candidate, Selection
+from .base import (
+    Call,
+    CancelRest,
+    Candidate,
+    Context,
+    Launch,
+    Plan,
+    Selection,
+    StrategySettings,
+    Wait,
+)
+from .tally import leader_is_safe, representative, summary, tally
 
-_SPACE = re.compile(r"\s+")
-# ASCII and CJK sentence ends.
-_TRAILING_PUNCT = ".!?;:,\u3002\uff01\uff1f"
+
+def vote_plan(
+    ctx: Context, model_weight: Callable[[str], float], use_confidence: bool, name: str
+) -> Plan:
+    """Launch every member, then count as answers arrive (shared by voting and weighted).
+
+    A vote weighs ``model_weight(model)``, times the answer's mean token probability when
+    ``use_confidence`` is set and the endpoint returned logprobs.
+    """
+
+    def weight_of(candidate: Candidate) -> float:
+        weight = model_weight(candidate.model)
+        if use_confidence and candidate.mean_logprob is not None:
+            weight *= math.exp(candidate.mean_logprob)
+        return weight
+
+    yield Launch(tuple(Call(model) for model in ctx.models))
+    early = False
+    while True:
+        progress = yield Wait()
+        valid = progress.valid_members()
+        running = progress.running_members()
+        if len(valid) + len(running) < ctx.min_responses:
+            return None  # the quorum can no longer be met
+        if not running or progress.deadline_passed:
+            break
+        groups = tally(valid, ctx.models, ctx.settings.similarity_threshold, weight_of)
+        # Upper bound of what the running calls can still add (confidence is at most 1).
+        remaining = sum(max(model_weight(m), 0.0) for m in running)
+        if len(valid) >= ctx.min_responses and leader_is_safe(groups, remaining):
+            early = True
+            yield CancelRest("the leading answer could no longer be overtaken")
+            break
+    if len(valid) < ctx.min_responses:
+        return None
+    return majority(ctx, valid, weight_of, name, early)
 
 
-def normalise(text: str) -> str:
-    collapsed = _SPACE.sub(" ", text).strip().casefold()
-    return collapsed.rstrip(_TRAILING_PUNCT).rstrip()
-
-
-def vote_key(candidate: Candidate) -> str:
-    if candidate.tool_calls and not candidate.content.strip():
-        # Tool calls vote by function name and arguments, so identical calls agree.
-        return "tool_calls:" + repr(
-            [
-                (call.get("function", {}).get("name"), call.get("function", {}).get("arguments"))
-                for call in candidate.tool_calls
-                if isinstance(call, dict)
-            ]
-        )
-    return normalise(candidate.content)
+def majority(
+    ctx: Context,
+    valid: Sequence[Candidate],
+    weight_of: Callable[[Candidate], float] = lambda _: 1.0,
+    name: str = "voting",
+    early: bool = False,
+) -> Selection:
+    """The (weighted) majority among valid answers; also the fallback of other strategies."""
+    groups = tally(valid, ctx.models, ctx.settings.similarity_threshold, weight_of)
+    leader = groups[0]
+    total = sum(g.weight for g in groups)
+    unit = "weight" if name == "weighted" else "votes"
+    return Selection(
+        winner=representative(leader.members),
+        agreement=len(leader.members) / len(valid),
+        reason=f"{name}: {leader.weight:g} of {total:g} {unit} for {leader.answer.key!r}"
+        + (", stopped early" if early else ""),
+        details={"groups": summary(groups), "stopped_early": early},
+    )
 
 
 class Voting:
     name = "voting"
     natural_min_responses: int | None = None
 
-    def enough(self, valid: Sequence[Candidate], pending: int) -> bool:
-        return pending == 0
+    def missing_setting(self, settings: StrategySettings) -> str | None:
+        return None
 
-    def select(self, valid: Sequence[Candidate], model_order: Sequence[str]) -> Selection:
-        rank = {model: i for i, model in enumerate(model_order)}
-        ordered = sorted(valid, key=lambda c: (rank.get(c.model, len(rank)), c.order))
-        groups: dict[str, list[Candidate]] = {}
-        for candidate in ordered:
-            groups.setdefault(vote_key(candidate), []).append(candidate)
-        # dicts keep insertion order, so max() keeps the earliest group among equals.
-        winning = max(groups.values(), key=len)
-        votes = {key: len(members) for key, members in groups.items()}
-        return Selection(
-            winner=winning[0],
-            agreement=len(winning) / len(ordered),
-            details={"votes": len(winning), "valid_votes": len(ordered), "groups": len(votes)},
-        )
+    def plan(self, ctx: Context) -> Plan:
+        return vote_plan(ctx, lambda _: 1.0, False, self.name)

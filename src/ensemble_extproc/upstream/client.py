@@ -33,6 +33,19 @@ def _usage(raw: object) -> Usage | None:
     return Usage(*numbers)  # type: ignore[arg-type]
 
 
+def mean_logprob(choice: Mapping[str, Any]) -> float | None:
+    """Mean token log-probability of an OpenAI choice, when it carries logprobs."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content:
+        return None
+    values = [t.get("logprob") for t in content if isinstance(t, dict)]
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) != len(content):
+        return None
+    return sum(numbers) / len(numbers)
+
+
 def _error_detail(payload: object, raw: bytes) -> str:
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         message = payload["error"].get("message")
@@ -67,6 +80,7 @@ def candidate_from_response(model: str, status: int, raw: bytes, latency_ms: flo
         finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         usage=_usage(payload.get("usage")),
         latency_ms=latency_ms,
+        mean_logprob=mean_logprob(choice),
     )
 
 

@@ -1,6 +1,8 @@
-"""Fan-out: call the spec's models in parallel, stop as soon as the strategy has enough.
+"""Runs a strategy's plan: all calls, deadlines and cancellation live here.
 
-All I/O, deadlines and cancellation live here; strategies only look at candidates.
+The plan (a generator, see ``strategies.base``) says what to call and when to stop; this
+module turns that into tasks, enforces the per-call timeout and the overall deadline, and
+records every call, finished or cancelled, for the response.
 """
 
 from __future__ import annotations
@@ -13,23 +15,60 @@ from typing import Any
 
 from ..config import Endpoint, EnsembleSettings
 from ..spec import EnsembleSpec
-from ..strategies import STRATEGIES, Candidate, Selection, Status
+from ..strategies import STRATEGIES
+from ..strategies.base import (
+    Call,
+    CancelRest,
+    Candidate,
+    Context,
+    Launch,
+    Plan,
+    Progress,
+    Role,
+    Selection,
+    Status,
+    Step,
+    Wait,
+)
 from .client import EndpointClient
 
 log = logging.getLogger(__name__)
+
+# A plan that keeps stepping after everything is over has a bug; stop it rather than spin.
+MAX_STEPS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     spec: EnsembleSpec
-    # One per requested model, in the request's model order.
+    # Every call the request caused: members in the request's model order, then the others.
     candidates: tuple[Candidate, ...]
     selection: Selection | None
     deadline_exceeded: bool
+    calls_started: int
+    calls_cancelled: int
+
+    @property
+    def members(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.role is Role.MEMBER)
 
     @property
     def valid(self) -> tuple[Candidate, ...]:
-        return tuple(c for c in self.candidates if c.valid)
+        return tuple(c for c in self.members if c.valid)
+
+
+def call_body(request: Mapping[str, Any], call: Call, endpoint: Endpoint) -> dict[str, Any]:
+    """The body sent to one endpoint: the client's, adjusted by the call."""
+    body = dict(request)
+    if call.messages is not None:
+        body["messages"] = list(call.messages)
+    for key, value in call.extra.items():
+        if value is None:
+            body.pop(key, None)  # None removes a field (e.g. tools for a judge)
+        else:
+            body[key] = value
+    body["model"] = endpoint.upstream_model
+    return body
 
 
 class Fanout:
@@ -46,75 +85,149 @@ class Fanout:
         self._client = client
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
 
-    async def _call(self, name: str, body: Mapping[str, Any]) -> Candidate:
-        # The overall deadline is enforced by ``run``, which cancels what is still running.
+    def context(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Context:
+        return Context(
+            models=spec.models,
+            min_responses=spec.min_responses,
+            request=request,
+            settings=self._settings.strategy,
+            weights={name: e.weight for name, e in self._endpoints.items()},
+            accuracies={
+                name: e.accuracy for name, e in self._endpoints.items() if e.accuracy is not None
+            },
+        )
+
+    async def call(self, call: Call, request: Mapping[str, Any]) -> Candidate:
+        endpoint = self._endpoints[call.model]
         timeout = self._settings.model_timeout_seconds
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
-                    return await self._client.complete(self._endpoints[name], body)
+                    candidate = await self._client.complete(
+                        endpoint, call_body(request, call, endpoint)
+                    )
             except TimeoutError:
                 latency = (loop.time() - started) * 1000
                 error = f"no answer within model_timeout_seconds ({timeout:g} s)"
-                return Candidate(name, Status.TIMEOUT, latency_ms=latency, error=error)
+                candidate = Candidate(call.model, Status.TIMEOUT, latency_ms=latency, error=error)
             except Exception as exc:  # a bug in a client must not take the ensemble down
-                log.exception("endpoint client failed on %s", name)
-                return Candidate(name, Status.ERROR, error=f"internal error: {type(exc).__name__}")
+                log.exception("endpoint client failed on %s", call.model)
+                error = f"internal error: {type(exc).__name__}"
+                candidate = Candidate(call.model, Status.ERROR, error=error)
+        return replace(candidate, role=call.role)
 
-    async def run(self, spec: EnsembleSpec, body: Mapping[str, Any]) -> Outcome:
-        strategy = STRATEGIES[spec.strategy]
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + self._settings.timeout_seconds
+    async def run(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Outcome:
+        plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
         rank = {name: i for i, name in enumerate(spec.models)}
-        tasks = {
-            asyncio.create_task(self._call(name, body), name=f"ensemble:{name}"): name
-            for name in spec.models
-        }
-        pending = set(tasks)
-        finished: list[Candidate] = []
-        deadline_exceeded = False
-        cancel_reason = "cancelled: the ensemble had its answer"
-        try:
-            while pending:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    deadline_exceeded = True
-                    break
-                done, pending = await asyncio.wait(
-                    pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in sorted(done, key=lambda t: rank[tasks[t]]):
-                    finished.append(replace(task.result(), order=len(finished)))
-                valid = [c for c in finished if c.valid]
-                if len(valid) >= spec.min_responses and strategy.enough(valid, len(pending)):
-                    break
-                if len(valid) + len(pending) < spec.min_responses:
-                    cancel_reason = "cancelled: the quorum could no longer be met"
-                    break  # answer now rather than wait for calls that cannot help
-        finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        run = _Run(self, request, self._settings.timeout_seconds, rank)
+        selection = await run.drive(plan)
+        candidates = sorted(
+            run.finished + run.stopped,
+            key=lambda c: (c.role is not Role.MEMBER, rank.get(c.model, len(rank)), c.order),
+        )
+        return Outcome(
+            spec=spec,
+            candidates=tuple(candidates),
+            selection=selection,
+            deadline_exceeded=run.deadline_passed,
+            calls_started=run.started,
+            calls_cancelled=sum(c.status is Status.CANCELLED for c in run.stopped),
+        )
 
-        elapsed_ms = (loop.time() - started) * 1000
-        unfinished_status = Status.TIMEOUT if deadline_exceeded else Status.CANCELLED
-        unfinished_error = (
-            f"ensemble deadline of {self._settings.timeout_seconds:g} s passed"
-            if deadline_exceeded
-            else cancel_reason
+
+class _Run:
+    """The state of one ensemble request while its plan runs."""
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        request: Mapping[str, Any],
+        timeout_seconds: float,
+        rank: Mapping[str, int],
+    ) -> None:
+        self._fanout = fanout
+        self._request = request
+        self._timeout_seconds = timeout_seconds
+        self._rank = rank
+        self._running: dict[asyncio.Task[Candidate], Call] = {}
+        self._loop = asyncio.get_running_loop()
+        self._started_at = self._loop.time()
+        self._deadline = self._started_at + timeout_seconds
+        self.finished: list[Candidate] = []
+        self.stopped: list[Candidate] = []  # cancelled, or cut off by the deadline
+        self.started = 0
+        self.deadline_passed = False
+
+    def _progress(self) -> Progress:
+        running = tuple(sorted(self._running.values(), key=lambda c: self._rank.get(c.model, 0)))
+        return Progress(tuple(self.finished), running, self.deadline_passed)
+
+    async def drive(self, plan: Plan) -> Selection | None:
+        try:
+            step = next(plan)
+            for _ in range(MAX_STEPS):
+                step = plan.send(await self._do(step))
+            raise RuntimeError(f"strategy plan did not finish in {MAX_STEPS} steps")
+        except StopIteration as done:
+            result: Selection | None = done.value
+            return result
+        finally:
+            plan.close()
+            await self._stop_running(Status.CANCELLED, "cancelled: the ensemble had its answer")
+
+    async def _do(self, step: Step) -> Progress:
+        match step:
+            case Launch(calls):
+                for call in calls:
+                    self._launch(call)
+            case Wait(seconds):
+                await self._wait(seconds)
+            case CancelRest(reason):
+                await self._stop_running(Status.CANCELLED, f"cancelled: {reason}")
+        return self._progress()
+
+    def _launch(self, call: Call) -> None:
+        if self.deadline_passed:
+            error = "ensemble deadline passed before the call"
+            self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
+            return
+        task = asyncio.create_task(self._fanout.call(call, self._request))
+        self._running[task] = call
+        self.started += 1
+
+    async def _wait(self, seconds: float | None) -> None:
+        if not self._running:
+            return
+        remaining = self._deadline - self._loop.time()
+        timeout = remaining if seconds is None else min(seconds, remaining)
+        done, _ = await asyncio.wait(
+            self._running, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED
         )
-        candidates = finished + [
-            Candidate(tasks[t], unfinished_status, latency_ms=elapsed_ms, error=unfinished_error)
-            for t in pending
-        ]
-        candidates.sort(key=lambda c: rank[c.model])
-        valid = [c for c in finished if c.valid]
-        selection = (
-            strategy.select(sorted(valid, key=lambda c: c.order), spec.models)
-            if len(valid) >= spec.min_responses
-            else None
-        )
-        return Outcome(spec, tuple(candidates), selection, deadline_exceeded)
+        # Calls that finished together are recorded in the request's model order.
+        for task in sorted(done, key=lambda t: self._rank.get(self._running[t].model, 0)):
+            del self._running[task]
+            self.finished.append(replace(task.result(), order=len(self.finished)))
+        if not done and self._loop.time() >= self._deadline:
+            self.deadline_passed = True
+            reason = f"ensemble deadline of {self._timeout_seconds:g} s passed"
+            await self._stop_running(Status.TIMEOUT, reason)
+
+    async def _stop_running(self, status: Status, reason: str) -> None:
+        if not self._running:
+            return
+        running, self._running = self._running, {}
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        elapsed_ms = (self._loop.time() - self._started_at) * 1000
+        for task, call in running.items():
+            if task.cancelled():
+                self.stopped.append(
+                    Candidate(
+                        call.model, status, role=call.role, latency_ms=elapsed_ms, error=reason
+                    )
+                )
+            else:  # finished in the meantime: keep its answer
+                self.finished.append(replace(task.result(), order=len(self.finished)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -19,18 +20,31 @@ def ensemble_headers(outcome: Outcome) -> dict[str, str]:
     }
     if outcome.selection is not None:
         out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
+        if outcome.selection.agreement is not None:
+            out[h.RESP_AGREEMENT] = f"{outcome.selection.agreement:.3f}"
+        depth = outcome.selection.details.get("cascade_depth")
+        if depth is not None:
+            out[h.RESP_CASCADE_DEPTH] = str(depth)
     return out
 
 
 def _candidate_summary(candidate: Candidate) -> dict[str, Any]:
-    return {
+    summary: dict[str, Any] = {
         "model": candidate.model,
+        "role": candidate.role.value,
         "status": candidate.status.value,
         "valid": candidate.valid,
         "latency_ms": round(candidate.latency_ms, 1),
         "finish_reason": candidate.finish_reason,
-        "error": candidate.error,
+        "answer": candidate.answer.key if candidate.valid else None,
+        "confidence": (
+            round(math.exp(candidate.mean_logprob), 4)
+            if candidate.mean_logprob is not None
+            else None
+        ),
+        "error": None if candidate.valid else candidate.invalid_reason,
     }
+    return summary
 
 
 def ensemble_details(outcome: Outcome) -> dict[str, Any]:
@@ -42,7 +56,9 @@ def ensemble_details(outcome: Outcome) -> dict[str, Any]:
         "responses_received": len(outcome.valid),
         "selected_model": selection.winner.model if selection else None,
         "agreement": selection.agreement if selection else None,
+        "reason": selection.reason if selection else None,
         "details": dict(selection.details) if selection else {},
+        "calls": {"started": outcome.calls_started, "cancelled": outcome.calls_cancelled},
         "candidates": [_candidate_summary(c) for c in outcome.candidates],
     }
 
@@ -66,7 +82,9 @@ def completion_body(outcome: Outcome, selection: Selection, created: int) -> dic
         "choices": [
             {
                 "index": 0,
-                "message": dict(winner.message or {"role": "assistant", "content": ""}),
+                "message": dict(
+                    selection.message or winner.message or {"role": "assistant", "content": ""}
+                ),
                 "finish_reason": winner.finish_reason or "stop",
                 "logprobs": None,
             }
@@ -83,11 +101,7 @@ def completion_body(outcome: Outcome, selection: Selection, created: int) -> dic
 def failure(outcome: Outcome) -> ApiError:
     """Too few valid answers: 504 when the deadline passed, else 502; says who failed and why."""
     spec = outcome.spec
-    reasons = "; ".join(
-        f"{c.model}: {c.error or 'invalid answer (' + str(c.finish_reason) + ')'}"
-        for c in outcome.candidates
-        if not c.valid
-    )
+    reasons = "; ".join(f"{c.model}: {c.invalid_reason}" for c in outcome.candidates if not c.valid)
     message = (
         f"ensemble needed {spec.min_responses} valid answer(s) from {len(spec.models)} "
         f"model(s) but got {len(outcome.valid)}: {reasons}"

@@ -1,0 +1,84 @@
+"""cascade: ask the cheapest model first; escalate only when its answer is not trusted.
+
+Models run in ``ensemble.cascade.order`` (cheapest first; models of the request that it
+does not list follow in request order). An answer is accepted when its confidence (mean
+token probability) reaches ``confidence_threshold``, or when ``agreement`` answers so far
+agree. Otherwise the cascade escalates: to the next model (``escalation: next``), or to
+all remaining models at once and a vote (``escalation: ensemble``). When every model has
+answered without acceptance, the majority wins. The response reports the depth reached.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .base import Call, Candidate, Context, Launch, Plan, Selection, StrategySettings, Wait
+from .tally import ordered, tally
+from .voting import majority
+
+
+def cascade_order(ctx: Context) -> list[str]:
+    listed = [m for m in ctx.settings.cascade_order if m in ctx.models]
+    return listed + [m for m in ctx.models if m not in listed]
+
+
+def confidence(candidate: Candidate) -> float | None:
+    return math.exp(candidate.mean_logprob) if candidate.mean_logprob is not None else None
+
+
+def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> Selection | None:
+    """The answer the cascade may stop at, if any."""
+    if len(valid) < ctx.min_responses:
+        return None
+    settings = ctx.settings
+    level = confidence(newest) if newest is not None and newest.valid else None
+    if newest is not None and level is not None and level >= settings.cascade_confidence:
+        return Selection(newest, None, f"confidence {level:.3f} >= {settings.cascade_confidence:g}")
+    groups = tally(valid, [c.model for c in valid], settings.similarity_threshold)
+    if groups and len(groups[0].members) >= settings.cascade_agreement:
+        leader = groups[0]
+        return Selection(
+            leader.members[0],
+            len(leader.members) / len(valid),
+            f"{len(leader.members)} answers agree on {leader.answer.key!r}",
+        )
+    return None
+
+
+class Cascade:
+    name = "cascade"
+    natural_min_responses: int | None = 1
+
+    def missing_setting(self, settings: StrategySettings) -> str | None:
+        return None
+
+    def plan(self, ctx: Context) -> Plan:
+        order = cascade_order(ctx)
+        launched = 0
+        newest: Candidate | None = None
+        while True:
+            batch = 1 if launched == 0 or ctx.settings.cascade_escalation == "next" else None
+            upcoming = order[launched:] if batch is None else order[launched : launched + 1]
+            yield Launch(tuple(Call(m, extra={"logprobs": True}) for m in upcoming))
+            launched += len(upcoming)
+            progress = yield Wait()
+            while progress.running and not progress.deadline_passed:
+                progress = yield Wait()
+            valid = ordered(progress.valid_members(), order)
+            if batch is not None and progress.members():
+                newest = max(progress.members(), key=lambda c: c.order)
+            selection = accepted(ctx, valid, newest if batch is not None else None)
+            done = launched >= len(order) or progress.deadline_passed
+            if selection is None and done and len(valid) >= ctx.min_responses:
+                selection = majority(ctx, valid)
+            if selection is not None:
+                depth = {"cascade_depth": launched, "cascade_models": order[:launched]}
+                how = "" if launched < len(order) else " (all models asked)"
+                return Selection(
+                    selection.winner,
+                    selection.agreement,
+                    f"cascade stage {launched} of {len(order)}{how}: {selection.reason}",
+                    {**selection.details, **depth},
+                )
+            if done:
+                return None

@@ -1,0 +1,103 @@
+"""What judges and aggregators read and write: the request as text, candidates, verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .base import Candidate
+
+# Fields of the client's request that a judge or aggregator call must not inherit.
+HELPER_CALL_DROPS: Mapping[str, Any] = {
+    "tools": None,
+    "tool_choice": None,
+    "parallel_tool_calls": None,
+    "functions": None,
+    "function_call": None,
+    "logprobs": None,
+    "top_logprobs": None,
+    "n": None,
+    "stream": None,
+    "stream_options": None,
+}
+
+_CANDIDATE = re.compile(r"candidate\s*(?:number\s*)?#?\s*(\d+)", re.IGNORECASE)
+_INTEGER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+
+
+def message_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "\n".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def request_text(request: Mapping[str, Any]) -> str:
+    """The conversation as plain text, so a judge sees what was asked."""
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    if len(messages) == 1 and isinstance(messages[0], dict):
+        return message_text(messages[0].get("content"))
+    lines = []
+    for message in messages:
+        if isinstance(message, dict):
+            lines.append(f"{message.get('role', 'user')}: {message_text(message.get('content'))}")
+    return "\n\n".join(lines)
+
+
+def candidate_text(candidate: Candidate) -> str:
+    if candidate.content.strip():
+        return candidate.content
+    calls = []
+    for call in candidate.tool_calls:
+        function = call.get("function", {}) if isinstance(call, dict) else {}
+        calls.append(f"tool call: {function.get('name')}({function.get('arguments', '')})")
+    return "\n".join(calls)
+
+
+def _from_json(text: str) -> int | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, dict):
+        for item in value.values():
+            if isinstance(item, int) and not isinstance(item, bool):
+                return item
+            if isinstance(item, str) and item.strip().isdigit():
+                return int(item.strip())
+    return None
+
+
+def parse_verdict(text: str, count: int) -> int | None:
+    """The candidate number (1-based) a judge chose, or None when it cannot be read.
+
+    Understands a bare number, "Candidate 2", JSON such as {"best": 2}, and a sentence with
+    one number in range; a verdict naming several different candidates is unreadable.
+    """
+    stripped = text.strip().strip("`").strip()
+    if stripped.startswith("json"):
+        stripped = stripped[4:].strip()
+    found = _from_json(stripped)
+    if found is None:
+        named = {int(n) for n in _CANDIDATE.findall(stripped)}
+        if len(named) == 1:
+            found = named.pop()
+        elif not named:
+            numbers = {int(n) for n in _INTEGER.findall(stripped) if 1 <= int(n) <= count}
+            found = numbers.pop() if len(numbers) == 1 else None
+    return found if found is not None and 1 <= found <= count else None
+
+
+def candidate_texts(candidates: Sequence[Candidate]) -> list[str]:
+    return [candidate_text(c) for c in candidates]

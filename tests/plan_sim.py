@@ -1,0 +1,136 @@
+"""A deterministic, virtual-time driver of strategy plans, for table tests.
+
+Each model is scripted with a latency and an answer; the simulator plays the part of the
+orchestrator (Launch, Wait, CancelRest) without I/O or real time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ensemble_extproc.strategies import STRATEGIES, Candidate, Context, Status, StrategySettings
+from ensemble_extproc.strategies.base import (
+    Call,
+    CancelRest,
+    Launch,
+    Plan,
+    Progress,
+    Role,
+    Selection,
+    Wait,
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: text (None: the call fails), latency, optional confidence."""
+
+    text: str | None
+    ms: float = 10.0
+    confidence: float | None = None
+    finish_reason: str = "stop"
+
+
+def candidate(model: str, reply: Reply, role: Role = Role.MEMBER) -> Candidate:
+    if reply.text is None:
+        return Candidate(model, Status.ERROR, latency_ms=reply.ms, error="HTTP 500", role=role)
+    return Candidate(
+        model,
+        Status.OK,
+        message={"role": "assistant", "content": reply.text},
+        finish_reason=reply.finish_reason,
+        latency_ms=reply.ms,
+        role=role,
+        mean_logprob=math.log(reply.confidence) if reply.confidence is not None else None,
+    )
+
+
+@dataclass
+class Trace:
+    selection: Selection | None
+    launched: list[Call] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    finished: list[Candidate] = field(default_factory=list)
+
+    @property
+    def launched_models(self) -> list[str]:
+        return [c.model for c in self.launched]
+
+
+def context(
+    models: Sequence[str],
+    min_responses: int = 1,
+    request: Mapping[str, Any] | None = None,
+    weights: Mapping[str, float] | None = None,
+    accuracies: Mapping[str, float] | None = None,
+    **settings: Any,
+) -> Context:
+    return Context(
+        models=tuple(models),
+        min_responses=min_responses,
+        request=request or {"messages": [{"role": "user", "content": "What is 6 x 7?"}]},
+        settings=StrategySettings(**settings),
+        weights=weights or {},
+        accuracies=accuracies or {},
+    )
+
+
+def simulate(
+    strategy: str,
+    ctx: Context,
+    replies: Mapping[str, Reply],
+    helpers: Mapping[str, Reply] | None = None,
+    deadline_ms: float = 10_000,
+) -> Trace:
+    """Drive the plan; ``helpers`` script judge/aggregator replies by model name."""
+    plan: Plan = STRATEGIES[strategy].plan(ctx)
+    trace = Trace(None)
+    now = 0.0
+    running: list[tuple[float, int, Call]] = []  # (finish time, launch index, call)
+    finished: list[Candidate] = []
+    deadline_passed = False
+
+    def progress() -> Progress:
+        calls = tuple(c for _, _, c in sorted(running, key=lambda r: (r[0], r[1])))
+        return Progress(tuple(finished), calls, deadline_passed)
+
+    def reply_for(call: Call) -> Reply:
+        table = replies if call.role is Role.MEMBER else (helpers or {})
+        return table[call.model]
+
+    try:
+        step = next(plan)
+        for _ in range(1000):
+            match step:
+                case Launch(calls):
+                    for call in calls:
+                        trace.launched.append(call)
+                        running.append((now + reply_for(call).ms, len(trace.launched), call))
+                case Wait(seconds):
+                    if running:
+                        soonest = min(t for t, _, _ in running)
+                        limit = now + seconds * 1000 if seconds is not None else math.inf
+                        now = min(soonest, limit, deadline_ms)
+                        for item in sorted(running, key=lambda r: (r[0], r[1])):
+                            if item[0] <= now:
+                                running.remove(item)
+                                done = candidate(item[2].model, reply_for(item[2]), item[2].role)
+                                finished.append(replace(done, order=len(finished)))
+                        if now >= deadline_ms and running:
+                            deadline_passed = True
+                            trace.cancelled += [c.model for _, _, c in running]
+                            running.clear()
+                case CancelRest():
+                    trace.cancelled += [c.model for _, _, c in running]
+                    running.clear()
+            step = plan.send(progress())
+        raise AssertionError("plan did not finish")
+    except StopIteration as stop:
+        trace.selection = stop.value
+    # As the orchestrator does: whatever still runs when the plan ends is cancelled.
+    trace.cancelled += [c.model for _, _, c in running]
+    trace.finished = finished
+    return trace
