@@ -37,9 +37,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests tools
-	$(VENV)/bin/ruff format --check src tests tools
+	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/ruff format --check src tests tools bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict bench
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,9 @@ _ALLOWED_KEYS: Final = (
     "failure_rate",
     "failure_status",
     "seed",
+    "quiz_accuracy",
+    "confidence_correct",
+    "confidence_wrong",
 )
 _REQUIRED_KEYS: Final = ("name", "port")
 
@@ -44,6 +47,15 @@ class DemoModel:
 
     ``answers`` may contain ``{model}`` and ``{prompt}`` (the last user message);
     they are substituted literally, never through ``str.format``.
+
+    Quiz mode (``quiz_accuracy`` set): a last user message that contains a quiz question
+    (``demo.quiz``) is answered correctly with probability ``quiz_accuracy``, else with
+    one of its three distractors; judge prompts about a quiz question pick the correct
+    candidate with that probability. Draws depend only on ``seed`` and the prompt, so
+    models with different seeds are independent voters (and equal seeds agree).
+
+    ``confidence_correct``/``confidence_wrong``: the mean token probability reported
+    under ``"logprobs": true`` for a right (or any non-quiz) and a wrong answer.
     """
 
     name: str
@@ -53,6 +65,9 @@ class DemoModel:
     failure_rate: float = 0.0
     failure_status: int = 500
     seed: int = 0
+    quiz_accuracy: float | None = None
+    confidence_correct: float = 0.9
+    confidence_wrong: float = 0.6
 
     def __post_init__(self) -> None:
         # Same checks as the YAML path, so hand-built models cannot be invalid either.
@@ -63,6 +78,9 @@ class DemoModel:
         _check_failure_rate(self.failure_rate, "DemoModel.failure_rate")
         _check_failure_status(self.failure_status, "DemoModel.failure_status")
         _check_seed(self.seed, "DemoModel.seed")
+        _check_quiz_accuracy(self.quiz_accuracy, "DemoModel.quiz_accuracy")
+        _check_confidence(self.confidence_correct, "DemoModel.confidence_correct")
+        _check_confidence(self.confidence_wrong, "DemoModel.confidence_wrong")
 
 
 def parse_demo_models(raw: object, key: str = "demo.models") -> tuple[DemoModel, ...]:
@@ -91,6 +109,9 @@ def _parse_one(raw: object, path: str) -> DemoModel:
         failure_rate=_optional(entry, "failure_rate", path, _check_failure_rate, 0.0),
         failure_status=_optional(entry, "failure_status", path, _check_failure_status, 500),
         seed=_optional(entry, "seed", path, _check_seed, 0),
+        quiz_accuracy=_optional(entry, "quiz_accuracy", path, _check_quiz_accuracy, None),
+        confidence_correct=_optional(entry, "confidence_correct", path, _check_confidence, 0.9),
+        confidence_wrong=_optional(entry, "confidence_wrong", path, _check_confidence, 0.6),
     )
 
 
@@ -204,6 +225,30 @@ def _check_failure_status(value: object, key: str) -> int:
 
 def _check_seed(value: object, key: str) -> int:
     return _check_int(value, key)
+
+
+def _check_quiz_accuracy(value: object, key: str) -> float | None:
+    if value is None:
+        return None  # explicit null: quiz mode off, as when the key is absent
+    accuracy = _check_number(value, key)
+    if not 0.0 <= accuracy <= 1.0:
+        raise ConfigError(
+            key,
+            f"must be between 0 and 1, got {accuracy:g}",
+            "the share of quiz questions answered correctly, e.g. 0.7",
+        )
+    return accuracy
+
+
+def _check_confidence(value: object, key: str) -> float:
+    confidence = _check_number(value, key)
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(
+            key,
+            f"must be strictly between 0 and 1, got {confidence:g}",
+            "a mean token probability, e.g. 0.9 for a right answer and 0.6 for a wrong one",
+        )
+    return confidence
 
 
 def _check_int(value: object, key: str) -> int:

@@ -2,6 +2,10 @@
 
 Each demo model gets its own aiohttp app and port. Answers are canned and
 deterministic, failures are seeded, and everything a user sees is labelled demo.
+
+Quiz mode (``DemoModel.quiz_accuracy``): quiz questions (``demo.quiz``) are answered
+right with a known probability, judge prompts pick a right candidate with it, and
+``"logprobs": true`` reports a confidence that depends on whether the answer is right.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -22,6 +27,8 @@ from typing import Any, Final, Self
 
 from aiohttp import web
 
+from ensemble_extproc import prompts
+from ensemble_extproc.demo import quiz
 from ensemble_extproc.demo.models import DemoModel
 from ensemble_extproc.errors import ApiError, bad_request
 
@@ -44,6 +51,22 @@ DEMO_OWNED_BY: Final = "ensemble-extproc-demo"
 # Demo backends hold no state worth draining for long on shutdown.
 _SHUTDOWN_TIMEOUT_S: Final = 1.0
 _WORD_PIECE_RE: Final = re.compile(r"\s*\S+\s*")
+# Spread of the reported confidence around DemoModel.confidence_*: per answer, and per token
+# around the answer's mean.
+_CONFIDENCE_JITTER: Final = 0.05
+_TOKEN_JITTER: Final = 0.02
+_MIN_PROBABILITY: Final = 0.01
+_MAX_PROBABILITY: Final = 0.99
+# "### Candidate 7" lines of a judge prompt, built from prompts.candidate_heading itself.
+_SENTINEL: Final = 987654321
+_CANDIDATE_HEADING_RE: Final = re.compile(
+    "^"
+    + re.escape(prompts.candidate_heading(_SENTINEL)).replace(str(_SENTINEL), r"(\d+)")
+    + r"[ \t]*$",
+    re.MULTILINE,
+)
+# How a demo judge names its pick; any reasonable judge parser reads all of them.
+_JUDGE_STYLES: Final = ("{n}", "Candidate {n}", '{{"best": {n}}}', "The best is Candidate {n}.")
 
 JSONObject = dict[str, Any]
 _MISSING: Final = object()  # tells an absent key apart from an explicit null
@@ -84,6 +107,7 @@ class _ChatRequest:
     max_words: int | None
     stream: bool
     include_usage: bool
+    logprobs: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +118,15 @@ class _Answer:
     content: str
     finish_reason: str
     usage: dict[str, int]
+    logprobs: JSONObject | None  # choices[0].logprobs of a non-streamed answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    text: str
+    # Whether the reply is right, which sets the confidence reported in logprobs; a
+    # non-quiz answer counts as right.
+    right: bool
 
 
 # --------------------------------------------------------------------------- app
@@ -247,6 +280,7 @@ def _parse_chat_request(raw: bytes) -> _ChatRequest:
         max_words=_parse_max_words(payload),
         stream=_optional_bool(payload, "stream"),
         include_usage=_parse_include_usage(payload),
+        logprobs=_optional_bool(payload, "logprobs"),
     )
 
 
@@ -376,7 +410,9 @@ def _parse_include_usage(payload: JSONObject) -> bool:
 
 
 def _make_answer(model: DemoModel, chat: _ChatRequest) -> _Answer:
-    content, finish_reason = _truncate(_choose_answer(model, chat.prompt), chat.max_words)
+    reply = _reply(model, chat.prompt)
+    content, finish_reason = _truncate(reply.text, chat.max_words)
+    logprobs = _logprobs(model, chat.prompt, content, reply.right) if chat.logprobs else None
     prompt_tokens = sum(_word_count(text) for text in chat.texts)
     completion_tokens = _word_count(content)
     return _Answer(
@@ -390,12 +426,103 @@ def _make_answer(model: DemoModel, chat: _ChatRequest) -> _Answer:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
+        logprobs=logprobs,
     )
 
 
-def _choose_answer(model: DemoModel, prompt: str) -> str:
+def _reply(model: DemoModel, prompt: str) -> _Reply:
+    if model.quiz_accuracy is not None:
+        problem = quiz.parse(prompt)
+        if problem is not None:
+            rng = _prompt_rng(model, prompt)
+            if prompts.JUDGE_INSTRUCTION in prompt and prompts.CANDIDATES_HEADING in prompt:
+                verdict = _judge(problem, prompt, model.quiz_accuracy, rng)
+                if verdict is not None:
+                    return verdict
+            # A question, or an aggregator prompt about one: answer it.
+            return _quiz_answer(problem, model.quiz_accuracy, rng)
+    return _Reply(_choose_answer(model, prompt), right=True)
+
+
+def _prompt_digest(prompt: str) -> bytes:
     # surrogatepass: JSON can carry lone surrogates, which must not crash hashing.
-    digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
+
+
+def _prompt_rng(model: DemoModel, prompt: str, purpose: str = "") -> random.Random:
+    """Draws that depend only on (seed, prompt): reproducible, and independent per seed."""
+    return random.Random(f"{model.seed}:{_prompt_digest(prompt).hex()}{purpose}")
+
+
+def _quiz_answer(problem: quiz.Problem, accuracy: float, rng: random.Random) -> _Reply:
+    # Draw order (fixed, for reproducibility): right or wrong, the distractor, the style.
+    right = rng.random() < accuracy
+    answer = problem.correct if right else rng.choice(problem.distractors)
+    return _Reply(quiz.render(problem, answer, rng.randrange(quiz.STYLE_COUNT)), right)
+
+
+def _judge(
+    problem: quiz.Problem, prompt: str, accuracy: float, rng: random.Random
+) -> _Reply | None:
+    """Pick a candidate: the first right one with probability ``accuracy``, else a wrong one.
+
+    With no right candidate, any candidate; with only right ones, another right one.
+    None when the prompt holds no candidates.
+    """
+    candidates = _judge_candidates(prompt)
+    if not candidates:
+        return None
+    numbers = list(candidates)
+    right = [
+        n for n, text in candidates.items() if quiz.final_answer(problem, text) == problem.correct
+    ]
+    if right and rng.random() < accuracy:
+        pick = right[0]
+    else:
+        wrong = [n for n in numbers if n not in right]
+        pick = rng.choice(wrong or [n for n in numbers if n != right[0]] or numbers)
+    style = _JUDGE_STYLES[rng.randrange(len(_JUDGE_STYLES))]
+    return _Reply(style.format(n=pick), right=pick in right)
+
+
+def _judge_candidates(prompt: str) -> dict[int, str]:
+    """Candidate number -> text, from the candidates section of a judge prompt."""
+    _, _, section = prompt.partition(prompts.CANDIDATES_HEADING)
+    headings = list(_CANDIDATE_HEADING_RE.finditer(section))
+    candidates: dict[int, str] = {}
+    for heading, following in zip(headings, [*headings[1:], None], strict=True):
+        end = following.start() if following is not None else len(section)
+        candidates.setdefault(int(heading.group(1)), section[heading.end() : end].strip())
+    return candidates
+
+
+def _logprobs(model: DemoModel, prompt: str, content: str, right: bool) -> JSONObject:
+    """One entry per word piece; their mean probability is the answer's confidence."""
+    rng = _prompt_rng(model, prompt, ":confidence")
+    base = model.confidence_correct if right else model.confidence_wrong
+    confidence = _clip(base + rng.uniform(-_CONFIDENCE_JITTER, _CONFIDENCE_JITTER))
+    pieces = _word_pieces(content)
+    noise = [rng.uniform(-_TOKEN_JITTER, _TOKEN_JITTER) for _ in pieces]
+    shift = sum(noise) / len(noise) if noise else 0.0  # keeps the mean at ``confidence``
+    return {
+        "content": [
+            {
+                "token": piece,
+                "logprob": math.log(_clip(confidence + delta - shift)),
+                "bytes": None,
+                "top_logprobs": [],
+            }
+            for piece, delta in zip(pieces, noise, strict=True)
+        ]
+    }
+
+
+def _clip(probability: float) -> float:
+    return min(max(probability, _MIN_PROBABILITY), _MAX_PROBABILITY)
+
+
+def _choose_answer(model: DemoModel, prompt: str) -> str:
+    digest = _prompt_digest(prompt)
     template = model.answers[int.from_bytes(digest[:8], "big") % len(model.answers)]
     # {model} first, so a prompt that contains "{model}" is echoed verbatim.
     return template.replace("{model}", model.name).replace("{prompt}", prompt)
@@ -439,7 +566,7 @@ def _completion_body(answer: _Answer) -> JSONObject:
         "index": 0,
         "message": message,
         "finish_reason": answer.finish_reason,
-        "logprobs": None,
+        "logprobs": answer.logprobs,
     }
     return {
         **_envelope(answer, "chat.completion"),
@@ -463,6 +590,7 @@ def _stream_chunks(answer: _Answer, include_usage: bool) -> list[JSONObject]:
 def _chunk(
     answer: _Answer, delta: JSONObject, finish_reason: str | None, include_usage: bool
 ) -> JSONObject:
+    # Streamed chunks carry no logprobs, even when asked for: only non-streamed answers do.
     choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
     chunk: JSONObject = {**_envelope(answer, "chat.completion.chunk"), "choices": [choice]}
     if include_usage:
