@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto')
 CONFIG ?= config/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean
+.PHONY: all install protos run test lint clean bench-quality
 
 all: test
 
@@ -41,6 +41,10 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests tools bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict bench
+
+# Accuracy of every strategy on demo quiz models with known accuracies (prints a table).
+bench-quality: install
+	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -94,6 +94,7 @@ class RunResult:
     questions: int = 0  # sent
     correct: int = 0
     calls: int = 0
+    cancelled: int = 0  # calls stopped before they answered (early stop, first_success)
     errors: Counter[str] = field(default_factory=Counter)
     unknown_strategy: bool = False
     seconds: float = 0.0
@@ -111,6 +112,7 @@ class RunResult:
 class _Answer:
     correct: bool
     calls: int
+    cancelled: int = 0
     error: str | None = None
     unknown_strategy: bool = False
 
@@ -152,6 +154,8 @@ def raw_config(urls: dict[str, str], concurrency: int) -> dict[str, Any]:
             "max_models_per_request": 7,
             # Every model call of `concurrency` requests in flight at once, with room.
             "max_concurrent_requests": max(64, 8 * concurrency),
+            # Wrong answers spread over the distractors: optimal weights ln(k p / (1 - p)).
+            "weighted": {"alternatives": N_DISTRACTORS},
             "reranking": {"judge_model": JUDGE.name},
             "fusion": {"aggregator_model": AGGREGATOR.name},
             "cascade": {"confidence_threshold": 0.8, "order": list(CASCADE_ORDER)},
@@ -198,7 +202,7 @@ def plan_runs(strategies: Sequence[str], singles: str) -> list[Run]:
         "weighted": plurality_accuracy(
             ordered_accuracies,
             N_DISTRACTORS,
-            [log_odds_weight(p) for p in ordered_accuracies],
+            [log_odds_weight(p) + math.log(N_DISTRACTORS) for p in ordered_accuracies],
         ),
     }
     runs = [Run(s, s, REQUEST_ORDER, theory=theory.get(s)) for s in strategies]
@@ -235,29 +239,29 @@ async def ask(session: aiohttp.ClientSession, url: str, run: Run, problem: quiz.
         code = error.get("code") if isinstance(error, dict) else None
         return _Answer(
             False,
-            _calls(data),
+            *_calls(data),
             error=f"HTTP {status} {code}",
             unknown_strategy=status == 400 and code == "unknown_strategy",
         )
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        return _Answer(False, _calls(data), error="no message content")
+        return _Answer(False, *_calls(data), error="no message content")
     answer = quiz.final_answer(problem, content) if isinstance(content, str) else None
-    return _Answer(answer == problem.correct, _calls(data))
+    return _Answer(answer == problem.correct, *_calls(data))
 
 
-def _calls(data: dict[str, Any]) -> int:
-    """Model calls a request made: ``ensemble.calls.started``, else its candidate count."""
+def _calls(data: dict[str, Any]) -> tuple[int, int]:
+    """Model calls a request started and cancelled (``ensemble.calls``)."""
     details = data.get("ensemble")
-    if not isinstance(details, dict):
-        return 0
-    calls = details.get("calls")
-    if isinstance(calls, dict) and isinstance(calls.get("started"), int):
-        started: int = calls["started"]
-        return started
-    candidates = details.get("candidates")
-    return len(candidates) if isinstance(candidates, list) else 0
+    calls = details.get("calls") if isinstance(details, dict) else None
+    if not isinstance(calls, dict):
+        return 0, 0
+    started, cancelled = calls.get("started"), calls.get("cancelled")
+    return (
+        started if isinstance(started, int) else 0,
+        cancelled if isinstance(cancelled, int) else 0,
+    )
 
 
 async def run_one(
@@ -282,6 +286,7 @@ async def run_one(
             result.questions += 1
             result.correct += answer.correct
             result.calls += answer.calls
+            result.cancelled += answer.cancelled
             if answer.error is not None:
                 result.errors[answer.error] += 1
 
@@ -350,21 +355,21 @@ def _progress_line(result: RunResult) -> str:
 def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str:
     lines = [
         "| strategy | models | questions | accuracy % | ±95 % | calls/question "
-        "| theory % | errors | time s |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "| cancelled/question | theory % | errors | time s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
         run = result.run
         models = ", ".join(run.models) if len(run.models) == 1 else f"{len(run.models)} members"
         if result.unknown_strategy:
             lines.append(
-                f"| {run.label} | {models} | - | n/a (unknown strategy) | - | - | - | - | - |"
+                f"| {run.label} | {models} | - | n/a (unknown strategy) | - | - | - | - | - | - |"
             )
             continue
         if result.only_errors:
             cell = f"n/a ({result.errors.most_common(1)[0][0]})"
             lines.append(
-                f"| {run.label} | {models} | {result.questions} | {cell} | - | - | - | "
+                f"| {run.label} | {models} | {result.questions} | {cell} | - | - | - | - | "
                 f"{result.questions} | {result.seconds:.1f} |"
             )
             continue
@@ -375,7 +380,8 @@ def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str
         errors = ", ".join(f"{k}: {v}" for k, v in result.errors.most_common()) or "0"
         lines.append(
             f"| {run.label} | {models} | {n} | {100 * p:.1f} | {100 * half_width:.1f} "
-            f"| {result.calls / n if n else 0:.2f} | {theory} | {errors} | {result.seconds:.1f} |"
+            f"| {result.calls / n if n else 0:.2f} | {result.cancelled / n if n else 0:.2f} "
+            f"| {theory} | {errors} | {result.seconds:.1f} |"
         )
     singles = [r for r in results if len(r.run.models) == 1 and r.questions and not r.only_errors]
     footer = []
@@ -401,17 +407,17 @@ def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str
     footer.append(
         f"Theory: exact plurality accuracy of independent voters with {N_DISTRACTORS} "
         "equally likely wrong answers, ties to the earliest model in request order; "
-        "weighted uses ln(p/(1-p)) weights. Single models: their configured accuracy."
+        f"weighted uses ln({N_DISTRACTORS}p/(1-p)) weights (ensemble.weighted.alternatives: "
+        f"{N_DISTRACTORS}). Single models: their configured accuracy."
     )
     accuracies = [m.accuracy for m in sorted(MEMBERS, key=lambda m: -m.accuracy)]
-    optimal = plurality_accuracy(
-        accuracies,
-        N_DISTRACTORS,
-        [log_odds_weight(p) + math.log(N_DISTRACTORS) for p in accuracies],
+    classic = plurality_accuracy(
+        accuracies, N_DISTRACTORS, [log_odds_weight(p) for p in accuracies]
     )
     footer.append(
-        f"For reference, the weights ln({N_DISTRACTORS}p/(1-p)) (optimal with "
-        f"{N_DISTRACTORS} equally likely wrong answers) would reach {100 * optimal:.1f} %."
+        f"For reference, the classic log-odds weights ln(p/(1-p)) (alternatives: 1) reach "
+        f"{100 * classic:.1f} % in theory here: with several wrong answers they underweight "
+        "the weaker voters."
     )
     footer += [f"Note: {note}." for note in notes]
     return "\n".join([*lines, "", *footer])

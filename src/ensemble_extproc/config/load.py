@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 TOP_KEYS = frozenset({"models", "default_model", "ensemble", "listen", "demo"})
 MODEL_KEYS = frozenset({"name", "url", "upstream_model", "weight", "api_key_env", "accuracy"})
 STRATEGY_KEYS = {
-    "weighted": frozenset({"use_confidence"}),
+    "weighted": frozenset({"use_confidence", "alternatives"}),
     "first_success": frozenset({"hedge_delay_ms"}),
     "score_averaging": frozenset({"numeric"}),
     "reranking": frozenset({"judge_model"}),
@@ -261,6 +261,7 @@ def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> 
     return StrategySettings(
         similarity_threshold=_fraction(ensemble, "similarity_threshold", 0.9),
         weighted_use_confidence=block("weighted").get("use_confidence", bool, False),
+        weighted_alternatives=block("weighted").positive("alternatives", int, 1),
         hedge_delay_seconds=hedge_ms / 1000 if first_success.has("hedge_delay_ms") else None,
         numeric_aggregate=_choice(block("score_averaging"), "numeric", ("none", "mean", "median")),
         judge_model=_model_name(block("reranking"), "judge_model", endpoints),

@@ -190,6 +190,9 @@ class StrategySettings:
 
     similarity_threshold: float = 0.9
     weighted_use_confidence: bool = False
+    # Plausible wrong answers per question: log-odds weights become log(k p / (1 - p)),
+    # the optimal weights for independent voters whose errors spread over k answers.
+    weighted_alternatives: int = 1
     hedge_delay_seconds: float | None = None
     numeric_aggregate: str = "none"  # none | mean | median
     judge_model: str | None = None

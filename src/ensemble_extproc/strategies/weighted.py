@@ -1,7 +1,8 @@
 """weighted: a weighted vote over extracted answers.
 
 A model's weight is ``log(p / (1 - p))`` when config gives its accuracy ``p`` (the optimal
-rule for independent voters), else its configured ``weight``; optionally multiplied by the
+rule for independent voters; ``log(k p / (1 - p))`` with ``ensemble.weighted.alternatives``
+= k when wrong answers spread over k alternatives), else its configured ``weight``; optionally multiplied by the
 answer's confidence (mean token probability) when the endpoint returned logprobs.
 """
 
@@ -16,14 +17,18 @@ from .voting import vote_plan
 _P_MIN, _P_MAX = 0.01, 0.99
 
 
-def log_odds(p: float) -> float:
+def log_odds(p: float, alternatives: int = 1) -> float:
+    """log(k p / (1 - p)): the optimal vote weight of an independent voter of accuracy p
+    whose wrong answers spread evenly over k alternatives (k = 1: the classic log-odds)."""
     p = min(max(p, _P_MIN), _P_MAX)
-    return math.log(p / (1 - p))
+    return math.log(alternatives * p / (1 - p))
 
 
 def model_weight(ctx: Context, model: str) -> float:
     accuracy = ctx.accuracies.get(model)
-    return log_odds(accuracy) if accuracy is not None else ctx.weights.get(model, 1.0)
+    if accuracy is None:
+        return ctx.weights.get(model, 1.0)
+    return log_odds(accuracy, ctx.settings.weighted_alternatives)
 
 
 class Weighted:
