@@ -33,6 +33,9 @@ DEMO_MODELS = (
     DemoModel("demo-slow", 0, latency_ms=100, answers=("Lyon",)),
     DemoModel("demo-broken", 0, latency_ms=5, failure_rate=1.0),
     DemoModel("demo-hang", 0, latency_ms=30_000, answers=("too late",)),
+    # Canned helpers: a judge that always picks candidate 3, an aggregator.
+    DemoModel("demo-judge", 0, latency_ms=5, answers=("Candidate 3",)),
+    DemoModel("demo-aggregator", 0, latency_ms=5, answers=("Paris, fused.",)),
 )
 
 

@@ -202,3 +202,53 @@ async def test_models_healthz_and_unknown_routes(upstream: Start) -> None:
     assert missing_status == 404
     assert missing["error"]["code"] == "not_found"
     assert wrong_method_status == 405
+
+
+async def test_reranking_calls_the_judge_and_counts_its_usage(upstream: Start) -> None:
+    url = await upstream(reranking={"judge_model": "demo-judge"})
+    headers = {
+        "x-ensemble-models": "demo-fast,demo-medium,demo-slow",
+        "x-ensemble-strategy": "reranking",
+        "x-ensemble-min-responses": "3",
+    }
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 200
+    # The canned judge answers "Candidate 3": the third in model order, demo-slow.
+    assert resp_headers["x-ensemble-selected-model"] == "demo-slow"
+    assert body["choices"][0]["message"]["content"] == "Lyon"
+    roles = [(c["model"], c["role"]) for c in body["ensemble"]["candidates"]]
+    assert roles[-1] == ("demo-judge", "judge")
+    assert body["ensemble"]["calls"]["started"] == 4
+    assert "judge demo-judge picked candidate 3" in body["ensemble"]["reason"]
+
+
+async def test_fusion_returns_the_aggregators_answer(upstream: Start) -> None:
+    url = await upstream(fusion={"aggregator_model": "demo-aggregator"})
+    headers = {"x-ensemble-models": "demo-fast,demo-medium", "x-ensemble-strategy": "fusion"}
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 200
+    assert resp_headers["x-ensemble-selected-model"] == "demo-aggregator"
+    assert body["choices"][0]["message"]["content"] == "Paris, fused."
+
+
+async def test_cascade_reports_its_depth(upstream: Start) -> None:
+    url = await upstream()
+    headers = {
+        "x-ensemble-models": "demo-fast,demo-medium,demo-slow",
+        "x-ensemble-strategy": "cascade",
+    }
+    status, resp_headers, body = await post(url, chat(), headers)
+    assert status == 200
+    # Demo answers carry no logprobs unless asked; the cascade asks, and demo-fast's
+    # canned confidence (0.9) clears the default threshold of 0.8 at once.
+    assert resp_headers["x-ensemble-cascade-depth"] == "1"
+    assert body["ensemble"]["calls"]["started"] == 1
+
+
+async def test_strategy_needing_a_judge_without_one_is_a_400(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-fast,demo-medium", "x-ensemble-strategy": "reranking"}
+    status, _, body = await post(url, chat(), headers)
+    assert status == 400
+    assert body["error"]["code"] == "strategy_not_configured"
+    assert "ensemble.reranking.judge_model" in body["error"]["message"]
