@@ -8,8 +8,9 @@ from dataclasses import astuple, fields
 
 import pytest
 
-from ensemble_extproc.adaptive import (
+from ensemble_extproc.adaptive.difficulty import (
     DEFAULT_WEIGHTS,
+    SCAN_EDGE,
     DifficultyWeights,
     Features,
     confidence,
@@ -17,7 +18,6 @@ from ensemble_extproc.adaptive import (
     features,
     prompt_text,
 )
-from ensemble_extproc.adaptive.difficulty import SCAN_EDGE
 
 PLAIN_PROSE = (
     "The weather was lovely this morning, so we took the dog for a long walk along the "
