@@ -1,8 +1,9 @@
 """weighted: a weighted vote over extracted answers.
 
 A model's weight is ``log(p / (1 - p))`` when config gives its accuracy ``p`` (the optimal
-rule for independent voters; ``log(k p / (1 - p))`` with ``ensemble.weighted.alternatives``
-= k when wrong answers spread over k alternatives), else its configured ``weight``; optionally multiplied by the
+rule for independent voters; ``log(k p / (1 - p))`` with
+``ensemble.weighted.alternatives`` = k when wrong answers spread over k alternatives),
+else its configured ``weight``; optionally multiplied by the
 answer's confidence (mean token probability) when the endpoint returned logprobs.
 """
 
