@@ -78,11 +78,34 @@ async def demo_stats(base_url: str) -> dict[str, int]:
 class Gateway:
     url: str  # Envoy's listener, e.g. http://127.0.0.1:PORT
     admin_url: str
+    upstream_url: str  # the ensemble upstream, directly (not through Envoy)
     demo_urls: dict[str, str]
     log: Path
 
 
-def _gateway_config(tmp: Path) -> tuple[Path, dict[str, Any]]:
+# Decision policy of the main end-to-end gateway (issue: rules and adaptive confidence).
+POLICY: dict[str, Any] = {
+    "profiles": {
+        "critical": {"models": ["demo-fast", "demo-medium", "demo-slow"], "strategy": "voting"},
+        "quick": {"models": ["demo-fast", "demo-medium"], "strategy": "first_success"},
+    },
+    "rules": [
+        {
+            "name": "medical",
+            "profile": "critical",
+            "match": {"last_user_message": {"keywords": ["diagnosis", "dosage"]}},
+        }
+    ],
+    "adaptive": {
+        "enabled": True,
+        "profile": "quick",
+        "threshold": 0.5,
+        "signals": [{"type": "header"}],  # the semantic router's x-vsr-selected-confidence
+    },
+}
+
+
+def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
     demo_models = [
         {
             "name": "demo-default",
@@ -100,7 +123,7 @@ def _gateway_config(tmp: Path) -> tuple[Path, dict[str, Any]]:
         }
         for m in DEMO_MODELS
     ]
-    raw = {
+    return {
         "listen": {
             name: f"127.0.0.1:{free_port()}"
             for name in ("envoy", "envoy_admin", "extproc", "upstream")
@@ -114,17 +137,16 @@ def _gateway_config(tmp: Path) -> tuple[Path, dict[str, Any]]:
             "max_models_per_request": 4,
             "max_body_bytes": 65536,
         },
+        **extra,
     }
-    path = tmp / "gateway.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path, raw
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@contextlib.contextmanager
+def running_gateway(tmp: Path, extra: dict[str, Any]) -> Iterator[Gateway]:
     """The whole stack via ``ensemble-extproc run``, as ``make run`` starts it."""
-    tmp = tmp_path_factory.mktemp("gateway")
-    config_path, raw = _gateway_config(tmp)
+    raw = gateway_config(extra)
+    config_path = tmp / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
     log_path = tmp / "run.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -143,11 +165,18 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield Gateway(
             url=f"http://{raw['listen']['envoy']}",
             admin_url=f"http://{raw['listen']['envoy_admin']}",
+            upstream_url=f"http://{raw['listen']['upstream']}",
             demo_urls={name: f"http://127.0.0.1:{port}/v1" for name, port in ports.items()},
             log=log_path,
         )
     finally:
         _stop_group(process)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with running_gateway(tmp_path_factory.mktemp("gateway"), POLICY) as running:
+        yield running
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,8 +15,9 @@ from ensemble_extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import (
 )
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from ensemble_extproc.config import Address
+from ensemble_extproc.config import Address, compile_config
 from ensemble_extproc.extproc import create_server
+from ensemble_extproc.internal import verify
 
 from helpers import make_config
 
@@ -81,6 +83,7 @@ async def test_ensemble_headers_reroute_with_overwrite_and_route_clear(
         "x-ensemble-models": (b"m1,m2", OVERWRITE),
         "x-ensemble-strategy": (b"voting", OVERWRITE),
         "x-ensemble-min-responses": (b"2", OVERWRITE),
+        "x-ensemble-decision": (b"header", OVERWRITE),
     }
     # Headers decided: no body round trip, no response-direction messages.
     assert response.mode_override.request_body_mode == Mode.NONE
@@ -138,3 +141,83 @@ async def test_many_streams_on_one_channel(stub: pb_grpc.ExternalProcessorStub) 
         headers = {"x-ensemble-models": "m1,m2,m3"} if i % 2 else {}
         [response] = await exchange(stub, headers_message(headers))
         assert response.request_headers.response.clear_route_cache is bool(i % 2)
+
+
+# ------------------------------------------------------------- body-based decisions
+
+SECRET = b"0123456789abcdef-test-secret"
+POLICY_CONFIG = compile_config(
+    {
+        "models": [{"name": n, "url": f"http://127.0.0.1:9/{n}"} for n in ("m1", "m2", "m3")],
+        "profiles": {"critical": {"models": ["m1", "m2", "m3"], "timeout_seconds": 7}},
+        "rules": [
+            {
+                "name": "medical",
+                "profile": "critical",
+                "match": {"last_user_message": {"keywords": ["dosage"]}},
+            }
+        ],
+    },
+    environ={"ENSEMBLE_INTERNAL_SECRET": SECRET.decode()},
+)
+
+
+@pytest.fixture
+async def policy_stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
+    server, port = create_server(POLICY_CONFIG, Address("127.0.0.1", 0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.ExternalProcessorStub(channel)
+    finally:
+        await server.stop(None)
+
+
+def body_message(payload: bytes) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_body=pb.HttpBody(body=payload, end_of_stream=True))
+
+
+async def test_a_rule_on_the_body_reroutes_in_the_body_response(
+    policy_stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    chat = {"model": "x", "messages": [{"role": "user", "content": "Max dosage?"}]}
+    first, second = await exchange(
+        policy_stub,
+        headers_message({"x-ensemble-profile": "spoofed"}),
+        body_message(json.dumps(chat).encode()),
+    )
+    # Headers: the body is wanted (no mode override), the spoofed header goes.
+    assert not first.HasField("mode_override")
+    assert list(first.request_headers.response.header_mutation.remove_headers) == [
+        "x-ensemble-profile"
+    ]
+    # Body: the rule decided; headers are set in the body response, route recomputed.
+    common = second.request_body.response
+    assert common.clear_route_cache is True
+    values = {o.header.key: o.header.raw_value.decode() for o in common.header_mutation.set_headers}
+    assert values["x-ensemble-route"] == "ensemble"
+    assert values["x-ensemble-profile"] == "critical"
+    assert values["x-ensemble-decision"] == "rule:medical"
+    assert values["x-ensemble-timeout"] == "7"
+    assert verify(SECRET, values, time.time()).ok
+    assert not verify(b"another-secret-entirely", values, time.time()).ok
+    facts = second.dynamic_metadata.fields["ensemble_extproc"].struct_value.fields
+    assert facts["decision"].string_value == "rule:medical"
+    assert facts["profile"].string_value == "critical"
+
+
+async def test_a_body_that_is_not_json_is_a_400(
+    policy_stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    _, second = await exchange(policy_stub, headers_message({}), body_message(b"{nope"))
+    assert second.immediate_response.status.code == 400
+    assert json.loads(second.immediate_response.body)["error"]["code"] == "invalid_json"
+
+
+async def test_a_request_without_a_body_is_decided_on_headers(
+    policy_stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    [response] = await exchange(policy_stub, headers_message({}, end_of_stream=True))
+    assert response.HasField("mode_override")
+    facts = response.dynamic_metadata.fields["ensemble_extproc"].struct_value.fields
+    assert facts["decision"].string_value == "none"

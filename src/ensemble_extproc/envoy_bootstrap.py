@@ -59,7 +59,7 @@ def _cluster(
     return cluster
 
 
-def _ext_proc_filter() -> dict[str, Any]:
+def _ext_proc_filter(config: Config) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -70,6 +70,8 @@ def _ext_proc_filter() -> dict[str, Any]:
             "message_timeout": MESSAGE_TIMEOUT,
             # The processor skips the body round trip when the headers decide.
             "allow_mode_override": True,
+            # The processor's decision facts, read by response headers and access logs.
+            "metadata_options": {"receiving_namespaces": {"untyped": [config.metadata_namespace]}},
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SKIP",
@@ -111,6 +113,48 @@ def _local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
+def _facts(config: Config, key: str) -> str:
+    return f"%DYNAMIC_METADATA({config.metadata_namespace}:{key})%"
+
+
+def _decision_headers(config: Config) -> list[dict[str, Any]]:
+    """Every response says who decided (header, rule:<name>, adaptive, none)."""
+    return [
+        {
+            "header": {"key": name, "value": _facts(config, key)},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+        for name, key in ((h.RESP_DECISION, "decision"), (h.RESP_CONFIDENCE, "confidence"))
+    ]
+
+
+def _access_log(config: Config) -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "route": "%ROUTE_NAME%",
+        "duration_ms": "%DURATION%",
+        "decision": _facts(config, "decision"),
+        "confidence": _facts(config, "confidence"),
+        "profile": _facts(config, "profile"),
+        "strategy": _facts(config, "strategy"),
+        "models": _facts(config, "models"),
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": fields},
+            },
+        }
+    ]
+
+
 def _routes(config: Config) -> list[dict[str, Any]]:
     ensemble_timeout = f"{config.ensemble.timeout_seconds + 5:g}s"
     return [
@@ -139,11 +183,19 @@ def bootstrap(config: Config) -> dict[str, Any]:
         "codec_type": "AUTO",
         "route_config": {
             "name": "gateway",
-            "virtual_hosts": [{"name": "llm", "domains": ["*"], "routes": _routes(config)}],
+            "virtual_hosts": [
+                {
+                    "name": "llm",
+                    "domains": ["*"],
+                    "routes": _routes(config),
+                    "response_headers_to_add": _decision_headers(config),
+                }
+            ],
         },
         "local_reply_config": _local_reply_config(),
+        "access_log": _access_log(config),
         "http_filters": [
-            _ext_proc_filter(),
+            _ext_proc_filter(config),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": TYPE + "envoy.extensions.filters.http.router.v3.Router"},

@@ -7,10 +7,21 @@ STRATEGY = "x-ensemble-strategy"
 MIN_RESPONSES = "x-ensemble-min-responses"
 REQUEST_HEADERS = (ENABLE, MODELS, STRATEGY, MIN_RESPONSES)
 
-# Internal routing header: Envoy's ensemble route matches on it. Only the processor may set
-# it; a copy sent by a client is always removed.
+# Internal headers: only the processor sets them; copies sent by clients are removed.
+# Envoy's ensemble route matches on ROUTE.
 ROUTE = "x-ensemble-route"
 ROUTE_VALUE = "ensemble"
+PROFILE = "x-ensemble-profile"
+DECISION = "x-ensemble-decision"
+TIMEOUT = "x-ensemble-timeout"
+SIGNATURE = "x-ensemble-signature"
+INTERNAL = (ROUTE, PROFILE, DECISION, TIMEOUT, SIGNATURE)
+# What the signature covers: everything the upstream acts on.
+SIGNED = (MODELS, STRATEGY, MIN_RESPONSES, PROFILE, DECISION, TIMEOUT)
+
+# Response headers (the decision ones are added by Envoy from the processor's metadata).
+RESP_DECISION = "x-ensemble-decision"
+RESP_CONFIDENCE = "x-ensemble-confidence"
 
 # Response headers of the ensemble upstream.
 RESP_STRATEGY = "x-ensemble-strategy"

@@ -8,11 +8,13 @@ or an ``ApiError`` out. Only model *names* from config are accepted, never URLs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import headers as h
 from .config import Config
+from .config.model import Profile
 from .errors import ApiError, bad_request
+from .internal import verify
 from .strategies import STRATEGIES
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -24,6 +26,19 @@ class EnsembleSpec:
     models: tuple[str, ...]
     strategy: str
     min_responses: int
+    # Set when a config profile decided (its name, and its own deadline if it has one).
+    profile: str | None = None
+    timeout_seconds: float | None = None
+
+
+def profile_spec(profile: Profile) -> EnsembleSpec:
+    return EnsembleSpec(
+        profile.models,
+        profile.strategy,
+        profile.min_responses,
+        profile=profile.name,
+        timeout_seconds=profile.timeout_seconds,
+    )
 
 
 def parse_enable(headers: Mapping[str, str]) -> bool | None:
@@ -132,3 +147,30 @@ def _min_responses(value: str, model_count: int) -> int:
             param=h.MIN_RESPONSES,
         )
     return number
+
+
+def upstream_spec(headers: Mapping[str, str], config: Config, now: float) -> EnsembleSpec:
+    """The spec of a request reaching the upstream: signed by the processor when a secret is
+    configured (else 403), with the profile's name and deadline when a profile decided."""
+    if config.internal_secret is not None:
+        verdict = verify(config.internal_secret, headers, now)
+        if not verdict.ok:
+            raise ApiError(
+                403,
+                f"ensemble request not signed by the processor: {verdict.reason}",
+                type="permission_error",
+                code="unsigned_internal_headers",
+            )
+    spec = spec_from_headers(headers, config)
+    timeout = None
+    raw_timeout = headers.get(h.TIMEOUT, "")
+    if raw_timeout:
+        try:
+            timeout = min(float(raw_timeout), config.ensemble.timeout_seconds)
+        except ValueError:
+            raise bad_request(
+                f"{h.TIMEOUT} is not a number", code="invalid_header", param=h.TIMEOUT
+            ) from None
+        if not timeout > 0:
+            raise bad_request(f"{h.TIMEOUT} must be > 0", code="invalid_header", param=h.TIMEOUT)
+    return replace(spec, profile=headers.get(h.PROFILE) or None, timeout_seconds=timeout)

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import Address, Config
+from .config.load import DEFAULT_SECRET_ENV as SECRET_ENV
 from .envoy_bootstrap import render_yaml
 
 log = logging.getLogger(__name__)
@@ -96,9 +99,13 @@ class Stack:
         self._config_path = config_path
         self._workdir = workdir
         self.processes: list[tuple[str, asyncio.subprocess.Process]] = []
+        # Processor and upstream share the key that signs internal headers; without one
+        # in the environment, this run makes its own.
+        self._env = dict(os.environ)
+        self._env.setdefault(SECRET_ENV, secrets.token_hex(32))
 
     async def _start(self, name: str, argv: Sequence[str], ready: Sequence[Address]) -> None:
-        process = await asyncio.create_subprocess_exec(*argv)
+        process = await asyncio.create_subprocess_exec(*argv, env=self._env)
         self.processes.append((name, process))
         for address in ready:
             await wait_listening(address, process, name)
@@ -128,6 +135,9 @@ class Stack:
             "--use-dynamic-base-id",
             "--log-level",
             "warn",
+            # Access log lines show up within a second, not ten (the default).
+            "--file-flush-interval-msec",
+            "1000",
         ]
         await self._start("envoy", envoy, [config.listen.envoy])
 

@@ -11,15 +11,52 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ..adaptive.difficulty import DifficultyWeights
 from ..demo.models import DemoModel, parse_demo_models
 from ..errors import ConfigError
+from ..rules import Rule, compile_condition
 from ..strategies import STRATEGIES, StrategySettings
-from .model import Address, Config, Endpoint, EnsembleSettings, Listeners
+from .model import (
+    AdaptiveSettings,
+    Address,
+    Config,
+    Endpoint,
+    EnsembleSettings,
+    HeaderControl,
+    Listeners,
+    Profile,
+    SignalConfig,
+)
 from .reader import Section, type_name
 
 log = logging.getLogger(__name__)
 
-TOP_KEYS = frozenset({"models", "default_model", "ensemble", "listen", "demo"})
+TOP_KEYS = frozenset(
+    {
+        "models",
+        "default_model",
+        "ensemble",
+        "listen",
+        "demo",
+        "profiles",
+        "rules",
+        "header_control",
+        "adaptive",
+        "security",
+        "metadata_namespace",
+    }
+)
+PROFILE_KEYS = frozenset({"models", "strategy", "min_responses", "timeout_seconds"})
+RULE_KEYS = frozenset({"name", "profile", "match"})
+HEADER_CONTROL_KEYS = frozenset({"enabled", "api_keys_env", "require_header"})
+ADAPTIVE_KEYS = frozenset(
+    {"enabled", "profile", "threshold", "signals", "combine", "sample_rate", "max_per_second"}
+)
+SIGNAL_KEYS = frozenset({"type", "weight", "headers", "weights"})
+# Where the key signing internal headers comes from, unless security.internal_secret_env says.
+DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
+# The vLLM semantic router's confidence header.
+DEFAULT_CONFIDENCE_HEADERS = ("x-vsr-selected-confidence",)
 MODEL_KEYS = frozenset({"name", "url", "upstream_model", "weight", "api_key_env", "accuracy"})
 STRATEGY_KEYS = {
     "weighted": frozenset({"use_confidence", "alternatives"}),
@@ -74,13 +111,218 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
     default_model = top.get("default_model", str, next(iter(endpoints)))
     if default_model not in endpoints:
         raise ConfigError("default_model", f"unknown model {default_model!r}", _known(endpoints))
+    settings = _ensemble_settings(ensemble, endpoints)
+    profiles = _profiles(top, endpoints, settings)
+    namespace = top.get("metadata_namespace", str, "ensemble_extproc")
+    if not namespace.replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(
+            "metadata_namespace",
+            f"{namespace!r} is not a usable namespace",
+            "use letters, digits, '_' and '.'",
+        )
     return Config(
         endpoints=endpoints,
         default_model=default_model,
-        ensemble=_ensemble_settings(ensemble, endpoints),
+        ensemble=settings,
         listen=_listeners(Section(top.raw.get("listen"), "listen", LISTEN_KEYS)),
         demo_models=demo_models,
+        profiles=profiles,
+        rules=_rules(top, profiles),
+        header_control=_header_control(top, environ),
+        adaptive=_adaptive(top, profiles),
+        internal_secret=_internal_secret(top, environ),
+        metadata_namespace=namespace,
     )
+
+
+def _profiles(
+    top: Section, endpoints: Mapping[str, Endpoint], settings: EnsembleSettings
+) -> dict[str, Profile]:
+    raw = top.get("profiles", dict, {})
+    profiles: dict[str, Profile] = {}
+    for name, body in raw.items():
+        section = Section(body, f"profiles.{name}", PROFILE_KEYS)
+        if name in endpoints:
+            raise ConfigError(
+                section.path,
+                f"profile {name!r} has the name of a model",
+                "a request's model field must name one or the other: rename it",
+            )
+        models = tuple(str(m) for m in section.require("models", list))
+        if not models:
+            raise ConfigError(section.key("models"), "must name at least one model")
+        for model in models:
+            if model not in endpoints:
+                raise ConfigError(
+                    section.key("models"), f"unknown model {model!r}", _known(endpoints)
+                )
+        strategy = section.get("strategy", str, settings.default_strategy)
+        if strategy not in STRATEGIES:
+            raise ConfigError(
+                section.key("strategy"),
+                f"unknown strategy {strategy!r}",
+                "one of: " + ", ".join(STRATEGIES),
+            )
+        missing = STRATEGIES[strategy].missing_setting(settings.strategy)
+        if missing is not None:
+            raise ConfigError(
+                section.key("strategy"), f"{strategy} needs {missing}", f"set {missing}"
+            )
+        natural = STRATEGIES[strategy].natural_min_responses
+        default_min = min(natural or settings.default_min_responses, len(models))
+        min_responses = section.positive("min_responses", int, default_min)
+        if min_responses > len(models):
+            raise ConfigError(
+                section.key("min_responses"),
+                f"{min_responses} is more than the {len(models)} model(s)",
+            )
+        timeout = section.positive("timeout_seconds", float, settings.timeout_seconds)
+        if timeout > settings.timeout_seconds:
+            raise ConfigError(
+                section.key("timeout_seconds"),
+                f"{timeout} is longer than ensemble.timeout_seconds",
+                "raise ensemble.timeout_seconds or lower this",
+            )
+        profiles[str(name)] = Profile(
+            str(name),
+            models,
+            strategy,
+            min_responses,
+            timeout if section.has("timeout_seconds") else None,
+        )
+    return profiles
+
+
+def _rules(top: Section, profiles: Mapping[str, Profile]) -> tuple[Rule, ...]:
+    raw = top.get("rules", list, [])
+    rules = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        section = Section(item, f"rules[{i}]", RULE_KEYS)
+        name = section.require("name", str)
+        if name in names:
+            raise ConfigError(section.key("name"), f"rule {name!r} is defined twice")
+        names.add(name)
+        profile = section.require("profile", str)
+        if profile not in profiles:
+            raise ConfigError(
+                section.key("profile"),
+                f"unknown profile {profile!r}",
+                "known profiles: " + (", ".join(profiles) or "none"),
+            )
+        match = section.require("match", dict)
+        conditions = tuple(
+            compile_condition(str(field), spec, f"{section.key('match')}.{field}")
+            for field, spec in match.items()
+        )
+        if not conditions:
+            raise ConfigError(section.key("match"), "is empty", "a rule needs a condition")
+        rules.append(Rule(name, profile, conditions))
+    return tuple(rules)
+
+
+def _header_control(top: Section, environ: Mapping[str, str]) -> HeaderControl:
+    section = Section(top.raw.get("header_control"), "header_control", HEADER_CONTROL_KEYS)
+    keys: frozenset[str] = frozenset()
+    keys_env = section.get("api_keys_env", str, "")
+    if keys_env:
+        value = environ.get(keys_env, "")
+        keys = frozenset(k.strip() for k in value.split(",") if k.strip())
+        if not keys:
+            raise ConfigError(
+                section.key("api_keys_env"),
+                f"environment variable {keys_env} is not set or empty",
+                "export it (comma-separated keys) or remove api_keys_env",
+            )
+    require = section.raw.get("require_header")
+    header, values = None, frozenset[str]()
+    if require is not None:
+        required = Section(require, section.key("require_header"), frozenset({"name", "values"}))
+        header = required.require("name", str).lower()
+        values = frozenset(str(v) for v in required.require("values", list))
+        if not values:
+            raise ConfigError(required.key("values"), "must list at least one value")
+    return HeaderControl(section.get("enabled", bool, True), keys, header, values)
+
+
+def _adaptive(top: Section, profiles: Mapping[str, Profile]) -> AdaptiveSettings:
+    section = Section(top.raw.get("adaptive"), "adaptive", ADAPTIVE_KEYS)
+    enabled = section.get("enabled", bool, False)
+    if not enabled:
+        return AdaptiveSettings()
+    profile = section.require("profile", str)
+    if profile not in profiles:
+        raise ConfigError(
+            section.key("profile"),
+            f"unknown profile {profile!r}",
+            "known profiles: " + (", ".join(profiles) or "none"),
+        )
+    raw_signals = section.get("signals", list, [{"type": "header"}, {"type": "difficulty"}])
+    signals = tuple(_signal(item, f"adaptive.signals[{i}]") for i, item in enumerate(raw_signals))
+    if not signals:
+        raise ConfigError(section.key("signals"), "is empty", "list at least one signal")
+    max_rate = section.get("max_per_second", float, 0.0)
+    if section.has("max_per_second") and max_rate <= 0:
+        raise ConfigError(section.key("max_per_second"), f"must be > 0, got {max_rate}")
+    return AdaptiveSettings(
+        enabled=True,
+        profile=profile,
+        threshold=_fraction(section, "threshold", 0.5),
+        signals=signals,
+        combine=_choice(section, "combine", ("min", "mean")),
+        sample_rate=_fraction(section, "sample_rate", 1.0),
+        max_per_second=max_rate if section.has("max_per_second") else None,
+    )
+
+
+def _signal(item: object, key: str) -> SignalConfig:
+    section = Section(item, key, SIGNAL_KEYS)
+    kind = section.require("type", str)
+    if kind not in ("header", "difficulty") and not kind.startswith("python:"):
+        raise ConfigError(
+            section.key("type"),
+            f"unknown signal {kind!r}",
+            "header, difficulty, or python:<module>:<factory> for your own",
+        )
+    weight = section.positive("weight", float, 1.0)
+    if kind == "header":
+        names = tuple(
+            str(n).lower() for n in section.get("headers", list, list(DEFAULT_CONFIDENCE_HEADERS))
+        )
+        return SignalConfig(kind, weight, header_names=names)
+    if kind != "difficulty":
+        return SignalConfig(kind, weight)
+    raw_weights = section.get("weights", dict, {})
+    allowed = set(DifficultyWeights.__dataclass_fields__)
+    weights: dict[str, float] = {}
+    for name, value in raw_weights.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"{key}.weights.{name}", "unknown feature", "one of: " + ", ".join(sorted(allowed))
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}.weights.{name}", f"must be a number, got {value!r}")
+        weights[str(name)] = float(value)
+    return SignalConfig(kind, weight, difficulty_weights=weights)
+
+
+def _internal_secret(top: Section, environ: Mapping[str, str]) -> bytes | None:
+    section = Section(top.raw.get("security"), "security", frozenset({"internal_secret_env"}))
+    name = section.get("internal_secret_env", str, DEFAULT_SECRET_ENV)
+    value = environ.get(name, "")
+    if section.has("internal_secret_env") and not value:
+        raise ConfigError(
+            section.key("internal_secret_env"),
+            f"environment variable {name} is not set",
+            "export a random secret, shared by the processor and the upstream",
+        )
+    if value and len(value) < 16:
+        raise ConfigError(
+            section.key("internal_secret_env"),
+            f"{name} is shorter than 16 characters",
+            "use a longer random secret",
+        )
+    return value.encode() if value else None
 
 
 def _drop_foreign_keys(raw: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..demo.models import DemoModel
+from ..rules import Rule
 from ..strategies.base import StrategySettings
 
 
@@ -66,6 +67,55 @@ class EnsembleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """A named ensemble: selected by ``"model": "<name>"``, a rule, or adaptive triggering."""
+
+    name: str
+    models: tuple[str, ...]
+    strategy: str
+    min_responses: int
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderControl:
+    """Who may ask for an ensemble with ``x-ensemble-*`` headers."""
+
+    enabled: bool = True
+    # When set, only clients presenting one of these API keys (Authorization: Bearer, or
+    # x-api-key) may use the headers; others get a 403.
+    api_keys: frozenset[str] = frozenset()
+    # When set, only requests carrying this header with one of these values may.
+    require_header: str | None = None
+    require_values: frozenset[str] = frozenset()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.api_keys) or self.require_header is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalConfig:
+    kind: str  # header | difficulty
+    weight: float = 1.0
+    header_names: tuple[str, ...] = ()
+    difficulty_weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """Ensemble a request when its confidence is below ``threshold``."""
+
+    enabled: bool = False
+    profile: str = ""
+    threshold: float = 0.5
+    signals: tuple[SignalConfig, ...] = ()
+    combine: str = "min"  # min | mean (weighted by signal weight)
+    sample_rate: float = 1.0
+    max_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listeners:
     envoy: Address = Address("127.0.0.1", 10000)
     envoy_admin: Address = Address("127.0.0.1", 9901)
@@ -82,3 +132,22 @@ class Config:
     listen: Listeners
     # Demo backends started by ``run`` (empty: use real endpoints only).
     demo_models: tuple[DemoModel, ...] = ()
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    header_control: HeaderControl = field(default_factory=HeaderControl)
+    adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
+    # Key of the HMAC that proves internal headers came from the processor; None: unsigned.
+    internal_secret: bytes | None = field(default=None, repr=False)
+    # Envoy dynamic metadata namespace of the processor's decision facts.
+    metadata_namespace: str = "ensemble_extproc"
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether any decision source reads the request body."""
+        return (
+            bool(self.profiles)
+            or any(rule.needs_body for rule in self.rules)
+            or (
+                self.adaptive.enabled and any(s.kind == "difficulty" for s in self.adaptive.signals)
+            )
+        )

@@ -1,49 +1,149 @@
-"""The processor's decision for one request: pure, from headers and config."""
+"""The processor's decision for one request, from three sources in a fixed order.
+
+1. ``x-ensemble-enable: false`` wins over everything (and ``ensemble.enabled: false``).
+2. Header: ``x-ensemble-*`` headers, when ``header_control`` allows this client.
+3. Rules: ``"model": "<profile>"`` in the body, then the config rules, first match wins.
+4. Adaptive: the request's confidence below ``adaptive.threshold``, if admitted.
+5. Otherwise the default route.
+
+Pure but for ``admit`` (the adaptive sampling/rate gate), which the caller supplies.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hmac
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .. import headers as h
+from ..adaptive.signals import Signal, combine, read
 from ..config import Config
+from ..config.model import HeaderControl
 from ..errors import ApiError
-from ..spec import EnsembleSpec, asks_for_ensemble, spec_from_headers
+from ..rules import RequestView, lookup
+from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, profile_spec, spec_from_headers
 
 
 @dataclass(frozen=True, slots=True)
 class Passthrough:
-    """Go on to the default model route, unchanged but for a spoofed routing header."""
+    """Go on to the default model route."""
 
-    reason: str
-    # The client sent the internal routing header: remove it and recompute the route.
-    strip_route_header: bool
+    reason: str = "none"
+    confidence: float | None = None
+    # Signals whose input was unusable (e.g. a confidence header that is not a number).
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Reroute:
-    """Send the request to the ensemble upstream with this (normalised) spec."""
+    """Send the request to the ensemble upstream with this spec."""
 
     spec: EnsembleSpec
+    source: str  # header | rule:<name> | adaptive
+    confidence: float | None = None
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Answer the client directly: its ensemble headers are wrong."""
+    """Answer the client directly: its ensemble headers are wrong or not allowed."""
 
     error: ApiError
 
 
-Decision = Passthrough | Reroute | Reject
+@dataclass(frozen=True, slots=True)
+class NeedBody:
+    """A rule or signal reads the body: decide again when it arrives."""
 
 
-def decide(headers: Mapping[str, str], config: Config) -> Decision:
-    spoofed = h.ROUTE in headers
-    if not config.ensemble.enabled:
-        return Passthrough("disabled", spoofed)
+Decision = Passthrough | Reroute | Reject | NeedBody
+Admit = Callable[[RequestView], tuple[bool, str]]
+
+MODEL_RULE = "model"  # the implicit rule "the body's model names a profile"
+
+
+def client_key(headers: Mapping[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get("x-api-key", "").strip()
+
+
+def header_control_allows(headers: Mapping[str, str], control: HeaderControl) -> bool:
+    if control.api_keys:
+        key = client_key(headers).encode()
+        if not any(hmac.compare_digest(key, k.encode()) for k in control.api_keys):
+            return False
+    if control.require_header is not None:
+        return headers.get(control.require_header, "") in control.require_values
+    return True
+
+
+def decide(
+    view: RequestView,
+    config: Config,
+    signals: Sequence[tuple[Signal, float]],
+    admit: Admit,
+    *,
+    body_pending: bool,
+) -> Decision:
+    headers = view.headers
     try:
-        if not asks_for_ensemble(headers):
-            return Passthrough("not_requested", spoofed)
-        return Reroute(spec_from_headers(headers, config))
+        enable = parse_enable(headers)
+        if enable is False or not config.ensemble.enabled:
+            return Passthrough("disabled")
+        if config.header_control.enabled and asks_for_ensemble(headers):
+            if not header_control_allows(headers, config.header_control):
+                return Reject(
+                    ApiError(
+                        403,
+                        "this client may not ask for an ensemble with x-ensemble-* headers",
+                        type="permission_error",
+                        code="ensemble_headers_not_allowed",
+                    )
+                )
+            return Reroute(spec_from_headers(headers, config), "header")
     except ApiError as error:
         return Reject(error)
+    if body_pending and config.needs_body:
+        return NeedBody()
+    model = lookup(view.body, "model")
+    if isinstance(model, str) and model in config.profiles:
+        return Reroute(profile_spec(config.profiles[model]), f"rule:{MODEL_RULE}")
+    for rule in config.rules:
+        if rule.matches(view):
+            return Reroute(profile_spec(config.profiles[rule.profile]), f"rule:{rule.name}")
+    return _adaptive(view, config, signals, admit)
+
+
+def _adaptive(
+    view: RequestView, config: Config, signals: Sequence[tuple[Signal, float]], admit: Admit
+) -> Decision:
+    settings = config.adaptive
+    if not settings.enabled:
+        return Passthrough()
+    readings = read(signals, view)
+    ignored = tuple(r.ignored for r in readings if r.ignored)
+    confidence = combine(readings, settings.combine)
+    if confidence is None or confidence >= settings.threshold:
+        return Passthrough("none", confidence, ignored)
+    admitted, why = admit(view)
+    if not admitted:
+        return Passthrough(f"adaptive: {why}", confidence, ignored)
+    spec = profile_spec(config.profiles[settings.profile])
+    return Reroute(spec, "adaptive", confidence, ignored)
+
+
+def decision_label(decision: Decision) -> str:
+    """What ``x-ensemble-decision`` says: header | rule:<name> | adaptive | none."""
+    return decision.source if isinstance(decision, Reroute) else "none"
+
+
+__all__ = [
+    "Decision",
+    "NeedBody",
+    "Passthrough",
+    "Reject",
+    "Reroute",
+    "decide",
+    "decision_label",
+]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from .. import headers as h
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from google.protobuf import struct_pb2
+
 from .._pb.envoy.config.core.v3 import base_pb2 as core
 from .._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.type.v3 import http_status_pb2 as http_status
 from ..errors import ApiError
-from ..spec import EnsembleSpec
 
 Mode = modes.ProcessingMode
 OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+Phase = Literal["headers", "body"]
 
 # Headers decided everything: skip the request body and the whole response direction.
 HEADERS_ONLY = Mode(
@@ -24,37 +28,67 @@ HEADERS_ONLY = Mode(
 
 
 def _set(key: str, value: str) -> core.HeaderValueOption:
+    # Overwrite, never append: a client-sent copy must not survive beside ours.
     return core.HeaderValueOption(
         header=core.HeaderValue(key=key, raw_value=value.encode()), append_action=OVERWRITE
     )
 
 
-def passthrough(strip_route_header: bool) -> pb.ProcessingResponse:
+def metadata(namespace: str, facts: Mapping[str, str]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({namespace: dict(facts)})
+    return struct
+
+
+def _respond(
+    phase: Phase, common: pb.CommonResponse, facts: struct_pb2.Struct | None
+) -> pb.ProcessingResponse:
+    response = pb.ProcessingResponse(dynamic_metadata=facts)
+    if phase == "headers":
+        response.request_headers.response.CopyFrom(common)
+        # Only honoured in a headers response: nothing more to send for this request.
+        response.mode_override.CopyFrom(HEADERS_ONLY)
+    else:
+        response.request_body.response.CopyFrom(common)
+    return response
+
+
+def passthrough(
+    phase: Phase, spoofed: Sequence[str], facts: struct_pb2.Struct | None
+) -> pb.ProcessingResponse:
+    """Continue to the default route; remove client copies of internal headers."""
     common = pb.CommonResponse()
-    if strip_route_header:
-        # The route was chosen with the client's copy of the header: remove it, re-route.
-        common.header_mutation.remove_headers.append(h.ROUTE)
+    if spoofed:
+        common.header_mutation.remove_headers.extend(spoofed)
+        # The route was chosen with the client's headers: recompute it without them.
+        common.clear_route_cache = True
+    return _respond(phase, common, facts)
+
+
+def await_body(spoofed: Sequence[str], facts: struct_pb2.Struct | None) -> pb.ProcessingResponse:
+    """Headers answered, the body is still wanted: no mode override."""
+    common = pb.CommonResponse()
+    if spoofed:
+        common.header_mutation.remove_headers.extend(spoofed)
         common.clear_route_cache = True
     return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=common), mode_override=HEADERS_ONLY
+        request_headers=pb.HeadersResponse(response=common), dynamic_metadata=facts
     )
 
 
-def reroute(spec: EnsembleSpec) -> pb.ProcessingResponse:
-    # Overwrite, never append: a client-sent copy must not survive beside ours. The spec
-    # headers are normalised so the upstream reads exactly what the processor decided.
+def reroute(
+    phase: Phase,
+    internal: Mapping[str, str],
+    spoofed: Sequence[str],
+    facts: struct_pb2.Struct | None,
+) -> pb.ProcessingResponse:
+    """Route to the ensemble: set the internal headers, drop the other client copies."""
     mutation = pb.HeaderMutation(
-        set_headers=[
-            _set(h.ROUTE, h.ROUTE_VALUE),
-            _set(h.MODELS, ",".join(spec.models)),
-            _set(h.STRATEGY, spec.strategy),
-            _set(h.MIN_RESPONSES, str(spec.min_responses)),
-        ]
+        set_headers=[_set(key, value) for key, value in internal.items()],
+        remove_headers=[name for name in spoofed if name not in internal],
     )
     common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
-    return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=common), mode_override=HEADERS_ONLY
-    )
+    return _respond(phase, common, facts)
 
 
 def reject(error: ApiError) -> pb.ProcessingResponse:

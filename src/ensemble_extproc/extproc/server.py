@@ -12,12 +12,16 @@ from typing import Any
 
 import grpc
 
+from .. import headers as h
 from .._pb.envoy.config.core.v3 import base_pb2 as core
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from ..config import Address, Config
+from ..errors import ApiError
+from ..rules import RequestView
 from . import responses
-from .decision import Decision, Passthrough, Reject, Reroute, decide
+from .decision import Decision, NeedBody, Passthrough, Reject, Reroute
+from .policy import DecisionPolicy, with_body
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +35,18 @@ def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
     return out
 
 
-def response_for(decision: Decision) -> pb.ProcessingResponse:
-    match decision:
-        case Reroute(spec):
-            return responses.reroute(spec)
-        case Reject(error):
-            return responses.reject(error)
-        case Passthrough(_, strip):
-            return responses.passthrough(strip)
-
-
 class StreamHandler:
-    """State of one ext_proc stream (one HTTP request)."""
+    """State of one ext_proc stream (one HTTP request): its headers, until the body."""
 
-    def __init__(self, config: Config) -> None:
-        self._config = config
+    def __init__(self, policy: DecisionPolicy) -> None:
+        self._policy = policy
+        self._view: RequestView | None = None
+        self._spoofed: tuple[str, ...] = ()
+        self._awaiting_body = False
         self.decision: Decision | None = None
         self._phases: Mapping[str, Callable[[pb.ProcessingRequest], pb.ProcessingResponse]] = {
             "request_headers": self._request_headers,
-            "request_body": lambda _: responses.continue_request_body(),
+            "request_body": self._request_body,
             "request_trailers": lambda _: responses.continue_request_trailers(),
             "response_headers": lambda _: responses.continue_response_headers(),
             "response_body": lambda _: responses.continue_response_body(),
@@ -63,19 +60,49 @@ class StreamHandler:
         return self._phases[phase](request)
 
     def _request_headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        self.decision = decide(header_dict(request.request_headers.headers), self._config)
-        log.debug("decision %s", self.decision)
-        return response_for(self.decision)
+        headers = header_dict(request.request_headers.headers)
+        # Internal headers a client sent are removed, whatever the decision.
+        self._spoofed = tuple(name for name in h.INTERNAL if name in headers)
+        self._view = RequestView(path=headers.get(":path", ""), headers=headers)
+        pending = not request.request_headers.end_of_stream
+        return self._answer(self._policy.decide(self._view, body_pending=pending), "headers")
+
+    def _request_body(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        if not self._awaiting_body or self._view is None:
+            return responses.continue_request_body()
+        self._awaiting_body = False
+        try:
+            view = with_body(self._view, request.request_body.body)
+        except ApiError as error:
+            return self._answer(Reject(error), "body")
+        return self._answer(self._policy.decide(view, body_pending=False), "body")
+
+    def _answer(self, decision: Decision, phase: responses.Phase) -> pb.ProcessingResponse:
+        self.decision = decision
+        log.debug("decision %s", decision)
+        match decision:
+            case NeedBody():
+                self._awaiting_body = True
+                return responses.await_body(self._spoofed, None)
+            case Reject(error):
+                return responses.reject(error)
+            case Reroute():
+                internal = self._policy.internal_headers(decision)
+                facts = self._policy.facts(decision)
+                return responses.reroute(phase, internal, self._spoofed, facts)
+            case Passthrough():
+                facts = self._policy.facts(decision)
+                return responses.passthrough(phase, self._spoofed, facts)
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, config: Config) -> None:
-        self._config = config
+        self.policy = DecisionPolicy(config)
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        handler = StreamHandler(self._config)
+        handler = StreamHandler(self.policy)
         async for request in request_iterator:
             response = handler.handle(request)
             if response is not None:

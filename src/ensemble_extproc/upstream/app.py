@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..errors import ApiError
-from ..spec import spec_from_headers
+from ..spec import upstream_spec
 from .client import EndpointClient, HttpEndpointClient
 from .orchestrator import Fanout
 from .request import parse_chat_request, read_body
@@ -58,7 +58,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 async def chat_completions(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
-    spec = spec_from_headers(request.headers, config)
+    spec = upstream_spec(request.headers, config, time.time())
     outcome = await request.app[FANOUT].run(spec, body)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:

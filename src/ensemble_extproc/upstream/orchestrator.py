@@ -121,7 +121,8 @@ class Fanout:
     async def run(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Outcome:
         plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
         rank = {name: i for i, name in enumerate(spec.models)}
-        run = _Run(self, request, self._settings.timeout_seconds, rank)
+        timeout = spec.timeout_seconds or self._settings.timeout_seconds
+        run = _Run(self, request, timeout, rank)
         selection = await run.drive(plan)
         candidates = sorted(
             run.finished + run.stopped,

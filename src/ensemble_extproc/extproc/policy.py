@@ -1,0 +1,90 @@
+"""The processor's per-process decision state: compiled signals and the admission gate.
+
+``decide`` stays pure; this object binds it to what is built once at start-up and turns a
+decision into what Envoy and the upstream are told (internal headers, dynamic metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from google.protobuf import struct_pb2
+
+from .. import headers as h
+from ..adaptive.difficulty import prompt_text
+from ..adaptive.gate import AdmissionGate
+from ..adaptive.signals import build_signals
+from ..config import Config
+from ..errors import bad_request
+from ..internal import sign
+from ..rules import RequestView
+from . import responses
+from .decision import Decision, Passthrough, Reroute, decide, decision_label
+
+log = logging.getLogger(__name__)
+
+
+def with_body(view: RequestView, raw: bytes) -> RequestView:
+    """The view once the body is in: parsed once, here. Not JSON: the client's 400."""
+    try:
+        body = json.loads(raw) if raw else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", code="invalid_json")
+    last_user, system = prompt_text(body)
+    return RequestView(view.path, view.headers, body, last_user, system)
+
+
+class DecisionPolicy:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._signals = build_signals(config.adaptive.signals)  # plugins fail at start-up
+        self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
+        self._clock = clock
+        # Unusable signal inputs (never the client's error), by reason; for metrics.
+        self.ignored: Counter[str] = Counter()
+
+    def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
+        decision = decide(view, self.config, self._signals, self._admit, body_pending=body_pending)
+        if isinstance(decision, Passthrough | Reroute) and decision.ignored:
+            self.ignored.update(decision.ignored)
+            log.debug("ignored signal input: %s", "; ".join(decision.ignored))
+        return decision
+
+    def _admit(self, view: RequestView) -> tuple[bool, str]:
+        return self._gate.admit(view.headers.get("x-request-id"))
+
+    def internal_headers(self, decision: Reroute) -> dict[str, str]:
+        spec = decision.spec
+        values = {
+            h.ROUTE: h.ROUTE_VALUE,
+            h.MODELS: ",".join(spec.models),
+            h.STRATEGY: spec.strategy,
+            h.MIN_RESPONSES: str(spec.min_responses),
+            h.PROFILE: spec.profile or "",
+            h.DECISION: decision.source,
+            h.TIMEOUT: f"{spec.timeout_seconds:g}" if spec.timeout_seconds else "",
+        }
+        if self.config.internal_secret is not None:
+            values[h.SIGNATURE] = sign(self.config.internal_secret, values, self._clock())
+        # Absent values are signed as "" and read back as "" by the upstream.
+        return {name: value for name, value in values.items() if value}
+
+    def facts(self, decision: Passthrough | Reroute) -> struct_pb2.Struct:
+        """Dynamic metadata for Envoy: response headers and access logs read it."""
+        facts = {"decision": decision_label(decision)}
+        if decision.confidence is not None:
+            facts["confidence"] = f"{decision.confidence:.3f}"
+        if isinstance(decision, Reroute):
+            facts["strategy"] = decision.spec.strategy
+            facts["models"] = ",".join(decision.spec.models)
+            if decision.spec.profile:
+                facts["profile"] = decision.spec.profile
+        else:
+            facts["reason"] = decision.reason
+        return responses.metadata(self.config.metadata_namespace, facts)

@@ -1,0 +1,164 @@
+"""Config rules: compiled matchers over a request's path, headers and JSON body (pure).
+
+A rule matches when every one of its conditions does; the first matching rule wins.
+Conditions are compiled once at start-up (regexes, keyword lists), so matching is cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+# Where a condition looks.
+BODY_FIELDS = ("last_user_message", "system_prompt")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What rules and signals may read; the body is parsed once, and only when needed."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: Mapping[str, Any] | None = None
+    last_user_message: str = ""
+    system_prompt: str = ""
+
+
+def lookup(body: Mapping[str, Any] | None, dotted: str) -> object:
+    """``metadata.tier`` -> body["metadata"]["tier"]; None when absent."""
+    value: object = body
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+Test = Callable[[object], bool]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _compare(op: Callable[[float, float], bool], bound: float) -> Test:
+    def test(value: object) -> bool:
+        number = _number(value)
+        return number is not None and op(number, bound)
+
+    return test
+
+
+def _keywords(words: Sequence[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(w.strip()) for w in words if w.strip())
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def compile_test(spec: object, key: str) -> Test:
+    """One condition's test from its config mapping, e.g. ``{regex: "^gpt-4"}``."""
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise ConfigError(
+            key,
+            "must be a mapping with one operator",
+            "one of: exact, prefix, regex, in, keywords, present, gt, ge, lt, le",
+        )
+    [(op, arg)] = spec.items()
+    operator_key = f"{key}.{op}"
+    if op == "exact":
+        return lambda value: value == arg or (isinstance(value, str) and value == str(arg))
+    if op == "prefix" and isinstance(arg, str):
+        return lambda value: isinstance(value, str) and value.startswith(arg)
+    if op == "regex" and isinstance(arg, str):
+        try:
+            pattern = re.compile(arg)
+        except re.error as exc:
+            raise ConfigError(operator_key, f"invalid regular expression: {exc}") from exc
+        return lambda value: isinstance(value, str) and pattern.search(value) is not None
+    if op == "keywords" and isinstance(arg, list) and arg:
+        if not all(isinstance(w, str) and w.strip() for w in arg):
+            raise ConfigError(operator_key, "must be a list of non-empty strings")
+        words = _keywords(arg)
+        return lambda value: isinstance(value, str) and words.search(value) is not None
+    if op == "in" and isinstance(arg, list):
+        allowed = frozenset(str(a) for a in arg)
+        return lambda value: value is not None and str(value) in allowed
+    if op == "present" and isinstance(arg, bool):
+        return lambda value: (value is not None) is arg
+    comparisons = {
+        "gt": lambda a, b: a > b,
+        "ge": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "le": lambda a, b: a <= b,
+    }
+    if op in comparisons and _number(arg) is not None:
+        return _compare(comparisons[op], float(arg))
+    raise ConfigError(
+        operator_key,
+        f"unknown operator or wrong argument {arg!r}",
+        "exact: value, prefix/regex: string, in/keywords: list, present: bool, gt/ge/lt/le: number",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    field: str  # path | headers.<name> | body.<dotted> | last_user_message | system_prompt
+    test: Test
+
+    @property
+    def needs_body(self) -> bool:
+        return self.field.startswith("body.") or self.field in BODY_FIELDS
+
+    def value(self, request: RequestView) -> object:
+        if self.field == "path":
+            return request.path
+        if self.field.startswith("headers."):
+            return request.headers.get(self.field.removeprefix("headers."))
+        if self.field.startswith("body."):
+            return lookup(request.body, self.field.removeprefix("body."))
+        if self.field == "last_user_message":
+            return request.last_user_message
+        return request.system_prompt
+
+    def matches(self, request: RequestView) -> bool:
+        return self.test(self.value(request))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    profile: str
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+
+    @property
+    def needs_body(self) -> bool:
+        return any(c.needs_body for c in self.conditions)
+
+    def matches(self, request: RequestView) -> bool:
+        return all(c.matches(request) for c in self.conditions)
+
+
+def compile_condition(name: str, spec: object, key: str) -> Condition:
+    valid = (
+        name in ("path", *BODY_FIELDS)
+        or (name.startswith("headers.") and len(name) > len("headers."))
+        or (name.startswith("body.") and len(name) > len("body."))
+    )
+    if not valid:
+        raise ConfigError(
+            key,
+            f"unknown field {name!r}",
+            "match on path, headers.<name>, body.<field.path>, last_user_message or system_prompt",
+        )
+    if name.startswith("headers."):
+        name = name.lower()  # Envoy sends header names lower-cased
+    return Condition(name, compile_test(spec, key))
+
+
+def first_match(rules: Sequence[Rule], request: RequestView) -> Rule | None:
+    return next((rule for rule in rules if rule.matches(request)), None)
