@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto')
 CONFIG ?= config/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality
+.PHONY: all install protos run test lint clean bench-quality bench-decision
 
 all: test
 
@@ -45,6 +45,10 @@ lint: install
 # Accuracy of every strategy on demo quiz models with known accuracies (prints a table).
 bench-quality: install
 	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16
+
+# The processor's decision cost per request, with and without the body (prints a table).
+bench-decision: install
+	$(PY) -m bench.decision
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

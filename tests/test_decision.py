@@ -473,3 +473,24 @@ def test_config_that_does_not_compile(extra: dict[str, Any], key: str, fragment:
         policy_config(**extra)
     assert caught.value.key == key
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        ("What DOSAGE?", True),
+        ("dosage", True),
+        ("a dosage_form", False),
+        ("overdosage", False),
+        ("dosages", False),
+        ("(dosage)", True),
+        ("", False),
+        ("Dosage\nplease", True),
+        ("high blood-pressure", True),
+        ("blood pressure", False),
+    ],
+)
+def test_keywords_match_whole_words(text: str, hit: bool) -> None:
+    from ensemble_extproc.rules import keyword_test
+
+    assert keyword_test(["dosage", "Blood-Pressure"])(text) is hit

@@ -55,9 +55,34 @@ def _compare(op: Callable[[float, float], bool], bound: float) -> Test:
     return test
 
 
-def _keywords(words: Sequence[str]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(w.strip()) for w in words if w.strip())
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def keyword_test(words: Sequence[str]) -> Test:
+    """Any of ``words`` as a whole word, case-insensitive.
+
+    ``str.find`` on the lower-cased text, then a boundary check at each hit: several
+    times faster than one case-insensitive regex alternation on long prompts.
+    """
+    lowered = tuple(w.strip().lower() for w in words if w.strip())
+
+    def test(value: object) -> bool:
+        if not isinstance(value, str):
+            return False
+        text = value.lower()
+        for word in lowered:
+            start = text.find(word)
+            while start != -1:
+                end = start + len(word)
+                before = start == 0 or not _is_word_char(text[start - 1])
+                after = end == len(text) or not _is_word_char(text[end])
+                if before and after:
+                    return True
+                start = text.find(word, start + 1)
+        return False
+
+    return test
 
 
 def compile_test(spec: object, key: str) -> Test:
@@ -83,8 +108,7 @@ def compile_test(spec: object, key: str) -> Test:
     if op == "keywords" and isinstance(arg, list) and arg:
         if not all(isinstance(w, str) and w.strip() for w in arg):
             raise ConfigError(operator_key, "must be a list of non-empty strings")
-        words = _keywords(arg)
-        return lambda value: isinstance(value, str) and words.search(value) is not None
+        return keyword_test(arg)
     if op == "in" and isinstance(arg, list):
         allowed = frozenset(str(a) for a in arg)
         return lambda value: value is not None and str(value) in allowed

@@ -54,10 +54,10 @@ __all__ = [
 # usually holds the instruction ("prove...", "debug this...") and the tail the actual
 # question, while the middle of a very long prompt is usually pasted material (a document,
 # a log, a source file) that repeats the kind of content already seen at its edges. Every
-# pattern feature saturates after a few hits, so 16 K characters are plenty to see it, and
-# the cap bounds the cost of a call even for a body of megabytes. The length feature
-# still uses the full length.
-SCAN_EDGE = 8192
+# pattern feature saturates after a few hits, so 4 K characters are enough to see it, and
+# the cap bounds the cost of a call (it runs on every request in the processor) even for
+# a body of megabytes. The length feature still uses the full length.
+SCAN_EDGE = 2048
 
 # Length feature: 0 at <= 40 characters, 1 at >= 4000, logarithmic in between.
 _LENGTH_MIN = 40
