@@ -125,3 +125,11 @@ def test_cli_reports_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "models[0].weigth" in err
     assert "allowed keys here" in err
+
+
+def test_policy_example_config_compiles() -> None:
+    config = load_config(ROOT / "config" / "examples" / "policy.yaml")
+    assert set(config.profiles) == {"critical", "quick"}
+    assert [rule.name for rule in config.rules] == ["high-stakes", "gold-tier", "long-answers"]
+    assert config.adaptive.enabled
+    assert config.needs_body
