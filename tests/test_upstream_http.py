@@ -160,9 +160,21 @@ async def test_a_failed_member_does_not_fail_a_met_quorum(upstream: Start) -> No
         ({"x-ensemble-models": "demo-fast"}, b'{"messages": [1]}', 400, "invalid_messages"),
         (
             {"x-ensemble-models": "demo-fast"},
-            json.dumps(chat(stream=True)).encode(),
+            json.dumps(chat(stream="yes")).encode(),
             400,
-            "stream_not_supported",
+            "invalid_type",
+        ),
+        (
+            {"x-ensemble-models": "demo-fast"},
+            json.dumps(chat(tools={"type": "function"})).encode(),
+            400,
+            "invalid_type",
+        ),
+        (
+            {"x-ensemble-models": "demo-fast"},
+            json.dumps(chat(stream=True, stream_options=[])).encode(),
+            400,
+            "invalid_type",
         ),
         ({"x-ensemble-models": "demo-fast"}, json.dumps(chat(n=2)).encode(), 400, "unsupported_n"),
         ({}, None, 400, "missing_models"),
@@ -252,3 +264,112 @@ async def test_strategy_needing_a_judge_without_one_is_a_400(upstream: Start) ->
     assert status == 400
     assert body["error"]["code"] == "strategy_not_configured"
     assert "ensemble.reranking.judge_model" in body["error"]["message"]
+
+
+async def sse_events(
+    url: str, body: Any, headers: dict[str, str]
+) -> tuple[int, dict[str, str], list[Any], float]:
+    """POST a streaming request; the parsed data events and the time to the first one."""
+    events: list[Any] = []
+    first = 0.0
+    started = time.perf_counter()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as resp,
+    ):
+        async for line in resp.content:
+            text = line.decode().strip()
+            if not text.startswith("data:"):
+                continue
+            if not events:
+                first = (time.perf_counter() - started) * 1000
+            data = text[5:].strip()
+            events.append("[DONE]" if data == "[DONE]" else json.loads(data))
+        return resp.status, dict(resp.headers), events, first
+
+
+def content_of(events: list[Any]) -> str:
+    return "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
+    )
+
+
+async def test_streaming_voting_sends_the_decided_answer_as_chunks(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-fast,demo-medium,demo-slow"}
+    body = chat(stream=True, stream_options={"include_usage": True})
+    status, resp_headers, events, _ = await sse_events(url, body, headers)
+    assert status == 200
+    assert resp_headers["Content-Type"].startswith("text/event-stream")
+    assert resp_headers["x-ensemble-selected-model"] == "demo-fast"
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events if e != "[DONE]"]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert content_of(events) == "Paris."
+    final = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(final) == 1
+    assert final[0]["ensemble"]["selected_model"] == "demo-fast"
+    usage = chunks[-1]
+    assert usage["choices"] == []
+    assert usage["usage"]["total_tokens"] > 0
+
+
+async def test_streaming_first_success_relays_the_fastest_model_live(
+    upstream: Start, demo: DemoServers
+) -> None:
+    url = await upstream()
+    headers = {
+        "x-ensemble-models": "demo-slow,demo-medium,demo-fast",
+        "x-ensemble-strategy": "first_success",
+    }
+    await sse_events(url, chat(stream=True), headers)  # warm the pool
+    status, resp_headers, events, first_ms = await sse_events(url, chat(stream=True), headers)
+    assert status == 200
+    assert resp_headers["x-ensemble-selected-model"] == "demo-fast"
+    assert content_of(events) == "Paris."
+    assert first_ms < 45, first_ms  # demo-fast's 10 ms, not demo-medium's 50 ms
+    final = next(
+        e
+        for e in events
+        if isinstance(e, dict) and e["choices"] and e["choices"][0]["finish_reason"]
+    )
+    statuses = {c["model"]: c["status"] for c in final["ensemble"]["candidates"]}
+    assert statuses == {"demo-slow": "cancelled", "demo-medium": "cancelled", "demo-fast": "ok"}
+    assert events[-1] == "[DONE]"
+
+
+async def test_streaming_failure_before_any_output_is_a_plain_http_error(upstream: Start) -> None:
+    url = await upstream()
+    headers = {"x-ensemble-models": "demo-broken", "x-ensemble-strategy": "first_success"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=chat(stream=True), headers=headers) as resp,
+    ):
+        assert resp.status == 502
+        assert (await resp.json())["error"]["code"] == "ensemble_quorum_not_met"
+
+
+async def test_streaming_sends_keepalives_while_deciding(upstream: Start) -> None:
+    url = await upstream(stream_keepalive_seconds=0.03)
+    headers = {"x-ensemble-models": "demo-fast,demo-slow", "x-ensemble-min-responses": "2"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=chat(stream=True), headers=headers) as resp,
+    ):
+        raw = (await resp.read()).decode()
+    assert raw.startswith(": keep-alive")
+    assert raw.rstrip().endswith("data: [DONE]")
+
+
+async def test_streaming_deadline_after_the_stream_started_is_an_error_event(
+    upstream: Start,
+) -> None:
+    url = await upstream(stream_keepalive_seconds=0.05, timeout_seconds=0.3)
+    headers = {"x-ensemble-models": "demo-fast,demo-hang", "x-ensemble-min-responses": "2"}
+    status, _, events, _ = await sse_events(url, chat(stream=True), headers)
+    assert status == 200  # the stream had started (keep-alives)
+    assert events[-1]["error"]["code"] == "ensemble_deadline_exceeded"
+    assert "[DONE]" not in events

@@ -80,6 +80,7 @@ ENSEMBLE_KEYS = frozenset(
         "max_response_bytes",
         "endpoint_mappings",
         "similarity_threshold",
+        "stream_keepalive_seconds",
         *STRATEGY_KEYS,
     }
 )
@@ -461,6 +462,7 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         max_models_per_request=max_models,
         max_body_bytes=section.positive("max_body_bytes", int, defaults.max_body_bytes),
         max_response_bytes=section.positive("max_response_bytes", int, defaults.max_response_bytes),
+        stream_keepalive_seconds=section.positive("stream_keepalive_seconds", float, 5.0),
         strategy=strategy_settings,
     )
 

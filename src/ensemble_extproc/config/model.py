@@ -62,6 +62,9 @@ class EnsembleSettings:
     max_body_bytes: int = 1024 * 1024
     # An endpoint answer larger than this is a failed candidate, never truncated.
     max_response_bytes: int = 8 * 1024 * 1024
+    # While a streamed ensemble is still deciding, an SSE comment this often keeps proxies
+    # from closing the connection.
+    stream_keepalive_seconds: float = 5.0
     # Settings of the individual strategies (``ensemble.<strategy>`` blocks).
     strategy: StrategySettings = field(default_factory=StrategySettings)
 

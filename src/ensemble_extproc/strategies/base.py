@@ -109,6 +109,9 @@ class Call:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Messages replacing the client's (judge and aggregator prompts).
     messages: Sequence[Mapping[str, Any]] | None = None
+    # When the client streams, relay this call's output to it live. Among several relayed
+    # calls, the first to produce output is committed to and the others are cancelled.
+    relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ class FirstSuccess:
         delay = ctx.settings.hedge_delay_seconds
         count = len(ctx.models) if delay is None else 1
         waiting = list(ctx.models[count:])
-        yield Launch(tuple(Call(m) for m in ctx.models[:count]))
+        # Relayed: a streaming client gets the first model to produce output, live.
+        yield Launch(tuple(Call(m, relay=True) for m in ctx.models[:count]))
         while True:
             progress = yield Wait(delay if waiting else None)
             valid = progress.valid_members()
@@ -36,6 +37,6 @@ class FirstSuccess:
                 )
             if waiting and not progress.deadline_passed:
                 # No valid answer yet: the hedge delay passed or a call failed. Next model.
-                yield Launch((Call(waiting.pop(0)),))
+                yield Launch((Call(waiting.pop(0), relay=True),))
             elif not progress.running_members() or progress.deadline_passed:
                 return None

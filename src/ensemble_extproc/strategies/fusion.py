@@ -42,6 +42,7 @@ class Fusion:
             Role.AGGREGATOR,
             extra=HELPER_CALL_DROPS,
             messages=(*system, {"role": "user", "content": prompt}),
+            relay=True,  # a streaming client gets the aggregator's answer as it is written
         )
         progress = yield from ask(call)
         fused = [c for c in progress.finished if c.role is Role.AGGREGATOR]

@@ -16,6 +16,7 @@ from .client import EndpointClient, HttpEndpointClient
 from .orchestrator import Fanout
 from .request import parse_chat_request, read_body
 from .response import completion_body, ensemble_headers, failure
+from .stream_writer import stream_completion
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,15 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         )
 
 
-async def chat_completions(request: web.Request) -> web.Response:
+async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
     spec = upstream_spec(request.headers, config, time.time())
+    if body.get("stream") is True:
+        keepalive = config.ensemble.stream_keepalive_seconds
+        return await stream_completion(
+            request, request.app[FANOUT], spec, body, keepalive, error_response
+        )
     outcome = await request.app[FANOUT].run(spec, body)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
 
 from ..config import Endpoint
 from ..strategies import Candidate, Status, Usage
+from .sse import Accumulator, MalformedStream, is_done, parse_data_line
+
+# Called with each chunk of a relayed stream; False: stop reading (another model won).
+Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 
 class EndpointClient(Protocol):
     async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
         """Call one endpoint. Endpoint faults become failed candidates, never exceptions;
         the caller bounds the call's time (``asyncio.timeout``)."""
+        ...
+
+    async def stream(self, endpoint: Endpoint, body: Mapping[str, Any], offer: Offer) -> Candidate:
+        """Call one endpoint with ``stream: true``, handing each chunk to ``offer`` as it
+        arrives; the Candidate is the whole answer, accumulated."""
         ...
 
 
@@ -95,12 +104,40 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return bytes(data)
 
 
+def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Candidate:
+    if acc.error is not None:
+        return Candidate(
+            model, Status.ERROR, latency_ms=latency_ms, error=f"error event: {acc.error}"
+        )
+    mean = sum(acc.logprobs) / len(acc.logprobs) if acc.logprobs else None
+    return Candidate(
+        model,
+        Status.OK,
+        message=acc.message(),
+        finish_reason=acc.finish_reason,
+        usage=_usage(acc.usage),
+        latency_ms=latency_ms,
+        mean_logprob=mean,
+    )
+
+
+class StreamStopped(Exception):
+    """The offer refused a chunk: another model is being relayed."""
+
+
 class HttpEndpointClient:
     """Calls OpenAI-compatible endpoints over the app's one ClientSession."""
 
     def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
         self._session = session
         self._max_response_bytes = max_response_bytes
+
+    @staticmethod
+    def _headers(endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if endpoint.api_key:
+            headers["authorization"] = f"Bearer {endpoint.api_key}"
+        return headers
 
     async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
         loop = asyncio.get_running_loop()
@@ -110,12 +147,10 @@ class HttpEndpointClient:
             latency = (loop.time() - started) * 1000
             return Candidate(endpoint.name, status, latency_ms=latency, error=error)
 
-        headers = {"content-type": "application/json"}
-        if endpoint.api_key:
-            headers["authorization"] = f"Bearer {endpoint.api_key}"
-        payload = {**body, "model": endpoint.upstream_model}
         try:
-            async with self._session.post(endpoint.url, json=payload, headers=headers) as response:
+            async with self._session.post(
+                endpoint.url, json=body, headers=self._headers(endpoint, body)
+            ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
         except ResponseTooLarge:
@@ -125,3 +160,50 @@ class HttpEndpointClient:
             return failed(Status.ERROR, f"request failed: {type(exc).__name__}: {exc}")
         latency = (loop.time() - started) * 1000
         return candidate_from_response(endpoint.name, status, raw, latency)
+
+    async def stream(self, endpoint: Endpoint, body: Mapping[str, Any], offer: Offer) -> Candidate:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        def failed(status: Status, error: str) -> Candidate:
+            latency = (loop.time() - started) * 1000
+            return Candidate(endpoint.name, status, latency_ms=latency, error=error)
+
+        acc = Accumulator()
+        try:
+            async with self._session.post(
+                endpoint.url, json=body, headers=self._headers(endpoint, body)
+            ) as response:
+                if response.status != 200:
+                    raw = await _read_capped(response, self._max_response_bytes)
+                    latency = (loop.time() - started) * 1000
+                    return candidate_from_response(endpoint.name, response.status, raw, latency)
+                await self._relay(response, acc, offer)
+        except StreamStopped:
+            return failed(Status.CANCELLED, "cancelled: another model streamed first")
+        except MalformedStream as exc:
+            return failed(Status.ERROR, f"malformed stream: {exc}")
+        except ResponseTooLarge:
+            limit = self._max_response_bytes
+            return failed(Status.ERROR, f"stream larger than max_response_bytes ({limit})")
+        except aiohttp.ClientError as exc:
+            return failed(Status.ERROR, f"stream failed: {type(exc).__name__}: {exc}")
+        return candidate_from_stream(endpoint.name, acc, (loop.time() - started) * 1000)
+
+    async def _relay(
+        self, response: aiohttp.ClientResponse, acc: Accumulator, offer: Offer
+    ) -> None:
+        received = 0
+        async for line in response.content:
+            received += len(line)
+            if received > self._max_response_bytes:
+                raise ResponseTooLarge
+            if is_done(line):
+                return
+            chunk = parse_data_line(line)
+            if chunk is None:
+                continue
+            acc.add(chunk)
+            if not await offer(chunk):
+                raise StreamStopped
+        raise MalformedStream("the stream ended without data: [DONE]")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import Endpoint, EnsembleSettings
 from ..spec import EnsembleSpec
@@ -57,9 +57,26 @@ class Outcome:
         return tuple(c for c in self.members if c.valid)
 
 
-def call_body(request: Mapping[str, Any], call: Call, endpoint: Endpoint) -> dict[str, Any]:
+class Sink(Protocol):
+    """Where relayed chunks go when the client streams (see ``stream_writer``)."""
+
+    on_commit: Callable[[str], None] | None
+
+    async def offer(self, model: str, chunk: Mapping[str, Any]) -> bool: ...
+
+
+def call_body(
+    request: Mapping[str, Any], call: Call, endpoint: Endpoint, streaming: bool
+) -> dict[str, Any]:
     """The body sent to one endpoint: the client's, adjusted by the call."""
     body = dict(request)
+    body.pop("stream_options", None)
+    if streaming:
+        # Usage of relayed calls still counts: ask the endpoint to report it.
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
     if call.messages is not None:
         body["messages"] = list(call.messages)
     for key, value in call.extra.items():
@@ -97,17 +114,24 @@ class Fanout:
             },
         )
 
-    async def call(self, call: Call, request: Mapping[str, Any]) -> Candidate:
+    async def call(
+        self, call: Call, request: Mapping[str, Any], sink: Sink | None = None
+    ) -> Candidate:
         endpoint = self._endpoints[call.model]
         timeout = self._settings.model_timeout_seconds
+        relay = sink is not None and call.relay
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
-                    candidate = await self._client.complete(
-                        endpoint, call_body(request, call, endpoint)
-                    )
+                    body = call_body(request, call, endpoint, streaming=relay)
+                    if sink is not None and relay:
+                        candidate = await self._client.stream(
+                            endpoint, body, lambda chunk: sink.offer(call.model, chunk)
+                        )
+                    else:
+                        candidate = await self._client.complete(endpoint, body)
             except TimeoutError:
                 latency = (loop.time() - started) * 1000
                 error = f"no answer within model_timeout_seconds ({timeout:g} s)"
@@ -118,11 +142,13 @@ class Fanout:
                 candidate = Candidate(call.model, Status.ERROR, error=error)
         return replace(candidate, role=call.role)
 
-    async def run(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Outcome:
+    async def run(
+        self, spec: EnsembleSpec, request: Mapping[str, Any], sink: Sink | None = None
+    ) -> Outcome:
         plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
-        run = _Run(self, request, timeout, rank)
+        run = _Run(self, request, timeout, rank, sink)
         selection = await run.drive(plan)
         candidates = sorted(
             run.finished + run.stopped,
@@ -147,9 +173,13 @@ class _Run:
         request: Mapping[str, Any],
         timeout_seconds: float,
         rank: Mapping[str, int],
+        sink: Sink | None,
     ) -> None:
         self._fanout = fanout
         self._request = request
+        self._sink = sink
+        if sink is not None:
+            sink.on_commit = self._cancel_other_relays
         self._timeout_seconds = timeout_seconds
         self._rank = rank
         self._running: dict[asyncio.Task[Candidate], Call] = {}
@@ -194,7 +224,7 @@ class _Run:
             error = "ensemble deadline passed before the call"
             self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
             return
-        task = asyncio.create_task(self._fanout.call(call, self._request))
+        task = asyncio.create_task(self._fanout.call(call, self._request, self._sink))
         self._running[task] = call
         self.started += 1
 
@@ -208,12 +238,24 @@ class _Run:
         )
         # Calls that finished together are recorded in the request's model order.
         for task in sorted(done, key=lambda t: self._rank.get(self._running[t].model, 0)):
-            del self._running[task]
-            self.finished.append(replace(task.result(), order=len(self.finished)))
+            call = self._running.pop(task)
+            if task.cancelled():  # a relay that lost the race (see _cancel_other_relays)
+                reason = "cancelled: another model streamed first"
+                self.stopped.append(
+                    Candidate(call.model, Status.CANCELLED, role=call.role, error=reason)
+                )
+            else:
+                self.finished.append(replace(task.result(), order=len(self.finished)))
         if not done and self._loop.time() >= self._deadline:
             self.deadline_passed = True
             reason = f"ensemble deadline of {self._timeout_seconds:g} s passed"
             await self._stop_running(Status.TIMEOUT, reason)
+
+    def _cancel_other_relays(self, committed: str) -> None:
+        """The client is being sent ``committed``'s stream: the other relays are moot."""
+        for task, call in self._running.items():
+            if call.relay and call.model != committed:
+                task.cancel()
 
     async def _stop_running(self, status: Status, reason: str) -> None:
         if not self._running:

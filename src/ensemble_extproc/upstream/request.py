@@ -44,12 +44,19 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
             code="invalid_messages",
             param="messages",
         )
-    if body.get("stream") is True:
+    for name in ("stream", "logprobs"):
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            raise bad_request(f"'{name}' must be a boolean", code="invalid_type", param=name)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
         raise bad_request(
-            "streaming is not supported by the ensemble upstream yet; send stream=false",
-            code="stream_not_supported",
-            param="stream",
+            "'stream_options' must be an object", code="invalid_type", param="stream_options"
         )
+    tools = body.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise bad_request("'tools' must be an array of objects", code="invalid_type", param="tools")
     n = body.get("n", 1)
     if n != 1:
         raise bad_request(

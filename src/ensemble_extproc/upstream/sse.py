@@ -1,0 +1,148 @@
+"""Server-sent events in the OpenAI chat-completions dialect (pure).
+
+Parsing accumulates a streamed completion into one message (content, tool calls,
+logprobs, usage); formatting turns a whole message into the chunks a client expects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+
+
+class MalformedStream(ValueError):
+    """An endpoint's stream that is not valid OpenAI SSE."""
+
+
+def event(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def parse_data_line(line: bytes) -> dict[str, Any] | None:
+    """A chunk from one SSE line; None for blank lines, comments, other fields and [DONE]
+    (check ``is_done`` first). Raises MalformedStream for a data line that is not JSON."""
+    text = line.strip()
+    if not text.startswith(b"data:"):
+        return None
+    data = text[5:].strip()
+    if data == b"[DONE]":
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise MalformedStream(f"SSE data line is not JSON: {data[:80]!r}") from None
+    if not isinstance(chunk, dict):
+        raise MalformedStream("SSE data line is not a JSON object")
+    return chunk
+
+
+def is_done(line: bytes) -> bool:
+    return line.strip() == b"data: [DONE]"
+
+
+@dataclass
+class Accumulator:
+    """Builds the whole message from a stream of chunks."""
+
+    content: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    logprobs: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        if isinstance(chunk.get("error"), dict):
+            self.error = str(chunk["error"].get("message", "error event"))[:200]
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return
+        choice = choices[0]
+        raw_delta = choice.get("delta")
+        delta: Mapping[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
+        if isinstance(delta.get("content"), str):
+            self.content.append(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            if isinstance(call, dict):
+                self._add_tool_call(call)
+        if isinstance(choice.get("finish_reason"), str):
+            self.finish_reason = choice["finish_reason"]
+        logprobs = choice.get("logprobs")
+        tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+        for token in tokens or []:
+            if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
+                self.logprobs.append(float(token["logprob"]))
+
+    def _add_tool_call(self, call: Mapping[str, Any]) -> None:
+        index = call.get("index", 0)
+        entry = self.tool_calls.setdefault(
+            index if isinstance(index, int) else 0,
+            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        if call.get("id"):
+            entry["id"] = call["id"]
+        raw_function = call.get("function")
+        function: Mapping[str, Any] = raw_function if isinstance(raw_function, dict) else {}
+        if isinstance(function.get("name"), str):
+            entry["function"]["name"] += function["name"]
+        if isinstance(function.get("arguments"), str):
+            entry["function"]["arguments"] += function["arguments"]
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return message
+
+    @staticmethod
+    def has_output(chunk: Mapping[str, Any]) -> bool:
+        """Whether a chunk carries answer text or a tool call (what first_success races to)."""
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return False
+        delta = choices[0].get("delta")
+        if not isinstance(delta, dict):
+            return False
+        return bool(delta.get("content")) or bool(delta.get("tool_calls"))
+
+
+def _pieces(text: str, size: int = 24) -> list[str]:
+    """Split text into chunks of about ``size`` characters at spaces, losing nothing."""
+    pieces, current = [], ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) > size and current:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = candidate
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def message_chunks(
+    envelope: Mapping[str, Any], message: Mapping[str, Any], finish_reason: str
+) -> list[dict[str, Any]]:
+    """An answer already complete, as the chunks of a stream (no usage, no [DONE])."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**envelope, "choices": [choice]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        chunks += [chunk({"content": piece}) for piece in _pieces(content)]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        if isinstance(call, dict):
+            chunks.append(chunk({"tool_calls": [{"index": index, **call}]}))
+    chunks.append(chunk({}, finish_reason))
+    return chunks
