@@ -29,7 +29,9 @@ class FakeClient:
     started: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
 
-    async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
+    async def complete(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+    ) -> Candidate:
         script = self.scripts[endpoint.name]
         self.started.append(endpoint.name)
         try:

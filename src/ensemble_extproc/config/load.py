@@ -57,7 +57,9 @@ SIGNAL_KEYS = frozenset({"type", "weight", "headers", "weights"})
 DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
 # The vLLM semantic router's confidence header.
 DEFAULT_CONFIDENCE_HEADERS = ("x-vsr-selected-confidence",)
-MODEL_KEYS = frozenset({"name", "url", "upstream_model", "weight", "api_key_env", "accuracy"})
+MODEL_KEYS = frozenset(
+    {"name", "url", "upstream_model", "weight", "api_key_env", "accuracy", "forward_client_auth"}
+)
 STRATEGY_KEYS = {
     "weighted": frozenset({"use_confidence", "alternatives"}),
     "first_success": frozenset({"hedge_delay_ms"}),
@@ -400,6 +402,12 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
         )
     api_key = None
     api_key_env = section.get("api_key_env", str, "")
+    if api_key_env and section.get("forward_client_auth", bool, False):
+        raise ConfigError(
+            section.key("forward_client_auth"),
+            "cannot be combined with api_key_env",
+            "choose one credential",
+        )
     if api_key_env:
         api_key = environ.get(api_key_env)
         if not api_key:
@@ -418,6 +426,7 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
         weight=section.positive("weight", float, 1.0),
         api_key=api_key,
         accuracy=accuracy if section.has("accuracy") else None,
+        forward_client_auth=section.get("forward_client_auth", bool, False),
     )
 
 

@@ -36,6 +36,8 @@ class Endpoint:
     demo: bool = False
     # Measured accuracy in (0, 1): the weighted strategy then uses log-odds weights.
     accuracy: float | None = None
+    # Send the client's own Authorization header to this endpoint (off: never forwarded).
+    forward_client_auth: bool = False
 
     @property
     def address(self) -> Address:

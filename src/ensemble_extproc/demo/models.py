@@ -2,24 +2,52 @@
 
 A demo model is a canned, OpenAI-compatible backend: it is what the gateway talks
 to when no real LLM is configured, and what the test suite uses as model endpoints.
+It can also pace its stream, answer with a tool call and misbehave on purpose (``fault``),
+so that clients can be tested against slow, broken and half-open backends.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Final, TypeVar
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeGuard, TypeVar, get_args
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_ANSWER", "MAX_LATENCY_MS", "DemoModel", "parse_demo_models"]
+__all__ = [
+    "DEFAULT_ANSWER",
+    "FAULT_KINDS",
+    "MAX_LATENCY_MS",
+    "MAX_RETRY_AFTER_S",
+    "DemoModel",
+    "DemoToolCall",
+    "FaultKind",
+    "parse_demo_models",
+]
 
 DEFAULT_ANSWER: Final = "This is a demo answer from {model}."
 # Ten minutes: anything longer is almost certainly a unit mistake (seconds vs ms).
 MAX_LATENCY_MS: Final = 600_000.0
+# An hour: a longer Retry-After is almost certainly milliseconds written as seconds.
+MAX_RETRY_AFTER_S: Final = 3600.0
+
+# How a demo model misbehaves on purpose (DemoModel.fault); see demo.faults.
+FaultKind = Literal[
+    "status_500",
+    "rate_limit",
+    "malformed_json",
+    "reset",
+    "hang",
+    "drip",
+    "stream_stop",
+    "no_done",
+    "malformed_sse",
+]
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 
 # Names end up in URLs, log lines and the x-demo-model header, so keep them plain
 # (and brace-free, so a name can never smuggle in a {prompt} placeholder).
@@ -35,10 +63,41 @@ _ALLOWED_KEYS: Final = (
     "quiz_accuracy",
     "confidence_correct",
     "confidence_wrong",
+    "token_delay_ms",
+    "tool_call",
+    "fault",
+    "fault_retry_after_s",
+    "fault_drip_ms",
 )
 _REQUIRED_KEYS: Final = ("name", "port")
+_TOOL_CALL_KEYS: Final = ("name", "arguments")
+# OpenAI's rule for function names.
+_FUNCTION_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoToolCall:
+    """The function call a demo model answers with when the request offers tools.
+
+    ``arguments`` is a JSON object (string keys; strings, numbers, booleans, null, lists
+    and objects); it is copied on construction and sent as compact JSON in its own order.
+    """
+
+    name: str
+    arguments: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        _check_function_name(self.name, "DemoToolCall.name")
+        object.__setattr__(
+            self, "arguments", _check_arguments(self.arguments, "DemoToolCall.arguments")
+        )
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as OpenAI sends them: a compact JSON string, keys in order."""
+        return json.dumps(self.arguments, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +115,16 @@ class DemoModel:
 
     ``confidence_correct``/``confidence_wrong``: the mean token probability reported
     under ``"logprobs": true`` for a right (or any non-quiz) and a wrong answer.
+
+    ``latency_ms`` is the time to the first chunk of a stream; ``token_delay_ms`` the time
+    between its content chunks. A non-streamed answer waits as long as its stream would.
+
+    ``tool_call``: answer with this function call whenever the request offers ``tools``
+    (and ``tool_choice`` is not ``"none"``), whichever tool it names.
+
+    ``fault``: misbehave on every request that a seeded failure (``failure_rate``) spared;
+    see ``demo.faults`` for the kinds. ``fault_retry_after_s`` is the Retry-After of
+    ``rate_limit``, ``fault_drip_ms`` the pause between the bytes of ``drip``.
     """
 
     name: str
@@ -68,6 +137,11 @@ class DemoModel:
     quiz_accuracy: float | None = None
     confidence_correct: float = 0.9
     confidence_wrong: float = 0.6
+    token_delay_ms: float = 0
+    tool_call: DemoToolCall | None = None
+    fault: FaultKind | None = None
+    fault_retry_after_s: float = 1
+    fault_drip_ms: float = 200
 
     def __post_init__(self) -> None:
         # Same checks as the YAML path, so hand-built models cannot be invalid either.
@@ -81,6 +155,15 @@ class DemoModel:
         _check_quiz_accuracy(self.quiz_accuracy, "DemoModel.quiz_accuracy")
         _check_confidence(self.confidence_correct, "DemoModel.confidence_correct")
         _check_confidence(self.confidence_wrong, "DemoModel.confidence_wrong")
+        _check_delay(self.token_delay_ms, "DemoModel.token_delay_ms")
+        if self.tool_call is not None and not isinstance(self.tool_call, DemoToolCall):
+            raise ConfigError(
+                "DemoModel.tool_call",
+                f"must be a DemoToolCall or None, got {type(self.tool_call).__name__}",
+            )
+        _check_fault(self.fault, "DemoModel.fault")
+        _check_retry_after(self.fault_retry_after_s, "DemoModel.fault_retry_after_s")
+        _check_delay(self.fault_drip_ms, "DemoModel.fault_drip_ms")
 
 
 def parse_demo_models(raw: object, key: str = "demo.models") -> tuple[DemoModel, ...]:
@@ -112,6 +195,11 @@ def _parse_one(raw: object, path: str) -> DemoModel:
         quiz_accuracy=_optional(entry, "quiz_accuracy", path, _check_quiz_accuracy, None),
         confidence_correct=_optional(entry, "confidence_correct", path, _check_confidence, 0.9),
         confidence_wrong=_optional(entry, "confidence_wrong", path, _check_confidence, 0.6),
+        token_delay_ms=_optional(entry, "token_delay_ms", path, _check_delay, 0.0),
+        tool_call=_optional(entry, "tool_call", path, _check_tool_call, None),
+        fault=_optional(entry, "fault", path, _check_fault, None),
+        fault_retry_after_s=_optional(entry, "fault_retry_after_s", path, _check_retry_after, 1.0),
+        fault_drip_ms=_optional(entry, "fault_drip_ms", path, _check_delay, 200.0),
     )
 
 
@@ -176,9 +264,17 @@ def _check_port(value: object, key: str) -> int:
 
 
 def _check_latency(value: object, key: str) -> float:
+    return _check_milliseconds(value, key, "use 0 for no latency")
+
+
+def _check_delay(value: object, key: str) -> float:
+    return _check_milliseconds(value, key, "use 0 for no delay")
+
+
+def _check_milliseconds(value: object, key: str, zero_fix: str) -> float:
     latency = _check_number(value, key)
     if latency < 0:
-        raise ConfigError(key, f"must not be negative, got {latency:g}", "use 0 for no latency")
+        raise ConfigError(key, f"must not be negative, got {latency:g}", zero_fix)
     if latency > MAX_LATENCY_MS:
         raise ConfigError(
             key,
@@ -249,6 +345,109 @@ def _check_confidence(value: object, key: str) -> float:
             "a mean token probability, e.g. 0.9 for a right answer and 0.6 for a wrong one",
         )
     return confidence
+
+
+def _check_tool_call(value: object, key: str) -> DemoToolCall | None:
+    if value is None:
+        return None  # explicit null: no tool call, as when the key is absent
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            key,
+            f"must be a mapping with 'name' and 'arguments', got {_type_name(value)}",
+            "example: {name: get_weather, arguments: {city: Paris}}",
+        )
+    for entry_key in value:
+        if entry_key not in _TOOL_CALL_KEYS:
+            raise ConfigError(
+                f"{key}.{entry_key}", "unknown key", f"allowed keys: {', '.join(_TOOL_CALL_KEYS)}"
+            )
+    if "name" not in value:
+        raise ConfigError(f"{key}.name", "is required", "the function name, e.g. get_weather")
+    return DemoToolCall(
+        name=_check_function_name(value["name"], f"{key}.name"),
+        arguments=_check_arguments(value.get("arguments", {}), f"{key}.arguments"),
+    )
+
+
+def _check_function_name(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, got {_type_name(value)}")
+    if not _FUNCTION_NAME_RE.fullmatch(value):
+        raise ConfigError(
+            key,
+            f"invalid function name {value!r}",
+            "use 1-64 characters from letters, digits, _ and -",
+        )
+    return value
+
+
+def _check_arguments(value: object, key: str) -> dict[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            key,
+            f"must be a mapping (a JSON object), got {_type_name(value)}",
+            "example: {city: Paris, days: 3}; {} for none",
+        )
+    return _copy_json_object(value, key)
+
+
+def _copy_json_object(value: Mapping[object, object], key: str) -> dict[str, object]:
+    copy: dict[str, object] = {}
+    for item_key, item in value.items():
+        if not isinstance(item_key, str):
+            raise ConfigError(key, f"keys must be strings, got {item_key!r}")
+        copy[item_key] = _copy_json(item, f"{key}.{item_key}")
+    return copy
+
+
+def _copy_json(value: object, key: str) -> object:
+    """A copy of a JSON value, or ConfigError naming the offending key path."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return _check_number(value, key)
+    if isinstance(value, list | tuple):
+        return [_copy_json(item, f"{key}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        return _copy_json_object(value, key)
+    raise ConfigError(
+        key,
+        f"must be a JSON value, got {_type_name(value)}",
+        "use strings, numbers, booleans, null, lists and mappings (quote dates)",
+    )
+
+
+def _check_fault(value: object, key: str) -> FaultKind | None:
+    if value is None or value == "none":
+        return None  # null or 'none': no fault, as when the key is absent
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, got {_type_name(value)}", _fault_fix(""))
+    if not _is_fault(value):
+        raise ConfigError(key, f"unknown fault kind {value!r}", _fault_fix(value))
+    return value
+
+
+def _is_fault(value: str) -> TypeGuard[FaultKind]:
+    return value in FAULT_KINDS
+
+
+def _fault_fix(unknown: str) -> str:
+    valid = f"valid kinds: {', '.join(FAULT_KINDS)}; null or 'none' for no fault"
+    close = difflib.get_close_matches(unknown, FAULT_KINDS, n=1) if unknown else []
+    return f"did you mean '{close[0]}'? {valid}" if close else valid
+
+
+def _check_retry_after(value: object, key: str) -> float:
+    seconds = _check_number(value, key)
+    if seconds < 0:
+        raise ConfigError(key, f"must not be negative, got {seconds:g}", "use 0 to retry at once")
+    if seconds > MAX_RETRY_AFTER_S:
+        raise ConfigError(
+            key,
+            f"{seconds:g} s is too long",
+            f"the unit is seconds; use at most {MAX_RETRY_AFTER_S:g}",
+        )
+    return seconds
 
 
 def _check_int(value: object, key: str) -> int:

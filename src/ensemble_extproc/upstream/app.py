@@ -60,12 +60,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
     spec = upstream_spec(request.headers, config, time.time())
+    client_auth = request.headers.get("authorization")
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
         return await stream_completion(
-            request, request.app[FANOUT], spec, body, keepalive, error_response
+            request, request.app[FANOUT], spec, body, keepalive, error_response, client_auth
         )
-    outcome = await request.app[FANOUT].run(spec, body)
+    outcome = await request.app[FANOUT].run(spec, body, client_auth=client_auth)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
         return error_response(failure(outcome), headers)

@@ -18,12 +18,20 @@ Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 
 class EndpointClient(Protocol):
-    async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
+    async def complete(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+    ) -> Candidate:
         """Call one endpoint. Endpoint faults become failed candidates, never exceptions;
         the caller bounds the call's time (``asyncio.timeout``)."""
         ...
 
-    async def stream(self, endpoint: Endpoint, body: Mapping[str, Any], offer: Offer) -> Candidate:
+    async def stream(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        offer: Offer,
+        client_auth: str | None = None,
+    ) -> Candidate:
         """Call one endpoint with ``stream: true``, handing each chunk to ``offer`` as it
         arrives; the Candidate is the whole answer, accumulated."""
         ...
@@ -133,13 +141,18 @@ class HttpEndpointClient:
         self._max_response_bytes = max_response_bytes
 
     @staticmethod
-    def _headers(endpoint: Endpoint, body: Mapping[str, Any]) -> dict[str, str]:
+    def _headers(endpoint: Endpoint, client_auth: str | None) -> dict[str, str]:
+        """The endpoint's own key; the client's Authorization only where configured."""
         headers = {"content-type": "application/json"}
         if endpoint.api_key:
             headers["authorization"] = f"Bearer {endpoint.api_key}"
+        elif endpoint.forward_client_auth and client_auth:
+            headers["authorization"] = client_auth
         return headers
 
-    async def complete(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Candidate:
+    async def complete(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+    ) -> Candidate:
         loop = asyncio.get_running_loop()
         started = loop.time()
 
@@ -149,7 +162,7 @@ class HttpEndpointClient:
 
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, body)
+                endpoint.url, json=body, headers=self._headers(endpoint, client_auth)
             ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
@@ -161,7 +174,13 @@ class HttpEndpointClient:
         latency = (loop.time() - started) * 1000
         return candidate_from_response(endpoint.name, status, raw, latency)
 
-    async def stream(self, endpoint: Endpoint, body: Mapping[str, Any], offer: Offer) -> Candidate:
+    async def stream(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        offer: Offer,
+        client_auth: str | None = None,
+    ) -> Candidate:
         loop = asyncio.get_running_loop()
         started = loop.time()
 
@@ -172,7 +191,7 @@ class HttpEndpointClient:
         acc = Accumulator()
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, body)
+                endpoint.url, json=body, headers=self._headers(endpoint, client_auth)
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)

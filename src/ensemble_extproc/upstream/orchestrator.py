@@ -115,7 +115,11 @@ class Fanout:
         )
 
     async def call(
-        self, call: Call, request: Mapping[str, Any], sink: Sink | None = None
+        self,
+        call: Call,
+        request: Mapping[str, Any],
+        sink: Sink | None = None,
+        client_auth: str | None = None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
         timeout = self._settings.model_timeout_seconds
@@ -128,10 +132,13 @@ class Fanout:
                     body = call_body(request, call, endpoint, streaming=relay)
                     if sink is not None and relay:
                         candidate = await self._client.stream(
-                            endpoint, body, lambda chunk: sink.offer(call.model, chunk)
+                            endpoint,
+                            body,
+                            lambda chunk: sink.offer(call.model, chunk),
+                            client_auth,
                         )
                     else:
-                        candidate = await self._client.complete(endpoint, body)
+                        candidate = await self._client.complete(endpoint, body, client_auth)
             except TimeoutError:
                 latency = (loop.time() - started) * 1000
                 error = f"no answer within model_timeout_seconds ({timeout:g} s)"
@@ -143,12 +150,16 @@ class Fanout:
         return replace(candidate, role=call.role)
 
     async def run(
-        self, spec: EnsembleSpec, request: Mapping[str, Any], sink: Sink | None = None
+        self,
+        spec: EnsembleSpec,
+        request: Mapping[str, Any],
+        sink: Sink | None = None,
+        client_auth: str | None = None,
     ) -> Outcome:
         plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
-        run = _Run(self, request, timeout, rank, sink)
+        run = _Run(self, request, timeout, rank, sink, client_auth)
         selection = await run.drive(plan)
         candidates = sorted(
             run.finished + run.stopped,
@@ -174,10 +185,12 @@ class _Run:
         timeout_seconds: float,
         rank: Mapping[str, int],
         sink: Sink | None,
+        client_auth: str | None,
     ) -> None:
         self._fanout = fanout
         self._request = request
         self._sink = sink
+        self._client_auth = client_auth
         if sink is not None:
             sink.on_commit = self._cancel_other_relays
         self._timeout_seconds = timeout_seconds
@@ -224,7 +237,9 @@ class _Run:
             error = "ensemble deadline passed before the call"
             self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
             return
-        task = asyncio.create_task(self._fanout.call(call, self._request, self._sink))
+        task = asyncio.create_task(
+            self._fanout.call(call, self._request, self._sink, self._client_auth)
+        )
         self._running[task] = call
         self.started += 1
 
