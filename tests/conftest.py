@@ -136,6 +136,8 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
             "timeout_seconds": 1.5,
             "max_models_per_request": 4,
             "max_body_bytes": 65536,
+            "reranking": {"judge_model": "demo-judge"},
+            "fusion": {"aggregator_model": "demo-aggregator"},
         },
         **extra,
     }

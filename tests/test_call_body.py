@@ -67,3 +67,12 @@ def test_helper_calls_drop_fields_and_replace_messages() -> None:
 def test_credentials(endpoint: Endpoint, client_auth: str | None, expected: str | None) -> None:
     headers = HttpEndpointClient._headers(endpoint, client_auth)
     assert headers.get("authorization") == expected
+
+
+def test_a_relayed_helper_call_streams_although_helpers_drop_stream() -> None:
+    from ensemble_extproc.strategies.judging import HELPER_CALL_DROPS
+
+    call = Call("small", extra=HELPER_CALL_DROPS, relay=True)
+    body = call_body(REQUEST, call, ENDPOINT, streaming=True)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}

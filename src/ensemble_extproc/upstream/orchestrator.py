@@ -70,13 +70,6 @@ def call_body(
 ) -> dict[str, Any]:
     """The body sent to one endpoint: the client's, adjusted by the call."""
     body = dict(request)
-    body.pop("stream_options", None)
-    if streaming:
-        # Usage of relayed calls still counts: ask the endpoint to report it.
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    else:
-        body.pop("stream", None)
     if call.messages is not None:
         body["messages"] = list(call.messages)
     for key, value in call.extra.items():
@@ -84,6 +77,14 @@ def call_body(
             body.pop(key, None)  # None removes a field (e.g. tools for a judge)
         else:
             body[key] = value
+    # Streaming is the orchestrator's choice, not the client's or the call's.
+    body.pop("stream_options", None)
+    if streaming:
+        # Usage of relayed calls still counts: ask the endpoint to report it.
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
     body["model"] = endpoint.upstream_model
     return body
 
