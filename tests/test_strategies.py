@@ -376,3 +376,29 @@ def test_registry_and_required_settings() -> None:
 )
 def test_candidate_validity(candidate: Candidate, valid: bool) -> None:
     assert candidate.valid is valid
+
+
+def test_fusion_keeps_the_tools_when_candidates_call_them() -> None:
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ctx = context(("a",), aggregator_model="g")
+    plan = STRATEGIES["fusion"].plan(ctx)
+    from ensemble_extproc.strategies.base import Launch, Progress, Role, Wait
+
+    step = next(plan)
+    assert isinstance(step, Launch)
+    member = Candidate(
+        "a",
+        Status.OK,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        "tool_calls",
+        order=0,
+    )
+    step = plan.send(Progress(()))
+    assert isinstance(step, Wait)
+    step = plan.send(Progress((member,)))
+    assert isinstance(step, Launch)
+    [aggregator_call] = step.calls
+    assert aggregator_call.role is Role.AGGREGATOR
+    assert "tools" not in aggregator_call.extra
+    assert aggregator_call.extra["stream"] is None
+    assert "tool call: f({})" in aggregator_call.messages[-1]["content"]  # type: ignore[index]

@@ -37,10 +37,17 @@ class Fusion:
             for m in ctx.request.get("messages", [])
             if isinstance(m, dict) and m.get("role") in ("system", "developer")
         ]
+        # If candidates call tools, the aggregator may too: it keeps the client's tools.
+        keeps_tools = any(c.tool_calls for c in valid)
+        drops = {
+            k: v
+            for k, v in HELPER_CALL_DROPS.items()
+            if not (keeps_tools and k in ("tools", "tool_choice", "parallel_tool_calls"))
+        }
         call = Call(
             aggregator,
             Role.AGGREGATOR,
-            extra=HELPER_CALL_DROPS,
+            extra=drops,
             messages=(*system, {"role": "user", "content": prompt}),
             relay=True,  # a streaming client gets the aggregator's answer as it is written
         )
