@@ -96,7 +96,7 @@ async def test_first_success_is_as_fast_as_the_fastest_and_cancels_the_rest(
 
 
 async def test_quorum_not_met_is_a_502_that_names_the_failures(upstream: Start) -> None:
-    url = await upstream()
+    url = await upstream(retries=False)
     headers = {"x-ensemble-models": "demo-fast,demo-broken", "x-ensemble-min-responses": "2"}
     status, resp_headers, body = await post(url, chat(), headers)
     assert status == 502
@@ -373,3 +373,47 @@ async def test_streaming_deadline_after_the_stream_started_is_an_error_event(
     assert status == 200  # the stream had started (keep-alives)
     assert events[-1]["error"]["code"] == "ensemble_deadline_exceeded"
     assert "[DONE]" not in events
+
+
+async def test_a_failing_endpoint_is_retried_within_the_deadline(
+    upstream: Start, demo: DemoServers
+) -> None:
+    url = await upstream(retries={"attempts": 3, "backoff_ms": 10})
+    before = await demo_stats(demo.urls["demo-broken"])
+    headers = {"x-ensemble-models": "demo-fast,demo-broken", "x-ensemble-min-responses": "2"}
+    status, _, body = await post(url, chat(), headers)
+    assert status == 502
+    broken = next(c for c in body["ensemble"]["candidates"] if c["model"] == "demo-broken")
+    assert broken["attempts"] == 3
+    after = await demo_stats(demo.urls["demo-broken"])
+    assert after["requests"] - before["requests"] == 3
+
+
+async def test_the_circuit_opens_and_skipped_endpoints_are_named(upstream: Start) -> None:
+    url = await upstream(
+        retries=False, circuit_breaker={"failures": 2, "window_seconds": 60, "cooldown_seconds": 60}
+    )
+    headers = {"x-ensemble-models": "demo-fast,demo-broken", "x-ensemble-min-responses": "1"}
+    for _ in range(2):
+        status, _, body = await post(url, chat(), headers)
+        assert status == 200
+    status, _, body = await post(url, chat(), headers)
+    assert status == 200  # the quorum of 1 is still met without the skipped endpoint
+    broken = next(c for c in body["ensemble"]["candidates"] if c["model"] == "demo-broken")
+    assert broken["status"] == "skipped"
+    assert "circuit open" in broken["error"]
+
+
+async def test_too_many_ensembles_in_flight_is_a_429_with_retry_after(upstream: Start) -> None:
+    url = await upstream(max_in_flight=2, timeout_seconds=2)
+    headers = {"x-ensemble-models": "demo-slow"}
+    slow = [asyncio.create_task(post(url, chat(), headers)) for _ in range(2)]
+    await asyncio.sleep(0.03)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", json=chat(), headers=headers) as resp,
+    ):
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"]["code"] == "too_many_ensembles"
+    assert [r[0] for r in await asyncio.gather(*slow)] == [200, 200]

@@ -18,6 +18,7 @@ class ApiError(Exception):
         code: str | None,
         param: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -27,6 +28,8 @@ class ApiError(Exception):
         self.param = param
         # Top-level keys beside "error" (e.g. the per-model breakdown of a failed ensemble).
         self.extra = extra or {}
+        # Response headers that go with the error (e.g. Retry-After).
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}

@@ -19,12 +19,14 @@ from ..strategies import STRATEGIES, StrategySettings
 from .model import (
     AdaptiveSettings,
     Address,
+    BreakerPolicy,
     Config,
     Endpoint,
     EnsembleSettings,
     HeaderControl,
     Listeners,
     Profile,
+    RetryPolicy,
     SignalConfig,
 )
 from .reader import Section, type_name
@@ -58,8 +60,19 @@ DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
 # The vLLM semantic router's confidence header.
 DEFAULT_CONFIDENCE_HEADERS = ("x-vsr-selected-confidence",)
 MODEL_KEYS = frozenset(
-    {"name", "url", "upstream_model", "weight", "api_key_env", "accuracy", "forward_client_auth"}
+    {
+        "name",
+        "url",
+        "upstream_model",
+        "weight",
+        "api_key_env",
+        "accuracy",
+        "forward_client_auth",
+        "retries",
+    }
 )
+RETRY_KEYS = frozenset({"attempts", "backoff_ms", "max_backoff_ms"})
+BREAKER_KEYS = frozenset({"failures", "window_seconds", "cooldown_seconds"})
 STRATEGY_KEYS = {
     "weighted": frozenset({"use_confidence", "alternatives"}),
     "first_success": frozenset({"hedge_delay_ms"}),
@@ -83,6 +96,9 @@ ENSEMBLE_KEYS = frozenset(
         "endpoint_mappings",
         "similarity_threshold",
         "stream_keepalive_seconds",
+        "max_in_flight",
+        "retries",
+        "circuit_breaker",
         *STRATEGY_KEYS,
     }
 )
@@ -427,6 +443,38 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
         api_key=api_key,
         accuracy=accuracy if section.has("accuracy") else None,
         forward_client_auth=section.get("forward_client_auth", bool, False),
+        retry=_retry(section.raw.get("retries"), section.key("retries"), None),
+    )
+
+
+def _retry(raw: object, key: str, default: RetryPolicy | None) -> RetryPolicy | None:
+    """``retries: false`` (no retry), a mapping, or absent (``default``)."""
+    if raw is None:
+        return default
+    if raw is False:
+        return RetryPolicy(attempts=1)
+    section = Section(raw, key, RETRY_KEYS)
+    base = default or RetryPolicy()
+    backoff = section.positive("backoff_ms", float, base.backoff_seconds * 1000) / 1000
+    return RetryPolicy(
+        attempts=section.positive("attempts", int, base.attempts),
+        backoff_seconds=backoff,
+        max_backoff_seconds=section.positive(
+            "max_backoff_ms", float, base.max_backoff_seconds * 1000
+        )
+        / 1000,
+    )
+
+
+def _breaker(raw: object) -> BreakerPolicy | None:
+    if raw is False:
+        return None
+    section = Section(raw, "ensemble.circuit_breaker", BREAKER_KEYS)
+    base = BreakerPolicy()
+    return BreakerPolicy(
+        failures=section.positive("failures", int, base.failures),
+        window_seconds=section.positive("window_seconds", float, base.window_seconds),
+        cooldown_seconds=section.positive("cooldown_seconds", float, base.cooldown_seconds),
     )
 
 
@@ -472,6 +520,10 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         max_body_bytes=section.positive("max_body_bytes", int, defaults.max_body_bytes),
         max_response_bytes=section.positive("max_response_bytes", int, defaults.max_response_bytes),
         stream_keepalive_seconds=section.positive("stream_keepalive_seconds", float, 5.0),
+        max_in_flight=section.positive("max_in_flight", int, defaults.max_in_flight),
+        retry=_retry(section.raw.get("retries"), "ensemble.retries", RetryPolicy())
+        or RetryPolicy(),
+        breaker=_breaker(section.raw.get("circuit_breaker")),
         strategy=strategy_settings,
     )
 

@@ -21,6 +21,24 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries of one endpoint call on connection errors, 429 and 5xx, within the deadline."""
+
+    attempts: int = 2  # total tries; 1 = no retry
+    backoff_seconds: float = 0.1
+    max_backoff_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """Skip an endpoint for ``cooldown_seconds`` after ``failures`` failures in a window."""
+
+    failures: int = 5
+    window_seconds: float = 30.0
+    cooldown_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """An OpenAI-compatible model endpoint that an ensemble may call."""
 
@@ -38,6 +56,8 @@ class Endpoint:
     accuracy: float | None = None
     # Send the client's own Authorization header to this endpoint (off: never forwarded).
     forward_client_auth: bool = False
+    # None: the ensemble's default retry policy.
+    retry: RetryPolicy | None = None
 
     @property
     def address(self) -> Address:
@@ -64,6 +84,11 @@ class EnsembleSettings:
     max_body_bytes: int = 1024 * 1024
     # An endpoint answer larger than this is a failed candidate, never truncated.
     max_response_bytes: int = 8 * 1024 * 1024
+    # Ensemble requests served at once by one upstream process; more get a 429.
+    max_in_flight: int = 256
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # None: no circuit breaking.
+    breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
     # While a streamed ensemble is still deciding, an SSE comment this often keeps proxies
     # from closing the connection.
     stream_keepalive_seconds: float = 5.0

@@ -25,6 +25,7 @@ class Status(StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # not called: the endpoint's circuit breaker is open
 
 
 class Role(StrEnum):
@@ -63,6 +64,10 @@ class Candidate:
     role: Role = Role.MEMBER
     # Mean log-probability of the answer's tokens, when the endpoint returned logprobs.
     mean_logprob: float | None = None
+    # Transport facts for retries: the endpoint's HTTP status and Retry-After (seconds).
+    http_status: int | None = None
+    retry_after: float | None = None
+    attempts: int = 1
 
     @property
     def content(self) -> str:

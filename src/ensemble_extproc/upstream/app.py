@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 from aiohttp import web
@@ -23,11 +24,41 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 
+
+class InFlight:
+    """Ensemble requests being served: bounded, so overload is a fast 429, not a queue."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            raise ApiError(
+                429,
+                f"the ensemble upstream is serving its limit of {self.limit} requests; "
+                "retry shortly",
+                type="rate_limit_error",
+                code="too_many_ensembles",
+                headers={"Retry-After": "1"},
+            )
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=headers)
+    return web.json_response(
+        error.body(), status=error.status, headers={**error.headers, **(headers or {})}
+    )
 
 
 @web.middleware
@@ -57,6 +88,11 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    with request.app[IN_FLIGHT].slot():
+        return await _chat_completions(request)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
     spec = upstream_spec(request.headers, config, time.time())
@@ -119,6 +155,7 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
         middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
     )
     app[CONFIG] = config
+    app[IN_FLIGHT] = InFlight(config.ensemble.max_in_flight)
     app.cleanup_ctx.append(_fanout_context(config, client))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)

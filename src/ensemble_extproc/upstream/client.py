@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -71,7 +73,23 @@ def _error_detail(payload: object, raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
-def candidate_from_response(model: str, status: int, raw: bytes, latency_ms: float) -> Candidate:
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def candidate_from_response(
+    model: str, status: int, raw: bytes, latency_ms: float, retry_after: float | None = None
+) -> Candidate:
     """Interpret an endpoint's HTTP answer as an OpenAI chat completion."""
     try:
         payload = json.loads(raw)
@@ -80,7 +98,14 @@ def candidate_from_response(model: str, status: int, raw: bytes, latency_ms: flo
     if status != 200:
         detail = _error_detail(payload, raw)
         error = f"HTTP {status}: {detail}"
-        return Candidate(model, Status.ERROR, latency_ms=latency_ms, error=error)
+        return Candidate(
+            model,
+            Status.ERROR,
+            latency_ms=latency_ms,
+            error=error,
+            http_status=status,
+            retry_after=retry_after,
+        )
     choices = payload.get("choices") if isinstance(payload, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         what = "not JSON" if payload is None else "a completion without choices"
@@ -166,13 +191,14 @@ class HttpEndpointClient:
             ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
+                retry_after = retry_after_seconds(response.headers.get("retry-after"))
         except ResponseTooLarge:
             limit = self._max_response_bytes
             return failed(Status.ERROR, f"answer larger than max_response_bytes ({limit})")
         except aiohttp.ClientError as exc:
             return failed(Status.ERROR, f"request failed: {type(exc).__name__}: {exc}")
         latency = (loop.time() - started) * 1000
-        return candidate_from_response(endpoint.name, status, raw, latency)
+        return candidate_from_response(endpoint.name, status, raw, latency, retry_after)
 
     async def stream(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from ..strategies.base import (
     Wait,
 )
 from .client import EndpointClient
+from .resilience import CircuitBreaker, retry_delay, retryable
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,15 @@ class Fanout:
         self._settings = settings
         self._client = client
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._rng = random.Random()
+        # Per endpoint, per process: what each endpoint's recent failures say.
+        breaker = settings.breaker
+        self._breakers = (
+            {name: CircuitBreaker(breaker) for name in endpoints} if breaker is not None else {}
+        )
+
+    def circuit_states(self) -> dict[str, str]:
+        return {name: b.state.value for name, b in self._breakers.items()}
 
     def context(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Context:
         return Context(
@@ -122,24 +133,59 @@ class Fanout:
         sink: Sink | None = None,
         client_auth: str | None = None,
     ) -> Candidate:
+        """One call, with the endpoint's retries, behind its circuit breaker."""
+        breaker = self._breakers.get(call.model)
+        if breaker is not None and not breaker.allow():
+            error = (
+                f"skipped: circuit open after repeated failures ({breaker.reopens_in():.0f} s left)"
+            )
+            return Candidate(call.model, Status.SKIPPED, role=call.role, error=error)
+        try:
+            candidate = await self._attempts(call, request, sink, client_auth)
+        except asyncio.CancelledError:
+            if breaker is not None:
+                breaker.abandon()
+            raise
+        if breaker is not None:
+            breaker.record(candidate.status is Status.OK)
+        return replace(candidate, role=call.role)
+
+    async def _attempts(
+        self,
+        call: Call,
+        request: Mapping[str, Any],
+        sink: Sink | None,
+        client_auth: str | None,
+    ) -> Candidate:
         endpoint = self._endpoints[call.model]
         timeout = self._settings.model_timeout_seconds
         relay = sink is not None and call.relay
+        policy = endpoint.retry or self._settings.retry
+        # A relayed stream is not retried: the client may already have part of it.
+        attempts = 1 if relay else policy.attempts
+        body = call_body(request, call, endpoint, streaming=relay)
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
-                    body = call_body(request, call, endpoint, streaming=relay)
-                    if sink is not None and relay:
-                        candidate = await self._client.stream(
-                            endpoint,
-                            body,
-                            lambda chunk: sink.offer(call.model, chunk),
-                            client_auth,
-                        )
-                    else:
-                        candidate = await self._client.complete(endpoint, body, client_auth)
+                    for attempt in range(1, attempts + 1):
+                        if sink is not None and relay:
+                            candidate = await self._client.stream(
+                                endpoint,
+                                body,
+                                lambda chunk: sink.offer(call.model, chunk),
+                                client_auth,
+                            )
+                        else:
+                            candidate = await self._client.complete(endpoint, body, client_auth)
+                        candidate = replace(candidate, attempts=attempt)
+                        if attempt == attempts or not retryable(candidate):
+                            break
+                        delay = retry_delay(policy, attempt - 1, candidate.retry_after, self._rng)
+                        if loop.time() + delay >= started + timeout:
+                            break  # no time left for another try: answer with this one
+                        await asyncio.sleep(delay)
             except TimeoutError:
                 latency = (loop.time() - started) * 1000
                 error = f"no answer within model_timeout_seconds ({timeout:g} s)"
@@ -148,7 +194,7 @@ class Fanout:
                 log.exception("endpoint client failed on %s", call.model)
                 error = f"internal error: {type(exc).__name__}"
                 candidate = Candidate(call.model, Status.ERROR, error=error)
-        return replace(candidate, role=call.role)
+        return candidate
 
     async def run(
         self,

@@ -35,6 +35,7 @@ def _candidate_summary(candidate: Candidate) -> dict[str, Any]:
         "status": candidate.status.value,
         "valid": candidate.valid,
         "latency_ms": round(candidate.latency_ms, 1),
+        "attempts": candidate.attempts,
         "finish_reason": candidate.finish_reason,
         "answer": candidate.answer.key if candidate.valid else None,
         "confidence": (
