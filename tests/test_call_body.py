@@ -6,7 +6,7 @@ import pytest
 
 from ensemble_extproc.config import Endpoint
 from ensemble_extproc.strategies.base import Call
-from ensemble_extproc.upstream.client import HttpEndpointClient
+from ensemble_extproc.upstream.client import HttpEndpointClient, forwardable
 from ensemble_extproc.upstream.orchestrator import call_body
 
 ENDPOINT = Endpoint("small", "http://127.0.0.1:9/v1/chat/completions", "org/small-7b")
@@ -52,7 +52,7 @@ def test_helper_calls_drop_fields_and_replace_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("endpoint", "client_auth", "expected"),
+    ("endpoint", "auth", "expected"),
     [
         (ENDPOINT, "Bearer client-key", None),
         (Endpoint("e", "http://h/v1", "m", api_key="sk-own"), "Bearer client-key", "Bearer sk-own"),
@@ -64,9 +64,19 @@ def test_helper_calls_drop_fields_and_replace_messages() -> None:
         (Endpoint("e", "http://h/v1", "m", forward_client_auth=True), None, None),
     ],
 )
-def test_credentials(endpoint: Endpoint, client_auth: str | None, expected: str | None) -> None:
-    headers = HttpEndpointClient._headers(endpoint, client_auth)
+def test_credentials(endpoint: Endpoint, auth: str | None, expected: str | None) -> None:
+    client = {"authorization": auth} if auth else {}
+    headers = HttpEndpointClient._headers(endpoint, client)
     assert headers.get("authorization") == expected
+
+
+def test_trace_context_goes_to_every_endpoint() -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    client = forwardable({"traceparent": traceparent, "authorization": "Bearer k", "x-other": "1"})
+    assert client == {"traceparent": traceparent, "authorization": "Bearer k"}
+    headers = HttpEndpointClient._headers(ENDPOINT, client)
+    assert headers["traceparent"] == traceparent
+    assert "authorization" not in headers
 
 
 def test_a_relayed_helper_call_streams_although_helpers_drop_stream() -> None:

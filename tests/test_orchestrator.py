@@ -30,7 +30,10 @@ class FakeClient:
     cancelled: list[str] = field(default_factory=list)
 
     async def complete(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         script = self.scripts[endpoint.name]
         self.started.append(endpoint.name)

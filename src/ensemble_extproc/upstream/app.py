@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import Config
 from ..errors import ApiError
 from ..spec import upstream_spec
-from .client import EndpointClient, HttpEndpointClient
+from .client import EndpointClient, HttpEndpointClient, forwardable
 from .orchestrator import Fanout
 from .request import parse_chat_request, read_body
 from .response import completion_body, ensemble_headers, failure
@@ -96,13 +96,13 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
     spec = upstream_spec(request.headers, config, time.time())
-    client_auth = request.headers.get("authorization")
+    client_headers = forwardable(request.headers)
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
         return await stream_completion(
-            request, request.app[FANOUT], spec, body, keepalive, error_response, client_auth
+            request, request.app[FANOUT], spec, body, keepalive, error_response, client_headers
         )
-    outcome = await request.app[FANOUT].run(spec, body, client_auth=client_auth)
+    outcome = await request.app[FANOUT].run(spec, body, client_headers=client_headers)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
         return error_response(failure(outcome), headers)

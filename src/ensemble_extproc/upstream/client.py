@@ -21,7 +21,10 @@ Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 class EndpointClient(Protocol):
     async def complete(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         """Call one endpoint. Endpoint faults become failed candidates, never exceptions;
         the caller bounds the call's time (``asyncio.timeout``)."""
@@ -32,11 +35,21 @@ class EndpointClient(Protocol):
         endpoint: Endpoint,
         body: Mapping[str, Any],
         offer: Offer,
-        client_auth: str | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         """Call one endpoint with ``stream: true``, handing each chunk to ``offer`` as it
         arrives; the Candidate is the whole answer, accumulated."""
         ...
+
+
+# W3C trace context: propagated from the client to every endpoint call.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def forwardable(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers an endpoint call may carry (credentials only where configured)."""
+    names = ("authorization", *TRACE_HEADERS)
+    return {name: headers[name] for name in names if name in headers}
 
 
 class ResponseTooLarge(Exception):
@@ -166,17 +179,23 @@ class HttpEndpointClient:
         self._max_response_bytes = max_response_bytes
 
     @staticmethod
-    def _headers(endpoint: Endpoint, client_auth: str | None) -> dict[str, str]:
-        """The endpoint's own key; the client's Authorization only where configured."""
+    def _headers(endpoint: Endpoint, client_headers: Mapping[str, str] | None) -> dict[str, str]:
+        """The endpoint's own key (the client's Authorization only where configured), and
+        the client's trace context."""
+        client = client_headers or {}
         headers = {"content-type": "application/json"}
+        headers.update({k: v for k, v in client.items() if k in TRACE_HEADERS})
         if endpoint.api_key:
             headers["authorization"] = f"Bearer {endpoint.api_key}"
-        elif endpoint.forward_client_auth and client_auth:
-            headers["authorization"] = client_auth
+        elif endpoint.forward_client_auth and "authorization" in client:
+            headers["authorization"] = client["authorization"]
         return headers
 
     async def complete(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_auth: str | None = None
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -187,7 +206,7 @@ class HttpEndpointClient:
 
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_auth)
+                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
             ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
@@ -205,7 +224,7 @@ class HttpEndpointClient:
         endpoint: Endpoint,
         body: Mapping[str, Any],
         offer: Offer,
-        client_auth: str | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -217,7 +236,7 @@ class HttpEndpointClient:
         acc = Accumulator()
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_auth)
+                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)

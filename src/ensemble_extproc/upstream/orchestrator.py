@@ -131,7 +131,7 @@ class Fanout:
         call: Call,
         request: Mapping[str, Any],
         sink: Sink | None = None,
-        client_auth: str | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
         """One call, with the endpoint's retries, behind its circuit breaker."""
         breaker = self._breakers.get(call.model)
@@ -141,7 +141,7 @@ class Fanout:
             )
             return Candidate(call.model, Status.SKIPPED, role=call.role, error=error)
         try:
-            candidate = await self._attempts(call, request, sink, client_auth)
+            candidate = await self._attempts(call, request, sink, client_headers)
         except asyncio.CancelledError:
             if breaker is not None:
                 breaker.abandon()
@@ -155,7 +155,7 @@ class Fanout:
         call: Call,
         request: Mapping[str, Any],
         sink: Sink | None,
-        client_auth: str | None,
+        client_headers: Mapping[str, str] | None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
         timeout = self._settings.model_timeout_seconds
@@ -175,10 +175,10 @@ class Fanout:
                                 endpoint,
                                 body,
                                 lambda chunk: sink.offer(call.model, chunk),
-                                client_auth,
+                                client_headers,
                             )
                         else:
-                            candidate = await self._client.complete(endpoint, body, client_auth)
+                            candidate = await self._client.complete(endpoint, body, client_headers)
                         candidate = replace(candidate, attempts=attempt)
                         if attempt == attempts or not retryable(candidate):
                             break
@@ -201,12 +201,12 @@ class Fanout:
         spec: EnsembleSpec,
         request: Mapping[str, Any],
         sink: Sink | None = None,
-        client_auth: str | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> Outcome:
         plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
-        run = _Run(self, request, timeout, rank, sink, client_auth)
+        run = _Run(self, request, timeout, rank, sink, client_headers)
         selection = await run.drive(plan)
         candidates = sorted(
             run.finished + run.stopped,
@@ -232,12 +232,12 @@ class _Run:
         timeout_seconds: float,
         rank: Mapping[str, int],
         sink: Sink | None,
-        client_auth: str | None,
+        client_headers: Mapping[str, str] | None,
     ) -> None:
         self._fanout = fanout
         self._request = request
         self._sink = sink
-        self._client_auth = client_auth
+        self._client_headers = client_headers
         if sink is not None:
             sink.on_commit = self._cancel_other_relays
         self._timeout_seconds = timeout_seconds
@@ -285,7 +285,7 @@ class _Run:
             self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
             return
         task = asyncio.create_task(
-            self._fanout.call(call, self._request, self._sink, self._client_auth)
+            self._fanout.call(call, self._request, self._sink, self._client_headers)
         )
         self._running[task] = call
         self.started += 1

@@ -163,12 +163,12 @@ async def stream_completion(
     body: Mapping[str, Any],
     keepalive_seconds: float,
     error_response: Callable[[ApiError, dict[str, str]], web.Response],
-    client_auth: str | None = None,
+    client_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     writer = StreamWriter(request, spec, include_usage)
-    run = asyncio.create_task(fanout.run(spec, body, sink=writer, client_auth=client_auth))
+    run = asyncio.create_task(fanout.run(spec, body, sink=writer, client_headers=client_headers))
     try:
         while not run.done():
             await asyncio.wait({run}, timeout=keepalive_seconds)
