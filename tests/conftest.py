@@ -79,6 +79,7 @@ class Gateway:
     url: str  # Envoy's listener, e.g. http://127.0.0.1:PORT
     admin_url: str
     upstream_url: str  # the ensemble upstream, directly (not through Envoy)
+    extproc_metrics_url: str
     demo_urls: dict[str, str]
     log: Path
 
@@ -126,7 +127,7 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "listen": {
             name: f"127.0.0.1:{free_port()}"
-            for name in ("envoy", "envoy_admin", "extproc", "upstream")
+            for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
         },
         "default_model": "demo-default",
         "demo": {"models": demo_models},
@@ -168,6 +169,7 @@ def running_gateway(tmp: Path, extra: dict[str, Any]) -> Iterator[Gateway]:
             url=f"http://{raw['listen']['envoy']}",
             admin_url=f"http://{raw['listen']['envoy_admin']}",
             upstream_url=f"http://{raw['listen']['upstream']}",
+            extproc_metrics_url=f"http://{raw['listen']['extproc_metrics']}/metrics",
             demo_urls={name: f"http://127.0.0.1:{port}/v1" for name, port in ports.items()},
             log=log_path,
         )

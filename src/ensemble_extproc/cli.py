@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 from .envoy_bootstrap import render_yaml
+from .observability import logs
 from .serve import SERVICES
 from .stack import run_stack
 
@@ -49,13 +49,10 @@ def _execute(command: str, config: Config, path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.command} %(levelname)s %(name)s: %(message)s",
-    )
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
+    logs.configure(args.command, args.log_level, config.log_format)
     return _execute(args.command, config, args.config)

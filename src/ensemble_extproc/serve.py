@@ -9,10 +9,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, start_http_server
 
 from .config import Config
 from .demo import serve_demo_forever
 from .extproc import create_server
+from .observability.metrics import ProcessorMetrics
 from .upstream import create_app
 
 log = logging.getLogger(__name__)
@@ -33,14 +35,23 @@ async def wait_for_signal() -> None:
 
 
 async def serve_extproc(config: Config) -> None:
-    server, port = create_server(config, config.listen.extproc)
+    metrics = ProcessorMetrics(CollectorRegistry())
+    server, port = create_server(config, config.listen.extproc, metrics)
     await server.start()
-    log.info("ext_proc listening on %s:%d", config.listen.extproc.host, port)
+    where = config.listen.extproc_metrics
+    metrics_server, _ = start_http_server(where.port, where.host, metrics.registry)
+    log.info(
+        "ext_proc listening on %s:%d, metrics on http://%s/metrics",
+        config.listen.extproc.host,
+        port,
+        where,
+    )
     try:
         await wait_for_signal()
     finally:
         # Let streams of requests in flight finish; Envoy opens new ones elsewhere.
         await server.stop(GRACE_SECONDS)
+        metrics_server.shutdown()
 
 
 async def serve_upstream(config: Config) -> None:

@@ -77,7 +77,7 @@ def ports_in_use(config: Config) -> list[str]:
     """Config keys whose address cannot be bound now (readiness checks would be fooled)."""
     wanted = {
         f"listen.{name}": getattr(config.listen, name)
-        for name in ("envoy", "envoy_admin", "extproc", "upstream")
+        for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
     }
     for i, model in enumerate(config.demo_models):
         wanted[f"demo.models[{i}].port"] = Address("127.0.0.1", model.port)

@@ -46,6 +46,7 @@ TOP_KEYS = frozenset(
         "adaptive",
         "security",
         "metadata_namespace",
+        "logging",
     }
 )
 PROFILE_KEYS = frozenset({"models", "strategy", "min_responses", "timeout_seconds"})
@@ -102,7 +103,8 @@ ENSEMBLE_KEYS = frozenset(
         *STRATEGY_KEYS,
     }
 )
-LISTEN_KEYS = frozenset({"envoy", "envoy_admin", "extproc", "upstream"})
+LISTEN_KEYS = frozenset({"envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics"})
+LOGGING_KEYS = frozenset({"format", "include_text"})
 
 
 def load_config(path: str | Path) -> Config:
@@ -132,6 +134,7 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         raise ConfigError("default_model", f"unknown model {default_model!r}", _known(endpoints))
     settings = _ensemble_settings(ensemble, endpoints)
     profiles = _profiles(top, endpoints, settings)
+    logging_section = Section(top.raw.get("logging"), "logging", LOGGING_KEYS)
     namespace = top.get("metadata_namespace", str, "ensemble_extproc")
     if not namespace.replace("_", "").replace(".", "").isalnum():
         raise ConfigError(
@@ -151,6 +154,8 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         adaptive=_adaptive(top, profiles),
         internal_secret=_internal_secret(top, environ),
         metadata_namespace=namespace,
+        log_format=_choice(logging_section, "format", ("json", "text")),
+        log_include_text=logging_section.get("include_text", bool, False),
     )
 
 
@@ -615,6 +620,7 @@ def _listeners(section: Section) -> Listeners:
         envoy_admin=_address(section, "envoy_admin", defaults.envoy_admin),
         extproc=_address(section, "extproc", defaults.extproc),
         upstream=_address(section, "upstream", defaults.upstream),
+        extproc_metrics=_address(section, "extproc_metrics", defaults.extproc_metrics),
     )
 
 

@@ -151,6 +151,8 @@ class Listeners:
     envoy_admin: Address = Address("127.0.0.1", 9901)
     extproc: Address = Address("127.0.0.1", 50051)
     upstream: Address = Address("127.0.0.1", 8090)
+    # The processor's Prometheus /metrics (the upstream serves its own on its port).
+    extproc_metrics: Address = Address("127.0.0.1", 9464)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,9 @@ class Config:
     internal_secret: bytes | None = field(default=None, repr=False)
     # Envoy dynamic metadata namespace of the processor's decision facts.
     metadata_namespace: str = "ensemble_extproc"
+    # Logs: "json" (one object a line) or "text"; prompts and answers only when asked.
+    log_format: str = "json"
+    log_include_text: bool = False
 
     @property
     def needs_body(self) -> bool:

@@ -7,6 +7,7 @@ The stream loop only moves messages; ``StreamHandler`` maps each message to one 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -18,9 +19,11 @@ from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from ..config import Address, Config
 from ..errors import ApiError
+from ..observability.logs import REQUEST_ID
+from ..observability.metrics import ProcessorMetrics
 from ..rules import RequestView
 from . import responses
-from .decision import Decision, NeedBody, Passthrough, Reject, Reroute
+from .decision import Decision, NeedBody, Passthrough, Reject, Reroute, decision_label
 from .policy import DecisionPolicy, with_body
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,9 @@ def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
 class StreamHandler:
     """State of one ext_proc stream (one HTTP request): its headers, until the body."""
 
-    def __init__(self, policy: DecisionPolicy) -> None:
+    def __init__(self, policy: DecisionPolicy, metrics: ProcessorMetrics | None = None) -> None:
         self._policy = policy
+        self._metrics = metrics
         self._view: RequestView | None = None
         self._spoofed: tuple[str, ...] = ()
         self._awaiting_body = False
@@ -61,6 +65,7 @@ class StreamHandler:
 
     def _request_headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         headers = header_dict(request.request_headers.headers)
+        REQUEST_ID.set(headers.get("x-request-id"))
         # Internal headers a client sent are removed, whatever the decision.
         self._spoofed = tuple(name for name in h.INTERNAL if name in headers)
         self._view = RequestView(path=headers.get(":path", ""), headers=headers)
@@ -80,6 +85,8 @@ class StreamHandler:
     def _answer(self, decision: Decision, phase: responses.Phase) -> pb.ProcessingResponse:
         self.decision = decision
         log.debug("decision %s", decision)
+        if self._metrics is not None:
+            self._count(decision, self._metrics)
         match decision:
             case NeedBody():
                 self._awaiting_body = True
@@ -94,25 +101,50 @@ class StreamHandler:
                 facts = self._policy.facts(decision)
                 return responses.passthrough(phase, self._spoofed, facts)
 
+    @staticmethod
+    def _count(decision: Decision, metrics: ProcessorMetrics) -> None:
+        match decision:
+            case Reject():
+                metrics.decisions.labels("rejected").inc()
+            case Passthrough() | Reroute():
+                metrics.decisions.labels(decision_label(decision)).inc()
+                for ignored in decision.ignored:
+                    metrics.ignored_signals.labels(ignored.partition(":")[0]).inc()
+
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: ProcessorMetrics | None = None) -> None:
         self.policy = DecisionPolicy(config)
+        self.metrics = metrics
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        handler = StreamHandler(self.policy)
-        async for request in request_iterator:
-            response = handler.handle(request)
-            if response is not None:
-                yield response
+        handler = StreamHandler(self.policy, self.metrics)
+        if self.metrics is not None:
+            self.metrics.streams.inc()
+        try:
+            async for request in request_iterator:
+                started = time.perf_counter()
+                response = handler.handle(request)
+                if self.metrics is not None:
+                    phase = request.WhichOneof("request") or "none"
+                    self.metrics.message_seconds.labels(phase).observe(
+                        time.perf_counter() - started
+                    )
+                if response is not None:
+                    yield response
+        finally:
+            if self.metrics is not None:
+                self.metrics.streams.dec()
 
 
-def create_server(config: Config, address: Address) -> tuple[grpc.aio.Server, int]:
+def create_server(
+    config: Config, address: Address, metrics: ProcessorMetrics | None = None
+) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (0 picks a free one)."""
     # grpc.aio enables SO_REUSEPORT by default: a stale server would keep serving the port.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config, metrics), server)
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     return server, port

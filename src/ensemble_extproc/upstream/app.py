@@ -6,15 +6,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from ..config import Config
 from ..errors import ApiError
+from ..observability.logs import REQUEST_ID
+from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..spec import upstream_spec
 from .client import EndpointClient, HttpEndpointClient, forwardable
-from .orchestrator import Fanout
+from .openapi import OPENAPI_PATH, openapi_handler
+from .orchestrator import Fanout, Outcome
 from .request import parse_chat_request, read_body
 from .response import completion_body, ensemble_headers, failure
 from .stream_writer import stream_completion
@@ -51,6 +56,7 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+METRICS = web.AppKey("metrics", UpstreamMetrics)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,9 +70,11 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> we
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer that is not a completion is an OpenAI-style JSON error."""
+    REQUEST_ID.set(request.headers.get("x-request-id"))
     try:
         return await handler(request)
     except ApiError as error:
+        request.app[METRICS].rejected.labels(error.code or "none").inc()
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -92,17 +100,65 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _chat_completions(request)
 
 
+def record(request: web.Request, outcome: Outcome, started: float) -> None:
+    """Metrics and the one summary log line of an ensemble."""
+    config, fanout = request.app[CONFIG], request.app[FANOUT]
+    seconds = time.monotonic() - started
+    selection = outcome.selection
+    if selection is not None:
+        result = "ok"
+    elif outcome.deadline_exceeded:
+        result = "deadline_exceeded"
+    else:
+        result = "quorum_not_met"
+    agreement = selection.agreement if selection else None
+    request.app[METRICS].ensemble(
+        outcome.spec.strategy,
+        result,
+        seconds,
+        outcome.candidates,
+        agreement,
+        fanout.circuit_states(),
+    )
+    summary: dict[str, Any] = {
+        "strategy": outcome.spec.strategy,
+        "profile": outcome.spec.profile,
+        "outcome": result,
+        "winner": selection.winner.model if selection else None,
+        "agreement": agreement,
+        "latency_ms": round(seconds * 1000, 1),
+        "calls": [
+            {
+                "model": c.model,
+                "role": c.role.value,
+                "status": c.status.value,
+                "latency_ms": round(c.latency_ms, 1),
+                "attempts": c.attempts,
+                "error": None if c.valid else c.invalid_reason,
+            }
+            for c in outcome.candidates
+        ],
+    }
+    if config.log_include_text and selection is not None:
+        summary["answer"] = selection.winner.content[:2000]
+    log.info("ensemble %s", result, extra={"ensemble": summary})
+
+
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
+    started = time.monotonic()
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
     spec = upstream_spec(request.headers, config, time.time())
     client_headers = forwardable(request.headers)
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
-        return await stream_completion(
+        response, streamed = await stream_completion(
             request, request.app[FANOUT], spec, body, keepalive, error_response, client_headers
         )
+        record(request, streamed, started)
+        return response
     outcome = await request.app[FANOUT].run(spec, body, client_headers=client_headers)
+    record(request, outcome, started)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
         return error_response(failure(outcome), headers)
@@ -127,6 +183,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
 def _fanout_context(
@@ -155,9 +216,13 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
         middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
     )
     app[CONFIG] = config
-    app[IN_FLIGHT] = InFlight(config.ensemble.max_in_flight)
+    app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
+    app[METRICS] = UpstreamMetrics(CollectorRegistry())
+    app[METRICS].in_flight.set_function(lambda: in_flight.count)
     app.cleanup_ctx.append(_fanout_context(config, client))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(OPENAPI_PATH, openapi_handler(config))
+    app.router.add_get("/metrics", metrics)
     return app

@@ -164,7 +164,7 @@ async def stream_completion(
     keepalive_seconds: float,
     error_response: Callable[[ApiError, dict[str, str]], web.Response],
     client_headers: Mapping[str, str] | None = None,
-) -> web.StreamResponse:
+) -> tuple[web.StreamResponse, Outcome]:
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     writer = StreamWriter(request, spec, include_usage)
@@ -181,9 +181,9 @@ async def stream_completion(
     outcome = run.result()
     if writer.response is None:
         if outcome.selection is None:
-            return error_response(failure(outcome), ensemble_headers(outcome))
+            return error_response(failure(outcome), ensemble_headers(outcome)), outcome
         await writer.start(ensemble_headers(outcome))
     await writer.finish(outcome)
     assert writer.response is not None
     await writer.response.write_eof()
-    return writer.response
+    return writer.response, outcome

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus) and structured logs; the rest of the code calls small methods here."""

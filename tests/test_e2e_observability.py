@@ -1,0 +1,84 @@
+"""Metrics and logs of a running gateway: /metrics on the upstream and the processor,
+JSON log lines with Envoy's request id, one summary line per ensemble."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from conftest import Gateway
+from test_e2e_envoy import curl
+from test_e2e_policy import body
+
+pytestmark = pytest.mark.e2e
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url) as resp:
+        assert resp.headers["content-type"].startswith("text/plain")
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium,demo-slow", "-d", body())
+    curl(
+        gateway,
+        "-H",
+        "x-ensemble-models: demo-fast,demo-broken",
+        "-H",
+        "x-ensemble-min-responses: 2",
+        "-d",
+        body(),
+    )
+    curl(gateway, "-d", body())
+    upstream = scrape(f"{gateway.upstream_url}/metrics")
+    assert upstream['ensemble_requests_total{outcome="ok",strategy="voting"}'] >= 1
+    assert upstream['ensemble_requests_total{outcome="quorum_not_met",strategy="voting"}'] >= 1
+    assert upstream['ensemble_cancelled_calls_total{endpoint="demo-slow"}'] >= 1  # early stop
+    assert any(
+        k.startswith('ensemble_endpoint_errors_total{endpoint="demo-broken"') for k in upstream
+    )
+    assert upstream['ensemble_tokens_total{kind="prompt",model="demo-fast"}'] > 0
+    assert 'ensemble_circuit_state{endpoint="demo-fast"}' in upstream
+    assert upstream['ensemble_request_seconds_count{strategy="voting"}'] >= 2
+    assert 'ensemble_agreement_bucket{le="1.0",strategy="voting"}' in upstream
+    processor = scrape(gateway.extproc_metrics_url)
+    assert processor['extproc_decisions_total{decision="header"}'] >= 2
+    assert processor['extproc_decisions_total{decision="none"}'] >= 1
+
+
+def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(
+    gateway: Gateway,
+) -> None:
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", body("log probe"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [
+            json.loads(line)
+            for line in gateway.log.read_text().splitlines()
+            if line.startswith('{"time"')
+        ]
+        summaries = [e for e in lines if e.get("component") == "upstream" and "ensemble" in e]
+        probe = [
+            e
+            for e in summaries
+            if e["ensemble"]["latency_ms"] >= 0
+            and {c["model"] for c in e["ensemble"]["calls"]} == {"demo-fast", "demo-medium"}
+        ]
+        if probe:
+            entry = probe[-1]
+            assert entry["request_id"]  # Envoy's x-request-id
+            assert entry["ensemble"]["winner"] == "demo-fast"
+            assert "log probe" not in json.dumps(entry)  # no prompt text by default
+            return
+        time.sleep(0.1)
+    raise AssertionError("no ensemble summary log line")
