@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ensemble_extproc.demo import (
     DEFAULT_ANSWER,
@@ -24,6 +26,7 @@ from ensemble_extproc.demo import (
     serve_demo_forever,
     start_demo_servers,
 )
+from ensemble_extproc.demo.models import DemoToolCall
 from ensemble_extproc.errors import ConfigError
 
 ANSWERS = (
@@ -305,6 +308,240 @@ async def test_stream_usage_chunk_only_when_asked(
     assert all(json.loads(event)["choices"] for event in without[:-1])
 
 
+@pytest.mark.parametrize("model", ["demo-a", "demo-words"])
+@pytest.mark.parametrize("limits", [{}, {"max_tokens": 2}])
+async def test_stream_logprobs_equal_the_non_streamed_ones(
+    servers: DemoServers, session: aiohttp.ClientSession, model: str, limits: dict[str, Any]
+) -> None:
+    body = {**HELLO, "logprobs": True, **limits}
+    _, plain = await post_chat(session, servers.urls[model], body)
+    events = await stream_chat(session, servers.urls[model], body)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert chunks[0]["choices"][0]["logprobs"] is None  # the role chunk
+    assert chunks[-1]["choices"][0]["logprobs"] is None  # the finish_reason chunk
+    streamed = []
+    for chunk in chunks[1:-1]:
+        choice = chunk["choices"][0]
+        [entry] = choice["logprobs"]["content"]
+        assert entry["token"] == choice["delta"]["content"]
+        streamed.append(entry)
+    expected = plain["choices"][0]["logprobs"]["content"]
+    assert streamed == expected
+    assert len(expected) == plain["usage"]["completion_tokens"]
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+
+
+async def test_token_delay_paces_the_stream_after_the_latency(
+    session: aiohttp.ClientSession,
+) -> None:
+    latency, delay = 0.1, 0.06
+    words = "one two three four five six"
+    model = DemoModel(
+        "demo-paced", 0, latency_ms=latency * 1000, token_delay_ms=delay * 1000, answers=(words,)
+    )
+    async with await start_demo_servers([model]) as running:
+        url = f"{running.urls['demo-paced']}/chat/completions"
+        started = time.monotonic()
+        arrivals: list[tuple[float, str]] = []
+        async with session.post(url, json={**HELLO, "stream": True}) as resp:
+            async for line in resp.content:
+                if line.startswith(b"data: "):
+                    arrivals.append((time.monotonic() - started, line[6:].decode().strip()))
+        started = time.monotonic()
+        status, plain = await post_chat(session, running.urls["demo-paced"], HELLO)
+        plain_elapsed = time.monotonic() - started
+    assert arrivals[-1][1] == "[DONE]"
+    content_times = [
+        at
+        for at, payload in arrivals[:-1]
+        if json.loads(payload)["choices"][0]["delta"].get("content")
+    ]
+    gaps = len(words.split()) - 1
+    assert len(content_times) == gaps + 1
+    # Generous lower bounds only: a busy machine can only make things later.
+    assert arrivals[0][0] >= latency * 0.95  # time to first chunk
+    assert content_times[-1] >= (latency + gaps * delay) * 0.95
+    assert content_times[-1] - content_times[0] >= gaps * delay * 0.5
+    # A non-streamed answer takes about as long as the whole stream.
+    assert status == 200
+    assert plain["choices"][0]["message"]["content"] == words
+    assert plain_elapsed >= (latency + gaps * delay) * 0.95
+
+
+# ---------------------------------------------------------------- tool calls
+
+WEATHER = DemoToolCall(
+    "get_weather", {"city": "Zürich", "days": 3, "units": {"temp": "C"}, "alerts": [True, None]}
+)
+WEATHER_JSON = '{"city":"Zürich","days":3,"units":{"temp":"C"},"alerts":[true,null]}'
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+ASK_TOOLS = {**HELLO, "tools": TOOLS}
+
+
+@pytest.fixture
+async def tool_servers() -> AsyncIterator[DemoServers]:
+    models = [
+        DemoModel("demo-tool", 0, answers=("no tool needed",), tool_call=WEATHER),
+        DemoModel("demo-plain", 0, answers=("plain text",)),
+    ]
+    async with await start_demo_servers(models) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"tool_choice": "auto"},
+        {"tool_choice": "required"},
+        # Names another tool: a demo model still calls its own.
+        {"tool_choice": {"type": "function", "function": {"name": "other"}}},
+    ],
+)
+async def test_tool_call_answer(
+    tool_servers: DemoServers, session: aiohttp.ClientSession, extra: dict[str, Any]
+) -> None:
+    status, data = await post_chat(session, tool_servers.urls["demo-tool"], {**ASK_TOOLS, **extra})
+    assert status == 200
+    completion = ChatCompletion.model_validate(data)
+    [choice] = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.role == "assistant"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert re.fullmatch(r"call_[0-9a-f]{24}", call.id)
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == WEATHER_JSON  # compact, keys in the configured order
+    assert json.loads(call.function.arguments) == WEATHER.arguments
+    assert data["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": WEATHER_JSON},
+            }
+        ],
+    }
+    assert data["usage"]["completion_tokens"] > 0
+
+
+async def test_tool_call_stream_reassembles_the_arguments(
+    tool_servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    body = {**ASK_TOOLS, "stream_options": {"include_usage": True}}
+    events = await stream_chat(session, tool_servers.urls["demo-tool"], body)
+    assert events[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate_json(event) for event in events[:-1]]
+    raw = [json.loads(event) for event in events[:-1]]
+    call_id = raw[0]["choices"][0]["delta"]["tool_calls"][0]["id"]
+    assert re.fullmatch(r"call_[0-9a-f]{24}", call_id)
+    assert raw[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
+        ],
+    }
+    pieces = raw[1:-2]
+    assert len(pieces) > 3  # the arguments arrive in several pieces
+    arguments = ""
+    for chunk in pieces:
+        choice = chunk["choices"][0]
+        assert choice["finish_reason"] is None
+        [call] = choice["delta"]["tool_calls"]
+        piece = call["function"]["arguments"]
+        assert choice["delta"] == {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        assert piece
+        arguments += piece
+    assert arguments == WEATHER_JSON
+    assert raw[-2]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "tool_calls",
+    }
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(pieces)
+
+
+@pytest.mark.parametrize(
+    ("extra", "model"),
+    [
+        ({}, "demo-tool"),  # no tools offered
+        ({"tools": []}, "demo-tool"),
+        ({"tools": None}, "demo-tool"),
+        ({"tools": TOOLS, "tool_choice": "none"}, "demo-tool"),
+        ({"tools": TOOLS}, "demo-plain"),  # no tool_call configured
+        ({"tools": "not checked"}, "demo-plain"),  # as before tool calls existed
+    ],
+)
+async def test_plain_text_answer_without_a_tool_call(
+    tool_servers: DemoServers, session: aiohttp.ClientSession, extra: dict[str, Any], model: str
+) -> None:
+    status, data = await post_chat(session, tool_servers.urls[model], {**HELLO, **extra})
+    assert status == 200
+    [choice] = ChatCompletion.model_validate(data).choices
+    assert choice.finish_reason == "stop"
+    assert choice.message.tool_calls is None
+    assert choice.message.content in {"no tool needed", "plain text"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": "get_weather"}, "tools"),
+        ({"tools": {"type": "function"}}, "tools"),
+        ({"tools": [TOOLS[0], "get_weather"]}, "tools[1]"),
+        ({"tools": TOOLS, "tool_choice": "always"}, "tool_choice"),
+        ({"tools": TOOLS, "tool_choice": 1}, "tool_choice"),
+    ],
+)
+async def test_malformed_tools_are_a_400(
+    tool_servers: DemoServers, session: aiohttp.ClientSession, extra: dict[str, Any], param: str
+) -> None:
+    status, data = await post_chat(session, tool_servers.urls["demo-tool"], {**HELLO, **extra})
+    assert status == 400
+    assert data["error"]["type"] == "invalid_request_error"
+    assert data["error"]["param"] == param
+
+
+def test_demo_tool_call_copies_and_validates_its_arguments() -> None:
+    arguments: dict[str, object] = {"b": [1, 2], "a": {"x": 1.5}}
+    call = DemoToolCall("lookup", arguments)
+    arguments["b"] = "changed"
+    assert call.arguments == {"b": [1, 2], "a": {"x": 1.5}}
+    assert call.arguments_json == '{"b":[1,2],"a":{"x":1.5}}'
+    assert DemoToolCall("f").arguments_json == "{}"
+    assert hash(DemoModel("demo-t", 0, tool_call=call)) == hash(
+        DemoModel("demo-t", 0, tool_call=call)
+    )
+    with pytest.raises(ConfigError, match="invalid function name"):
+        DemoToolCall("not a name")
+    with pytest.raises(ConfigError, match=r"DemoToolCall\.arguments\.x"):
+        DemoToolCall("f", {"x": float("inf")})
+    with pytest.raises(ConfigError, match=r"DemoModel\.tool_call"):
+        DemoModel("demo-t", 0, tool_call={"name": "f"})  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -423,6 +660,7 @@ async def test_stats_count_every_outcome(session: aiohttp.ClientSession) -> None
         "failed": 11 - statuses.count(200),
         "cancelled": 0,
         "in_flight": 0,
+        "faults": 0,
     }
 
 
@@ -444,7 +682,14 @@ async def test_client_disconnect_during_latency_is_counted_cancelled(
     # (aiohttp only does that with handler_cancellation=True; otherwise the request
     # would stay in flight until its answer failed to send).
     assert time.monotonic() - started < 1.5
-    assert stats == {"requests": 1, "completed": 0, "failed": 0, "cancelled": 1, "in_flight": 0}
+    assert stats == {
+        "requests": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "in_flight": 0,
+        "faults": 0,
+    }
 
 
 # ------------------------------------------------------------------- servers
@@ -509,7 +754,28 @@ def test_parse_demo_models_full_and_defaults() -> None:
     assert b == DemoModel("demo-b", 0, failure_rate=1.0, failure_status=429, seed=4)
     assert c == DemoModel("demo-c", 0)
     assert c.answers == (DEFAULT_ANSWER,)
+    assert (c.token_delay_ms, c.tool_call, c.fault) == (0, None, None)
+    assert (c.fault_retry_after_s, c.fault_drip_ms) == (1, 200)
     assert parse_demo_models([]) == ()
+
+
+def test_parse_demo_models_token_delay_and_tool_call() -> None:
+    raw = [
+        {
+            "name": "demo-t",
+            "port": 0,
+            "token_delay_ms": 25,
+            "tool_call": {"name": "get_weather", "arguments": {"z": 1, "a": ["x", {"k": None}]}},
+        },
+        {"name": "demo-u", "port": 0, "tool_call": {"name": "ping"}, "token_delay_ms": 0},
+        {"name": "demo-v", "port": 0, "tool_call": None},
+    ]
+    t, u, v = parse_demo_models(raw)
+    assert t.token_delay_ms == 25.0
+    assert t.tool_call == DemoToolCall("get_weather", {"z": 1, "a": ["x", {"k": None}]})
+    assert t.tool_call.arguments_json == '{"z":1,"a":["x",{"k":null}]}'  # YAML order kept
+    assert u.tool_call == DemoToolCall("ping", {})
+    assert v == DemoModel("demo-v", 0)
 
 
 OK = {"name": "demo-a", "port": 0}
@@ -545,6 +811,42 @@ CONFIG_ERRORS: list[tuple[object, str, str]] = [
     ([{**OK, "failure_status": 200}], "demo.models[0].failure_status", "400-599"),
     ([{**OK, "failure_status": 500.0}], "demo.models[0].failure_status", "must be an integer"),
     ([{**OK, "seed": "x"}], "demo.models[0].seed", "must be an integer"),
+    ([{**OK, "token_delay_ms": -5}], "demo.models[0].token_delay_ms", "must not be negative"),
+    ([{**OK, "token_delay_ms": "5ms"}], "demo.models[0].token_delay_ms", "must be a number"),
+    ([{**OK, "token_delay_ms": 1e9}], "demo.models[0].token_delay_ms", "too long"),
+    ([{**OK, "tool_call": "get_weather"}], "demo.models[0].tool_call", "must be a mapping"),
+    ([{**OK, "tool_call": {"arguments": {}}}], "demo.models[0].tool_call.name", "is required"),
+    ([{**OK, "tool_call": {"name": 3}}], "demo.models[0].tool_call.name", "must be a string"),
+    (
+        [{**OK, "tool_call": {"name": "get weather"}}],
+        "demo.models[0].tool_call.name",
+        "invalid function name",
+    ),
+    (
+        [{**OK, "tool_call": {"name": "f", "args": {}}}],
+        "demo.models[0].tool_call.args",
+        "allowed keys: name, arguments",
+    ),
+    (
+        [{**OK, "tool_call": {"name": "f", "arguments": "{}"}}],
+        "demo.models[0].tool_call.arguments",
+        "must be a mapping",
+    ),
+    (
+        [{**OK, "tool_call": {"name": "f", "arguments": {"a": {1: "x"}}}}],
+        "demo.models[0].tool_call.arguments.a",
+        "keys must be strings",
+    ),
+    (
+        [{**OK, "tool_call": {"name": "f", "arguments": {"a": [1, float("nan")]}}}],
+        "demo.models[0].tool_call.arguments.a[1]",
+        "finite",
+    ),
+    (
+        [{**OK, "tool_call": {"name": "f", "arguments": {"when": datetime.date(2024, 1, 1)}}}],
+        "demo.models[0].tool_call.arguments.when",
+        "must be a JSON value",
+    ),
     ([OK, {"name": "demo-a", "port": 0}], "demo.models[1].name", "duplicate name 'demo-a'"),
     (
         [{"name": "a", "port": 8101}, {"name": "b", "port": 8101}],
@@ -572,7 +874,16 @@ def test_parse_demo_models_custom_key_and_two_port_zero() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"latency_ms": -1}, {"failure_rate": 2.0}, {"answers": ()}, {"failure_status": 302}],
+    [
+        {"latency_ms": -1},
+        {"failure_rate": 2.0},
+        {"answers": ()},
+        {"failure_status": 302},
+        {"token_delay_ms": -1},
+        {"fault": "explode"},
+        {"fault_retry_after_s": -1},
+        {"fault_drip_ms": -1},
+    ],
 )
 def test_demo_model_rejects_invalid_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

@@ -322,7 +322,10 @@ async def test_logprobs_for_canned_answers_truncation_and_streams(
         events = (await resp.text()).split("\n\n")
     chunks = [json.loads(e.removeprefix("data: ")) for e in events if e and "[DONE]" not in e]
     assert chunks
-    assert all(c["choices"][0]["logprobs"] is None for c in chunks)
+    # Streamed with logprobs: each content chunk carries those of its piece.
+    assert chunks[0]["choices"][0]["logprobs"] is None  # the role chunk
+    assert chunks[-1]["choices"][0]["logprobs"] is None  # the finish_reason chunk
+    assert all(len(c["choices"][0]["logprobs"]["content"]) == 1 for c in chunks[1:-1])
     async with session.post(
         f"{base}/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "logprobs": "yes"},

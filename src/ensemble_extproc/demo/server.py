@@ -6,12 +6,14 @@ deterministic, failures are seeded, and everything a user sees is labelled demo.
 Quiz mode (``DemoModel.quiz_accuracy``): quiz questions (``demo.quiz``) are answered
 right with a known probability, judge prompts pick a right candidate with it, and
 ``"logprobs": true`` reports a confidence that depends on whether the answer is right.
+
+Tool calls (``DemoModel.tool_call``), paced streams (``token_delay_ms``) and faults
+(``DemoModel.fault``): see ``demo.payloads``, ``demo.streaming`` and ``demo.faults``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import json
 import logging
@@ -23,13 +25,23 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 from aiohttp import web
 
 from ensemble_extproc import prompts
-from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.models import DemoModel
+from ensemble_extproc.demo.payloads import (
+    Answer,
+    JSONObject,
+    ToolCallAnswer,
+    argument_pieces,
+    completion_body,
+    stream_plan,
+    word_pieces,
+)
+from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
 from ensemble_extproc.errors import ApiError, bad_request
 
 __all__ = [
@@ -50,7 +62,6 @@ DEMO_MODEL_HEADER: Final = "x-demo-model"
 DEMO_OWNED_BY: Final = "ensemble-extproc-demo"
 # Demo backends hold no state worth draining for long on shutdown.
 _SHUTDOWN_TIMEOUT_S: Final = 1.0
-_WORD_PIECE_RE: Final = re.compile(r"\s*\S+\s*")
 # Spread of the reported confidence around DemoModel.confidence_*: per answer, and per token
 # around the answer's mean.
 _CONFIDENCE_JITTER: Final = 0.05
@@ -68,22 +79,25 @@ _CANDIDATE_HEADING_RE: Final = re.compile(
 # How a demo judge names its pick; any reasonable judge parser reads all of them.
 _JUDGE_STYLES: Final = ("{n}", "Candidate {n}", '{{"best": {n}}}', "The best is Candidate {n}.")
 
-JSONObject = dict[str, Any]
 _MISSING: Final = object()  # tells an absent key apart from an explicit null
+_TOOL_CHOICES: Final = ("none", "auto", "required")
 
 
 @dataclass(slots=True)
 class DemoStats:
     """Per-backend request counters, served at GET /demo/stats.
 
-    Invariant: requests == completed + failed + cancelled + in_flight.
+    Invariant: requests == completed + failed + cancelled + in_flight. ``faults`` counts
+    the requests that ``DemoModel.fault`` applied to, whatever their outcome (see
+    ``demo.faults``).
     """
 
     requests: int = 0
     completed: int = 0
-    failed: int = 0  # any 4xx/5xx answer: bad input or a seeded failure
+    failed: int = 0  # any 4xx/5xx answer: bad input, a seeded failure or an error fault
     cancelled: int = 0  # client went away before the answer was fully sent
     in_flight: int = 0
+    faults: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -94,12 +108,6 @@ DEMO_STATS_KEY: Final = web.AppKey("demo_stats", DemoStats)
 _RNG_KEY: Final = web.AppKey("demo_rng", random.Random)
 
 
-class _Outcome(enum.Enum):
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True, slots=True)
 class _ChatRequest:
     texts: tuple[str, ...]  # text of every message, for prompt_tokens
@@ -108,17 +116,9 @@ class _ChatRequest:
     stream: bool
     include_usage: bool
     logprobs: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    id: str
-    created: int
-    model: str
-    content: str
-    finish_reason: str
-    usage: dict[str, int]
-    logprobs: JSONObject | None  # choices[0].logprobs of a non-streamed answer
+    # The request offers tools (and tool_choice is not "none"); only parsed for a model
+    # with a tool_call.
+    offers_tools: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,32 +202,46 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         stats.in_flight -= 1
-    if outcome is _Outcome.COMPLETED:
+    if outcome is Outcome.COMPLETED:
         stats.completed += 1
-    elif outcome is _Outcome.FAILED:
+    elif outcome is Outcome.FAILED:
         stats.failed += 1
     else:
         stats.cancelled += 1
     return response
 
 
-async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, _Outcome]:
+async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome]:
     model = request.app[DEMO_MODEL_KEY]
     try:
-        chat = _parse_chat_request(await _read_body(request))
+        body = await _read_body(request)
+        chat = _parse_chat_request(body, tools=model.tool_call is not None)
     except ApiError as exc:
-        return await _send_json(request, exc.body(), exc.status, _Outcome.FAILED)
+        return await send_json(request, exc.body(), exc.status, Outcome.FAILED)
     fails = request.app[_RNG_KEY].random() < model.failure_rate
-    if model.latency_ms > 0:
-        await asyncio.sleep(model.latency_ms / 1000)
+    await sleep_ms(model.latency_ms)
     if fails:
-        return await _send_json(
-            request, _failure_body(model), model.failure_status, _Outcome.FAILED
-        )
+        return await send_json(request, _failure_body(model), model.failure_status, Outcome.FAILED)
+    fault = model.fault if faults.applies(model.fault, chat.stream) else None
+    if fault is not None:
+        request.app[DEMO_STATS_KEY].faults += 1
+        faulty = await faults.serve_fault(request, model, fault, chat.stream)
+        if faulty is not None:
+            return faulty
     answer = _make_answer(model, chat)
     if chat.stream:
-        return await _send_stream(request, answer, chat.include_usage)
-    return await _send_json(request, _completion_body(answer), 200, _Outcome.COMPLETED)
+        return await send_stream(
+            request,
+            stream_plan(answer, chat.include_usage),
+            token_delay_ms=model.token_delay_ms,
+            fault=fault,
+            drip_ms=model.fault_drip_ms,
+        )
+    if fault == "drip":
+        return await faults.drip_json(request, completion_body(answer), model.fault_drip_ms)
+    # As long as the stream would take after its first chunk.
+    await sleep_ms(model.token_delay_ms * (len(answer.pieces) - 1))
+    return await send_json(request, completion_body(answer), 200, Outcome.COMPLETED)
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -237,41 +251,11 @@ async def _read_body(request: web.Request) -> bytes:
         raise ApiError(exc.status, "request body is too large", code="request_too_large") from None
 
 
-async def _send_json(
-    request: web.Request, body: JSONObject, status: int, outcome: _Outcome
-) -> tuple[web.StreamResponse, _Outcome]:
-    # Sent here rather than by aiohttp after return, so "completed" means fully sent.
-    response = web.json_response(body, status=status)
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionResetError:
-        return response, _Outcome.CANCELLED
-    return response, outcome
-
-
-async def _send_stream(
-    request: web.Request, answer: _Answer, include_usage: bool
-) -> tuple[web.StreamResponse, _Outcome]:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    try:
-        await response.prepare(request)
-        for chunk in _stream_chunks(answer, include_usage):
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except ConnectionResetError:
-        # aiohttp finishes a response on a closed connection quietly; just count it.
-        return response, _Outcome.CANCELLED
-    return response, _Outcome.COMPLETED
-
-
 # ------------------------------------------------------------- request parsing
 
 
-def _parse_chat_request(raw: bytes) -> _ChatRequest:
+def _parse_chat_request(raw: bytes, tools: bool = False) -> _ChatRequest:
+    """Validate a request; ``tools``: also its tools and tool_choice (for a tool model)."""
     payload = _load_json_object(raw)
     texts, prompt = _parse_messages(payload.get("messages", _MISSING))
     return _ChatRequest(
@@ -281,6 +265,7 @@ def _parse_chat_request(raw: bytes) -> _ChatRequest:
         stream=_optional_bool(payload, "stream"),
         include_usage=_parse_include_usage(payload),
         logprobs=_optional_bool(payload, "logprobs"),
+        offers_tools=_parse_tools(payload) if tools else False,
     )
 
 
@@ -406,16 +391,58 @@ def _parse_include_usage(payload: JSONObject) -> bool:
     return value
 
 
+def _parse_tools(payload: JSONObject) -> bool:
+    """Whether the request offers tools that may be called; 400 for a malformed list.
+
+    Which tool tool_choice names does not matter: a demo model calls its own.
+    """
+    tools = payload.get("tools")
+    if tools is None:
+        tools = []
+    if not isinstance(tools, list):
+        raise bad_request("'tools' must be a list", param="tools", code="invalid_type")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise bad_request(
+                f"'tools[{index}]' must be an object", param=f"tools[{index}]", code="invalid_type"
+            )
+    choice = payload.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict) and choice not in _TOOL_CHOICES:
+        raise bad_request(
+            "'tool_choice' must be 'none', 'auto', 'required' or an object",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return bool(tools) and choice != "none"
+
+
 # ------------------------------------------------------------------ answering
 
 
-def _make_answer(model: DemoModel, chat: _ChatRequest) -> _Answer:
+def _make_answer(model: DemoModel, chat: _ChatRequest) -> Answer:
+    if model.tool_call is not None and chat.offers_tools:
+        arguments = model.tool_call.arguments_json
+        call = ToolCallAnswer(f"call_{uuid.uuid4().hex[:24]}", model.tool_call.name, arguments)
+        return _answer(model, chat, "", "tool_calls", None, argument_pieces(arguments), call)
     reply = _reply(model, chat.prompt)
     content, finish_reason = _truncate(reply.text, chat.max_words)
     logprobs = _logprobs(model, chat.prompt, content, reply.right) if chat.logprobs else None
+    return _answer(model, chat, content, finish_reason, logprobs, word_pieces(content))
+
+
+def _answer(
+    model: DemoModel,
+    chat: _ChatRequest,
+    content: str,
+    finish_reason: str,
+    logprobs: JSONObject | None,
+    pieces: list[str],
+    tool_call: ToolCallAnswer | None = None,
+) -> Answer:
     prompt_tokens = sum(_word_count(text) for text in chat.texts)
-    completion_tokens = _word_count(content)
-    return _Answer(
+    # A word per piece of text; a tool call's pieces are its tokens.
+    completion_tokens = len(pieces) if tool_call is not None else _word_count(content)
+    return Answer(
         id=f"chatcmpl-demo-{uuid.uuid4().hex}",
         created=int(time.time()),
         model=model.name,
@@ -427,6 +454,8 @@ def _make_answer(model: DemoModel, chat: _ChatRequest) -> _Answer:
             "total_tokens": prompt_tokens + completion_tokens,
         },
         logprobs=logprobs,
+        pieces=tuple(pieces),
+        tool_call=tool_call,
     )
 
 
@@ -501,7 +530,7 @@ def _logprobs(model: DemoModel, prompt: str, content: str, right: bool) -> JSONO
     rng = _prompt_rng(model, prompt, ":confidence")
     base = model.confidence_correct if right else model.confidence_wrong
     confidence = _clip(base + rng.uniform(-_CONFIDENCE_JITTER, _CONFIDENCE_JITTER))
-    pieces = _word_pieces(content)
+    pieces = word_pieces(content)
     noise = [rng.uniform(-_TOKEN_JITTER, _TOKEN_JITTER) for _ in pieces]
     shift = sum(noise) / len(noise) if noise else 0.0  # keeps the mean at ``confidence``
     return {
@@ -531,15 +560,7 @@ def _choose_answer(model: DemoModel, prompt: str) -> str:
 def _truncate(answer: str, max_words: int | None) -> tuple[str, str]:
     if max_words is None or _word_count(answer) <= max_words:
         return answer, "stop"
-    return "".join(_word_pieces(answer)[:max_words]).rstrip(), "length"
-
-
-def _word_pieces(text: str) -> list[str]:
-    """Split into words, each keeping its surrounding whitespace: "".join() == text."""
-    pieces: list[str] = _WORD_PIECE_RE.findall(text)
-    if not pieces:
-        return [text] if text else []
-    return pieces
+    return "".join(word_pieces(answer)[:max_words]).rstrip(), "length"
 
 
 def _word_count(text: str) -> int:
@@ -558,54 +579,6 @@ def _failure_body(model: DemoModel) -> JSONObject:
         type="rate_limit_error" if rate_limited else "server_error",
         code="rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
     ).body()
-
-
-def _completion_body(answer: _Answer) -> JSONObject:
-    message = {"role": "assistant", "content": answer.content}
-    choice = {
-        "index": 0,
-        "message": message,
-        "finish_reason": answer.finish_reason,
-        "logprobs": answer.logprobs,
-    }
-    return {
-        **_envelope(answer, "chat.completion"),
-        "choices": [choice],
-        "usage": answer.usage,
-    }
-
-
-def _stream_chunks(answer: _Answer, include_usage: bool) -> list[JSONObject]:
-    deltas: list[tuple[JSONObject, str | None]] = [({"role": "assistant", "content": ""}, None)]
-    deltas += [({"content": piece}, None) for piece in _word_pieces(answer.content)]
-    deltas.append(({}, answer.finish_reason))
-    chunks = [_chunk(answer, delta, finish, include_usage) for delta, finish in deltas]
-    if include_usage:
-        chunks.append(
-            {**_envelope(answer, "chat.completion.chunk"), "choices": [], "usage": answer.usage}
-        )
-    return chunks
-
-
-def _chunk(
-    answer: _Answer, delta: JSONObject, finish_reason: str | None, include_usage: bool
-) -> JSONObject:
-    # Streamed chunks carry no logprobs, even when asked for: only non-streamed answers do.
-    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    chunk: JSONObject = {**_envelope(answer, "chat.completion.chunk"), "choices": [choice]}
-    if include_usage:
-        chunk["usage"] = None  # as OpenAI: only the final usage chunk carries it
-    return chunk
-
-
-def _envelope(answer: _Answer, obj: str) -> JSONObject:
-    return {
-        "id": answer.id,
-        "object": obj,
-        "created": answer.created,
-        "model": answer.model,
-        "system_fingerprint": "demo",
-    }
 
 
 # -------------------------------------------------------------------- servers

@@ -1,0 +1,114 @@
+"""Fault modes of the demo models (``DemoModel.fault``), to test clients against bad backends.
+
+A fault applies to every valid request that a seeded failure (``failure_rate``) spared,
+after ``latency_ms``; bad requests are still answered 400. The kinds:
+
+``status_500``
+    HTTP 500 with an OpenAI error body.
+``rate_limit``
+    HTTP 429 with an OpenAI error body and ``Retry-After: <fault_retry_after_s>``.
+``malformed_json``
+    HTTP 200, ``application/json``, and a body cut off in the middle of the JSON.
+``reset``
+    The connection is dropped (TCP reset) without any response.
+``hang``
+    No response ever; the request ends when the client gives up.
+``drip``
+    A valid answer, sent one byte every ``fault_drip_ms`` (chunked), after its headers.
+``stream_stop``
+    Streaming: the role chunk and about half of the pieces, then the connection is
+    closed (no final chunk, no ``[DONE]``). Not streaming: like ``reset``.
+``no_done``
+    Streaming: every chunk including the finish_reason one, but never ``[DONE]``; the
+    connection stays open until the client gives up. Not streaming: no fault.
+``malformed_sse``
+    Streaming: a ``data:`` line that is not JSON after the first piece, then the rest
+    of the stream as usual. Not streaming: no fault.
+
+In ``/demo/stats`` a request is counted under ``faults`` when its fault applied, and
+under its outcome as any other: ``failed`` for an error status, ``cancelled`` when the
+client went away first (always, for ``hang`` and ``no_done``), ``completed`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Final
+
+from aiohttp import web
+
+from ensemble_extproc.demo.models import DemoModel, FaultKind
+from ensemble_extproc.demo.payloads import JSONObject
+from ensemble_extproc.demo.streaming import (
+    Outcome,
+    reset_connection,
+    send_bytes,
+    send_dripping,
+    send_json,
+    wait_forever,
+)
+from ensemble_extproc.errors import ApiError
+
+__all__ = ["STREAM_ONLY_FAULTS", "applies", "drip_json", "serve_fault"]
+
+# Faults about the SSE framing: a non-streamed answer is sent as usual.
+STREAM_ONLY_FAULTS: Final[frozenset[FaultKind]] = frozenset({"no_done", "malformed_sse"})
+
+
+def applies(fault: FaultKind | None, stream: bool) -> bool:
+    """Whether the fault changes the answer to a request (streamed or not)."""
+    return fault is not None and (stream or fault not in STREAM_ONLY_FAULTS)
+
+
+async def serve_fault(
+    request: web.Request, model: DemoModel, fault: FaultKind, stream: bool
+) -> tuple[web.StreamResponse, Outcome] | None:
+    """Misbehave instead of answering; None for a fault that bends the answer itself
+    (``drip``, and the stream faults of a streamed answer), which the senders apply."""
+    if fault == "status_500":
+        error = ApiError(500, _message(model, fault), type="server_error", code="demo_fault")
+        return await send_json(request, error.body(), error.status, Outcome.FAILED)
+    if fault == "rate_limit":
+        seconds = f"{model.fault_retry_after_s:g}"
+        error = ApiError(
+            429,
+            f"{_message(model, fault)}; retry after {seconds} s",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+        )
+        headers = {"Retry-After": seconds}
+        return await send_json(request, error.body(), error.status, Outcome.FAILED, headers)
+    if fault == "malformed_json":
+        return await send_bytes(
+            request, _truncated_completion(model), 200, Outcome.COMPLETED, "application/json"
+        )
+    if fault == "reset" or (fault == "stream_stop" and not stream):
+        reset_connection(request)
+        # Nothing can be sent any more: aiohttp's attempt to send this fails quietly.
+        return web.Response(status=500), Outcome.COMPLETED
+    if fault == "hang":
+        await wait_forever()
+    return None
+
+
+async def drip_json(
+    request: web.Request, body: JSONObject, drip_ms: float
+) -> tuple[web.StreamResponse, Outcome]:
+    """A non-streamed answer, one byte of its JSON every ``drip_ms``."""
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    return await send_dripping(request, json.dumps(body).encode(), headers, drip_ms)
+
+
+def _message(model: DemoModel, fault: FaultKind) -> str:
+    return f"demo model {model.name}: simulated fault {fault}"
+
+
+def _truncated_completion(model: DemoModel) -> bytes:
+    # The start of a chat completion, cut off where its choices begin.
+    head = {
+        "id": f"chatcmpl-demo-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "model": model.name,
+    }
+    return json.dumps(head).encode()[:-1] + b', "choices": ['
