@@ -16,17 +16,50 @@ from .config import Address, Config
 EXTPROC_CLUSTER = "ensemble_extproc"
 ENSEMBLE_CLUSTER = "ensemble_upstream"
 DEFAULT_CLUSTER = "default_model"
+# The ensemble upstream while healthy, else the default model (aggregate cluster).
+FALLBACK_CLUSTER = "ensemble_or_default"
 TYPE = "type.googleapis.com/"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-# Envoy's per-message wait for the processor; our header decision takes well under 1 ms.
-MESSAGE_TIMEOUT = "0.5s"
 
 
 def _socket(address: Address) -> dict[str, Any]:
     return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _health_checked(cluster: dict[str, Any]) -> dict[str, Any]:
+    """Active /healthz checks, so an upstream that is down is known before requests fail."""
+    return {
+        **cluster,
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": "/healthz"},
+            }
+        ],
+        # Unhealthy means unhealthy: no panic routing to the hosts that failed.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+    }
+
+
+def _aggregate(name: str, clusters: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {
+                "@type": TYPE + "envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                "clusters": clusters,
+            },
+        },
+    }
 
 
 def _cluster(
@@ -60,14 +93,15 @@ def _cluster(
 
 
 def _ext_proc_filter(config: Config) -> dict[str, Any]:
+    envoy = config.envoy
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": TYPE + EXT_PROC,
             "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
-            # Fail closed: with the processor down, a spoofed routing header must not pass.
-            "failure_mode_allow": False,
-            "message_timeout": MESSAGE_TIMEOUT,
+            # Closed: with the processor down, a spoofed routing header must not pass.
+            "failure_mode_allow": envoy.failure_mode == "open",
+            "message_timeout": f"{envoy.message_timeout_seconds:g}s",
             # The processor skips the body round trip when the headers decide.
             "allow_mode_override": True,
             # The processor's decision facts, read by response headers and access logs.
@@ -164,7 +198,25 @@ def _routes(config: Config) -> list[dict[str, Any]]:
                 "prefix": "/",
                 "headers": [{"name": h.ROUTE, "string_match": {"exact": h.ROUTE_VALUE}}],
             },
-            "route": {"cluster": ENSEMBLE_CLUSTER, "timeout": ensemble_timeout},
+            "route": {
+                "cluster": FALLBACK_CLUSTER
+                if config.envoy.fallback_to_default
+                else ENSEMBLE_CLUSTER,
+                "timeout": ensemble_timeout,
+                # Only failures before the request reached the upstream: an ensemble is
+                # never run twice.
+                "retry_policy": {
+                    "retry_on": "connect-failure,refused-stream,reset-before-request",
+                    "num_retries": 2,
+                },
+            },
+            # Which cluster answered: the ensemble, or the default model as fallback.
+            "response_headers_to_add": [
+                {
+                    "header": {"key": h.RESP_SERVED_BY, "value": "%UPSTREAM_CLUSTER%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
         },
         {
             "name": "default_model",
@@ -225,11 +277,16 @@ def bootstrap(config: Config) -> dict[str, Any]:
             ],
             "clusters": [
                 _cluster(EXTPROC_CLUSTER, config.listen.extproc, http2=True),
-                _cluster(ENSEMBLE_CLUSTER, config.listen.upstream),
+                _health_checked(_cluster(ENSEMBLE_CLUSTER, config.listen.upstream)),
                 _cluster(
                     DEFAULT_CLUSTER,
                     default_model.address,
                     tls=default_model.url.startswith("https:"),
+                ),
+                *(
+                    [_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, DEFAULT_CLUSTER])]
+                    if config.envoy.fallback_to_default
+                    else []
                 ),
             ],
         },

@@ -22,6 +22,8 @@ SIGNED = (MODELS, STRATEGY, MIN_RESPONSES, PROFILE, DECISION, TIMEOUT)
 # Response headers (the decision ones are added by Envoy from the processor's metadata).
 RESP_DECISION = "x-ensemble-decision"
 RESP_CONFIDENCE = "x-ensemble-confidence"
+# On the ensemble route: the Envoy cluster that answered (the default model as fallback).
+RESP_SERVED_BY = "x-ensemble-served-by"
 
 # Response headers of the ensemble upstream.
 RESP_STRATEGY = "x-ensemble-strategy"

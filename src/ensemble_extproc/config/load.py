@@ -23,6 +23,7 @@ from .model import (
     Config,
     Endpoint,
     EnsembleSettings,
+    EnvoySettings,
     HeaderControl,
     Listeners,
     Profile,
@@ -47,8 +48,10 @@ TOP_KEYS = frozenset(
         "security",
         "metadata_namespace",
         "logging",
+        "envoy",
     }
 )
+ENVOY_KEYS = frozenset({"failure_mode", "message_timeout_ms", "fallback_to_default"})
 PROFILE_KEYS = frozenset({"models", "strategy", "min_responses", "timeout_seconds"})
 RULE_KEYS = frozenset({"name", "profile", "match"})
 HEADER_CONTROL_KEYS = frozenset({"enabled", "api_keys_env", "require_header"})
@@ -154,8 +157,17 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         adaptive=_adaptive(top, profiles),
         internal_secret=_internal_secret(top, environ),
         metadata_namespace=namespace,
+        envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS)),
         log_format=_choice(logging_section, "format", ("json", "text")),
         log_include_text=logging_section.get("include_text", bool, False),
+    )
+
+
+def _envoy(section: Section) -> EnvoySettings:
+    return EnvoySettings(
+        failure_mode=_choice(section, "failure_mode", ("closed", "open")),
+        message_timeout_seconds=section.positive("message_timeout_ms", float, 500.0) / 1000,
+        fallback_to_default=section.get("fallback_to_default", bool, True),
     )
 
 

@@ -146,6 +146,19 @@ class AdaptiveSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvoySettings:
+    """Choices of the rendered Envoy bootstrap."""
+
+    # closed: the processor unreachable -> an error (a spoofed routing header cannot pass);
+    # open: the request goes on unprocessed, to the default model.
+    failure_mode: str = "closed"
+    # Envoy's wait for each processor answer; the processor answers in well under 1 ms.
+    message_timeout_seconds: float = 0.5
+    # The ensemble upstream unhealthy -> ensemble requests go to the default model.
+    fallback_to_default: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Listeners:
     envoy: Address = Address("127.0.0.1", 10000)
     envoy_admin: Address = Address("127.0.0.1", 9901)
@@ -172,6 +185,7 @@ class Config:
     internal_secret: bytes | None = field(default=None, repr=False)
     # Envoy dynamic metadata namespace of the processor's decision facts.
     metadata_namespace: str = "ensemble_extproc"
+    envoy: EnvoySettings = field(default_factory=EnvoySettings)
     # Logs: "json" (one object a line) or "text"; prompts and answers only when asked.
     log_format: str = "json"
     log_include_text: bool = False
