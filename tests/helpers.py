@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ensemble_extproc.config import Config, compile_config
 
@@ -33,3 +36,23 @@ def make_config(
 
 def chat(content: str = "What is the capital of France?", **extra: Any) -> dict[str, Any]:
     return {"model": "any", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def http_post(
+    url: str, body: Any, headers: Mapping[str, str], timeout: float
+) -> tuple[int, dict[str, str], bytes]:
+    """A plain blocking POST that returns every status (no exceptions for 4xx/5xx)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request(
+            "POST",
+            parts.path,
+            json.dumps(body),
+            {"content-type": "application/json", **headers},
+        )
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, raw
+    finally:
+        connection.close()

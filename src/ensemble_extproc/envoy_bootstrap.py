@@ -18,6 +18,7 @@ ENSEMBLE_CLUSTER = "ensemble_upstream"
 DEFAULT_CLUSTER = "default_model"
 # The ensemble upstream while healthy, else the default model (aggregate cluster).
 FALLBACK_CLUSTER = "ensemble_or_default"
+SERVED_BY_NS = "ensemble_extproc.cluster"
 TYPE = "type.googleapis.com/"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -36,7 +37,9 @@ def _health_checked(cluster: dict[str, Any]) -> dict[str, Any]:
         "health_checks": [
             {
                 "timeout": "1s",
-                "interval": "2s",
+                "interval": "1s",
+                # Also while no traffic flows (Envoy's default then is one check a minute).
+                "no_traffic_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "http_health_check": {"path": "/healthz"},
@@ -71,7 +74,18 @@ def _cluster(
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(address)}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {"address": _socket(address)},
+                            # Read back by x-ensemble-served-by: which cluster answered,
+                            # also through the fallback (aggregate) cluster.
+                            "metadata": {"filter_metadata": {SERVED_BY_NS: {"served_by": name}}},
+                        }
+                    ]
+                }
+            ],
         },
     }
     if tls:
@@ -159,6 +173,14 @@ def _decision_headers(config: Config) -> list[dict[str, Any]]:
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }
         for name, key in ((h.RESP_DECISION, "decision"), (h.RESP_CONFIDENCE, "confidence"))
+    ] + [
+        {
+            "header": {
+                "key": h.RESP_SERVED_BY,
+                "value": f'%UPSTREAM_METADATA(["{SERVED_BY_NS}", "served_by"])%',
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
     ]
 
 
@@ -210,13 +232,6 @@ def _routes(config: Config) -> list[dict[str, Any]]:
                     "num_retries": 2,
                 },
             },
-            # Which cluster answered: the ensemble, or the default model as fallback.
-            "response_headers_to_add": [
-                {
-                    "header": {"key": h.RESP_SERVED_BY, "value": "%UPSTREAM_CLUSTER%"},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                }
-            ],
         },
         {
             "name": "default_model",
