@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto')
 CONFIG ?= config/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-decision
+.PHONY: all install protos run test lint clean bench-quality bench-decision load-faults
 
 all: test
 
@@ -49,6 +49,10 @@ bench-quality: install
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision
+
+# Minutes of mixed traffic through the gateway while model endpoints misbehave.
+load-faults: install
+	$(PY) -m bench.load_faults --seconds 120 --concurrency 16
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from .config import Address, Config
 from .config.load import DEFAULT_SECRET_ENV as SECRET_ENV
@@ -94,8 +94,12 @@ def ports_in_use(config: Config) -> list[str]:
 
 
 class Stack:
-    def __init__(self, config: Config, config_path: Path, workdir: Path) -> None:
+    def __init__(
+        self, config: Config, config_path: Path, workdir: Path, output: IO[bytes] | None = None
+    ) -> None:
         self._config = config
+        # Where the parts' output goes (None: this process's stdout and stderr).
+        self._output = output
         self._config_path = config_path
         self._workdir = workdir
         self.processes: list[tuple[str, asyncio.subprocess.Process]] = []
@@ -105,7 +109,12 @@ class Stack:
         self._env.setdefault(SECRET_ENV, secrets.token_hex(32))
 
     async def _start(self, name: str, argv: Sequence[str], ready: Sequence[Address]) -> None:
-        process = await asyncio.create_subprocess_exec(*argv, env=self._env)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=self._env,
+            stdout=self._output,
+            stderr=asyncio.subprocess.STDOUT if self._output is not None else None,
+        )
         self.processes.append((name, process))
         for address in ready:
             await wait_listening(address, process, name)
