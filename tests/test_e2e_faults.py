@@ -183,3 +183,25 @@ def test_upstream_killed_under_load_falls_back_to_the_default_model(
         assert all(s in (200, 503) for s, _ in during)  # fast errors, nothing hangs
         assert {s for s, _ in after} == {200}
         assert {served for _, served in after} == {"default_model"}
+
+
+def test_sigterm_lets_requests_in_flight_finish(tmp_path_factory: pytest.TempPathFactory) -> None:
+    raw = config()
+    raw["demo"]["models"].append(
+        {
+            "name": "demo-second",
+            "port": free_port(),
+            "latency_ms": 800,
+            "answers": ["late but whole"],
+        }
+    )
+    with running_parts(tmp_path_factory.mktemp("sigterm"), raw) as parts:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(ask, parts, {"x-ensemble-models": "demo-second"})
+            time.sleep(0.3)
+            upstream = parts.processes["upstream"]
+            upstream.send_signal(15)  # SIGTERM, as Kubernetes sends it
+            status, _, payload, _ = pending.result(timeout=10)
+        assert status == 200
+        assert payload["choices"][0]["message"]["content"] == "late but whole"
+        assert upstream.wait(timeout=10) == 0
