@@ -22,6 +22,7 @@ import yaml
 from aiohttp import web
 
 from ensemble_extproc.demo import DemoModel, DemoServers, start_demo_servers
+from ensemble_extproc.demo.models import DemoToolCall
 from ensemble_extproc.upstream import create_app
 
 from helpers import free_port, make_config
@@ -33,6 +34,25 @@ DEMO_MODELS = (
     DemoModel("demo-slow", 0, latency_ms=100, answers=("Lyon",)),
     DemoModel("demo-broken", 0, latency_ms=5, failure_rate=1.0),
     DemoModel("demo-hang", 0, latency_ms=30_000, answers=("too late",)),
+    # Tool callers: two agree on the arguments, one does not.
+    DemoModel(
+        "demo-tool-a",
+        0,
+        latency_ms=10,
+        tool_call=DemoToolCall("get_weather", {"city": "Paris", "unit": "c"}),
+    ),
+    DemoModel(
+        "demo-tool-b",
+        0,
+        latency_ms=20,
+        tool_call=DemoToolCall("get_weather", {"unit": "c", "city": "Paris"}),
+    ),
+    DemoModel(
+        "demo-tool-c",
+        0,
+        latency_ms=30,
+        tool_call=DemoToolCall("get_weather", {"city": "Lyon", "unit": "c"}),
+    ),
     # Canned helpers: a judge that always picks candidate 3, an aggregator.
     DemoModel("demo-judge", 0, latency_ms=5, answers=("Candidate 3",)),
     DemoModel("demo-aggregator", 0, latency_ms=5, answers=("Paris, fused.",)),
@@ -121,6 +141,11 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
             "latency_ms": m.latency_ms,
             "answers": list(m.answers),
             "failure_rate": m.failure_rate,
+            **(
+                {"tool_call": {"name": m.tool_call.name, "arguments": dict(m.tool_call.arguments)}}
+                if m.tool_call
+                else {}
+            ),
         }
         for m in DEMO_MODELS
     ]

@@ -3,6 +3,7 @@ streaming and not. What the SDK parses is what users get."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import openai
@@ -121,3 +122,69 @@ def test_streaming_first_success_time_to_first_chunk(client: openai.OpenAI) -> N
     first_chunk_ms()  # warm up
     best = min(first_chunk_ms() for _ in range(5))
     assert best < 45, best
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            },
+        },
+    }
+]
+WEATHER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def tool_headers(strategy: str) -> dict[str, str]:
+    return {
+        "x-ensemble-models": "demo-tool-c,demo-tool-a,demo-tool-b",
+        "x-ensemble-strategy": strategy,
+        "x-ensemble-min-responses": "1",
+    }
+
+
+def test_voting_compares_tool_calls_by_name_and_arguments(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="any",
+        messages=WEATHER,
+        tools=TOOLS,  # type: ignore[arg-type]
+        extra_headers=tool_headers("voting"),
+    )
+    completion = raw.parse()
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    # a and b agree (same arguments, other key order): c can no longer win, so voting
+    # stops early without it.
+    assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "c"}  # type: ignore[union-attr]
+    assert raw.headers["x-ensemble-agreement"] == "1.000"
+    assert raw.headers["x-ensemble-responses-received"] == "2"
+
+
+def test_streaming_first_success_relays_a_tool_call(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="any",
+        messages=WEATHER,
+        tools=TOOLS,
+        stream=True,  # type: ignore[arg-type]
+        extra_headers=tool_headers("first_success"),
+    )
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            if delta.function and delta.function.name:
+                name += delta.function.name
+            if delta.function and delta.function.arguments:
+                arguments += delta.function.arguments
+        finish = chunk.choices[0].finish_reason or finish
+    assert name == "get_weather"
+    assert json.loads(arguments) == {"city": "Paris", "unit": "c"}  # demo-tool-a is fastest
+    assert finish == "tool_calls"
