@@ -55,7 +55,10 @@ async def test_voting_answers_with_the_majority(upstream: Start) -> None:
         "demo-medium": ("ok", "paris"),
         "demo-slow": ("cancelled", None),
     }
-    # usage sums the two answered calls: each demo call reports its own token counts.
+    # usage sums the two answered calls, and the ensemble object breaks it down.
+    per_model = [c["usage"] for c in ensemble["candidates"] if c["usage"] is not None]
+    assert len(per_model) == 2
+    assert sum(u["total_tokens"] for u in per_model) == body["usage"]["total_tokens"]
     per_call = body["usage"]["prompt_tokens"] // 2
     assert per_call > 0
     assert body["usage"]["prompt_tokens"] == 2 * per_call

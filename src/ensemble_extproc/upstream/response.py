@@ -44,6 +44,16 @@ def _candidate_summary(candidate: Candidate) -> dict[str, Any]:
             else None
         ),
         "error": None if candidate.valid else candidate.invalid_reason,
+        # This call's share of the response's usage (None: the endpoint reported none).
+        "usage": (
+            {
+                "prompt_tokens": candidate.usage.prompt_tokens,
+                "completion_tokens": candidate.usage.completion_tokens,
+                "total_tokens": candidate.usage.total_tokens,
+            }
+            if candidate.usage is not None
+            else None
+        ),
     }
     return summary
 
