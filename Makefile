@@ -7,6 +7,8 @@ PB_DIR := src/ensemble_extproc/_pb
 PB_STAMP := $(PB_DIR)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 CONFIG ?= config/default.yaml
+EXTPROC_REPLICAS ?= 1
+UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: all install protos run test lint clean bench-quality bench-decision load-faults
@@ -31,7 +33,8 @@ $(PB_STAMP): $(PROTOS) tools/gen_protos.py $(INSTALLED)
 protos: $(PB_STAMP)
 
 run: install
-	$(PY) -m ensemble_extproc run --config $(CONFIG)
+	$(PY) -m ensemble_extproc run --config $(CONFIG) \
+		--extproc-replicas $(EXTPROC_REPLICAS) --upstream-replicas $(UPSTREAM_REPLICAS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -53,6 +56,12 @@ bench-decision: install
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install
 	$(PY) -m bench.load_faults --seconds 120 --concurrency 16
+
+# Property-based fuzzing of the API against its OpenAPI document (schemathesis), longer than
+# the bounded run in `make test`: 1000 examples per operation; prints each run's summary.
+.PHONY: fuzz
+fuzz: install
+	ENSEMBLE_FUZZ_EXAMPLES=1000 ENSEMBLE_FUZZ_TIMEOUT=1200 $(PY) -m pytest tests/test_fuzz_api.py -s -q
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

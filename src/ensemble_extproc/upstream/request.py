@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,41 +26,135 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
+    """The request body, checked against the request schema of the OpenAPI document
+    (``openapi.py``): a field of the wrong type is a 400 here, not one 400 per model and
+    then a 502."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
-    messages = body.get("messages")
+    _check_messages(body.get("messages"))
+    _check_fields(body)
+    return body
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _is_object_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+# Optional top-level fields: (JSON type for the message, check). None is always allowed.
+_FIELD_TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "stream": ("a boolean", lambda v: isinstance(v, bool)),
+    "logprobs": ("a boolean", lambda v: isinstance(v, bool)),
+    "stream_options": ("an object", lambda v: isinstance(v, dict)),
+    "temperature": ("a number", _is_number),
+    "max_tokens": ("an integer", _is_integer),
+    "max_completion_tokens": ("an integer", _is_integer),
+    "seed": ("an integer", _is_integer),
+    "tools": ("an array of objects", _is_object_list),
+    "tool_choice": ("a string or an object", lambda v: isinstance(v, str | dict)),
+    "response_format": ("an object", lambda v: isinstance(v, dict)),
+    "stop": ("a string or an array of strings", lambda v: isinstance(v, str) or _is_string_list(v)),
+    "user": ("a string", lambda v: isinstance(v, str)),
+    "metadata": ("an object", lambda v: isinstance(v, dict)),
+}
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _check_messages(messages: object) -> None:
     if not isinstance(messages, list) or not messages:
         raise bad_request(
             "'messages' is required and must be a non-empty array",
             code="missing_messages" if messages is None else "invalid_messages",
             param="messages",
         )
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+    for index, message in enumerate(messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"'{param}' must be an object", code="invalid_messages", param=param)
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise bad_request(
+                f"'{param}.role' must be a non-empty string",
+                code="invalid_messages",
+                param=f"{param}.role",
+            )
+        _check_content(message.get("content"), f"{param}.content")
+
+
+def _check_content(content: object, param: str) -> None:
+    """A string, null, or an array of content parts (objects with a string ``type``; a text
+    part with a string ``text``)."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
         raise bad_request(
-            "each entry of 'messages' must be an object with a 'role'",
+            f"'{param}' must be a string, null or an array of content parts",
             code="invalid_messages",
-            param="messages",
+            param=param,
         )
-    for name in ("stream", "logprobs"):
-        if name in body and body[name] is not None and not isinstance(body[name], bool):
-            raise bad_request(f"'{name}' must be a boolean", code="invalid_type", param=name)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
+    for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise bad_request(
+                f"'{part_param}' must be an object with a string 'type'",
+                code="invalid_messages",
+                param=part_param,
+            )
+        if ("text" in part or part["type"] == "text") and not isinstance(part.get("text"), str):
+            raise bad_request(
+                f"'{part_param}.text' must be a string",
+                code="invalid_messages",
+                param=f"{part_param}.text",
+            )
+
+
+def _check_fields(body: dict[str, Any]) -> None:
+    for name, (kind, check) in _FIELD_TYPES.items():
+        value = body.get(name)
+        if value is not None and not check(value):
+            raise bad_request(f"'{name}' must be {kind}", code="invalid_type", param=name)
+    for name in ("max_tokens", "max_completion_tokens"):
+        if body.get(name) is not None and body[name] < 1:
+            raise bad_request(f"'{name}' must be at least 1", code="invalid_value", param=name)
+    choice = body.get("tool_choice")
+    if isinstance(choice, str) and choice not in _TOOL_CHOICES:
         raise bad_request(
-            "'stream_options' must be an object", code="invalid_type", param="stream_options"
+            f"'tool_choice' must be one of {', '.join(_TOOL_CHOICES)} or an object",
+            code="invalid_value",
+            param="tool_choice",
         )
-    tools = body.get("tools")
-    if tools is not None and not (
-        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
-    ):
-        raise bad_request("'tools' must be an array of objects", code="invalid_type", param="tools")
-    n = body.get("n", 1)
-    if n != 1:
+    include_usage = (body.get("stream_options") or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise bad_request(
+            "'stream_options.include_usage' must be a boolean",
+            code="invalid_type",
+            param="stream_options.include_usage",
+        )
+    response_format = body.get("response_format")
+    if response_format is not None and not isinstance(response_format.get("type"), str):
+        raise bad_request(
+            "'response_format.type' must be a string",
+            code="invalid_type",
+            param="response_format.type",
+        )
+    n = body.get("n")
+    if n is not None and not (_is_integer(n) and n == 1):
         raise bad_request(
             "an ensemble returns one choice: 'n' must be 1", code="unsupported_n", param="n"
         )
-    return body
