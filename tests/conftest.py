@@ -170,15 +170,17 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_gateway(tmp: Path, extra: dict[str, Any]) -> Iterator[Gateway]:
+def running_gateway(
+    tmp: Path, extra: dict[str, Any], args: tuple[str, ...] = (), raw: dict[str, Any] | None = None
+) -> Iterator[Gateway]:
     """The whole stack via ``ensemble-extproc run``, as ``make run`` starts it."""
-    raw = gateway_config(extra)
+    raw = raw or gateway_config(extra)
     config_path = tmp / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     log_path = tmp / "run.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ensemble_extproc", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "ensemble_extproc", "run", "--config", str(config_path), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown stops every child

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
+from .config import Address, Config, ConfigError, load_config
 from .envoy_bootstrap import render_yaml
 from .observability import logs
 from .serve import SERVICES
-from .stack import run_stack
+from .stack import Replicas, run_stack
 
 DEFAULT_CONFIG = Path("config/default.yaml")
 
@@ -31,18 +32,63 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
         sub.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+        if name in ("run", "envoy-config"):
+            for part in ("extproc", "upstream"):
+                sub.add_argument(
+                    f"--{part}-replicas",
+                    type=_positive,
+                    default=1,
+                    help=f"{part} processes (consecutive ports from listen.{part})",
+                )
+        if name in ("extproc", "upstream"):
+            sub.add_argument(
+                "--replica",
+                type=int,
+                default=0,
+                help="replica number: listens on the configured port + this",
+            )
     return parser
 
 
-def _execute(command: str, config: Config, path: Path) -> int:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def for_replica(config: Config, command: str, replica: int) -> Config:
+    """The config of replica ``replica``: its ports are the configured ones + ``replica``."""
+    if replica == 0:
+        return config
+    listen = config.listen
+
+    def shifted(address: Address) -> Address:
+        return Address(address.host, address.port + replica)
+
+    if command == "extproc":
+        listen = replace(
+            listen, extproc=shifted(listen.extproc), extproc_metrics=shifted(listen.extproc_metrics)
+        )
+    else:
+        listen = replace(listen, upstream=shifted(listen.upstream))
+    return replace(config, listen=listen)
+
+
+def _execute(args: argparse.Namespace, config: Config) -> int:
+    command, path = args.command, args.config
     if command == "check-config":
         print(f"{path}: ok ({len(config.endpoints)} models)")
         return 0
     if command == "envoy-config":
-        print(render_yaml(config, str(path)), end="")
+        rendered = render_yaml(config, str(path), args.extproc_replicas, args.upstream_replicas)
+        print(rendered, end="")
         return 0
     if command == "run":
-        return asyncio.run(run_stack(config, path))
+        replicas = Replicas(args.extproc_replicas, args.upstream_replicas)
+        return asyncio.run(run_stack(config, path, replicas))
+    if command in ("extproc", "upstream"):
+        config = for_replica(config, command, args.replica)
     asyncio.run(SERVICES[command](config))
     return 0
 
@@ -54,5 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
-    logs.configure(args.command, args.log_level, config.log_format)
-    return _execute(args.command, config, args.config)
+    component = args.command + (f"-{args.replica}" if getattr(args, "replica", 0) else "")
+    logs.configure(component, args.log_level, config.log_format)
+    return _execute(args, config)

@@ -19,6 +19,14 @@ DEFAULT_CLUSTER = "default_model"
 # The ensemble upstream while healthy, else the default model (aggregate cluster).
 FALLBACK_CLUSTER = "ensemble_or_default"
 SERVED_BY_NS = "ensemble_extproc.cluster"
+# Retry on another replica than the one that failed.
+PREVIOUS_HOSTS = {
+    "name": "envoy.retry_host_predicates.previous_hosts",
+    "typed_config": {
+        "@type": "type.googleapis.com/"
+        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+    },
+}
 TYPE = "type.googleapis.com/"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_CONTEXT = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -30,21 +38,33 @@ def _socket(address: Address) -> dict[str, Any]:
     return {"socket_address": {"address": address.host, "port_value": address.port}}
 
 
-def _health_checked(cluster: dict[str, Any]) -> dict[str, Any]:
-    """Active /healthz checks, so an upstream that is down is known before requests fail."""
+def _health_checked(cluster: dict[str, Any], *, http: bool = True) -> dict[str, Any]:
+    """Active checks (/healthz, or gRPC health for the processor), so that a replica that
+    drains (SIGTERM) or is down gets no new requests; plus ejection after one failure to
+    connect, for a replica that died without draining."""
+    check: dict[str, Any] = (
+        {"http_health_check": {"path": "/healthz"}} if http else {"grpc_health_check": {}}
+    )
     return {
         **cluster,
         "health_checks": [
             {
-                "timeout": "1s",
-                "interval": "1s",
+                "timeout": "0.5s",
+                "interval": "0.5s",
                 # Also while no traffic flows (Envoy's default then is one check a minute).
                 "no_traffic_interval": "1s",
-                "unhealthy_threshold": 2,
+                "unhealthy_threshold": 1,
                 "healthy_threshold": 1,
-                "http_health_check": {"path": "/healthz"},
+                **check,
             }
         ],
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+        },
         # Unhealthy means unhealthy: no panic routing to the hosts that failed.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
     }
@@ -65,12 +85,19 @@ def _aggregate(name: str, clusters: list[str]) -> dict[str, Any]:
     }
 
 
+def replica_addresses(first: Address, count: int) -> list[Address]:
+    """Replicas of one part on one host listen on consecutive ports."""
+    return [Address(first.host, first.port + i) for i in range(count)]
+
+
 def _cluster(
-    name: str, address: Address, *, http2: bool = False, tls: bool = False
+    name: str, address: Address | list[Address], *, http2: bool = False, tls: bool = False
 ) -> dict[str, Any]:
+    addresses = address if isinstance(address, list) else [address]
+    host = addresses[0].host
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC" if address.host.replace(".", "").isdigit() else "STRICT_DNS",
+        "type": "STATIC" if host.replace(".", "").isdigit() else "STRICT_DNS",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": name,
@@ -78,11 +105,12 @@ def _cluster(
                 {
                     "lb_endpoints": [
                         {
-                            "endpoint": {"address": _socket(address)},
+                            "endpoint": {"address": _socket(each)},
                             # Read back by x-ensemble-served-by: which cluster answered,
                             # also through the fallback (aggregate) cluster.
                             "metadata": {"filter_metadata": {SERVED_BY_NS: {"served_by": name}}},
                         }
+                        for each in addresses
                     ]
                 }
             ],
@@ -93,7 +121,7 @@ def _cluster(
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": TYPE + TLS_CONTEXT,
-                "sni": address.host,
+                "sni": host,
             },
         }
     if http2:
@@ -112,7 +140,16 @@ def _ext_proc_filter(config: Config) -> dict[str, Any]:
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": TYPE + EXT_PROC,
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+                # A stream that cannot be opened on one processor replica opens on another.
+                "retry_policy": {
+                    "retry_on": "connect-failure,refused-stream,unavailable",
+                    "num_retries": 2,
+                    "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+                    "retry_host_predicate": [PREVIOUS_HOSTS],
+                },
+            },
             # Closed: with the processor down, a spoofed routing header must not pass.
             "failure_mode_allow": envoy.failure_mode == "open",
             "message_timeout": f"{envoy.message_timeout_seconds:g}s",
@@ -177,7 +214,7 @@ def _decision_headers(config: Config) -> list[dict[str, Any]]:
         {
             "header": {
                 "key": h.RESP_SERVED_BY,
-                "value": f'%UPSTREAM_METADATA(["{SERVED_BY_NS}", "served_by"])%',
+                "value": f"%UPSTREAM_METADATA({SERVED_BY_NS}:served_by)%",
             },
             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }
@@ -225,11 +262,13 @@ def _routes(config: Config) -> list[dict[str, Any]]:
                 if config.envoy.fallback_to_default
                 else ENSEMBLE_CLUSTER,
                 "timeout": ensemble_timeout,
-                # Only failures before the request reached the upstream: an ensemble is
-                # never run twice.
                 "retry_policy": {
-                    "retry_on": "connect-failure,refused-stream,reset-before-request",
-                    "num_retries": 2,
+                    # A replica that refuses or dies before answering: the ensemble runs
+                    # again on another replica (costs calls, saves the request).
+                    "retry_on": "connect-failure,refused-stream,reset-before-request,reset",
+                    "num_retries": 3,
+                    "retry_host_predicate": [PREVIOUS_HOSTS],
+                    "host_selection_retry_max_attempts": 5,
                 },
             },
         },
@@ -242,7 +281,9 @@ def _routes(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def bootstrap(config: Config) -> dict[str, Any]:
+def bootstrap(
+    config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
+) -> dict[str, Any]:
     default_model = config.endpoints[config.default_model]
     hcm = {
         "@type": TYPE + HCM,
@@ -291,8 +332,20 @@ def bootstrap(config: Config) -> dict[str, Any]:
                 }
             ],
             "clusters": [
-                _cluster(EXTPROC_CLUSTER, config.listen.extproc, http2=True),
-                _health_checked(_cluster(ENSEMBLE_CLUSTER, config.listen.upstream)),
+                _health_checked(
+                    _cluster(
+                        EXTPROC_CLUSTER,
+                        replica_addresses(config.listen.extproc, extproc_replicas),
+                        http2=True,
+                    ),
+                    http=False,
+                ),
+                _health_checked(
+                    _cluster(
+                        ENSEMBLE_CLUSTER,
+                        replica_addresses(config.listen.upstream, upstream_replicas),
+                    )
+                ),
                 _cluster(
                     DEFAULT_CLUSTER,
                     default_model.address,
@@ -308,9 +361,12 @@ def bootstrap(config: Config) -> dict[str, Any]:
     }
 
 
-def render_yaml(config: Config, source: str) -> str:
+def render_yaml(
+    config: Config, source: str, extproc_replicas: int = 1, upstream_replicas: int = 1
+) -> str:
     header = (
         f"# Envoy bootstrap rendered from {source}; do not edit by hand.\n"
         f"# Re-render: ensemble-extproc envoy-config --config {source}\n"
     )
-    return header + yaml.safe_dump(bootstrap(config), sort_keys=False)
+    rendered = bootstrap(config, extproc_replicas, upstream_replicas)
+    return header + yaml.safe_dump(rendered, sort_keys=False)

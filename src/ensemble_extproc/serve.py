@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .config import Config
@@ -16,10 +18,14 @@ from .demo import serve_demo_forever
 from .extproc import create_server
 from .observability.metrics import ProcessorMetrics
 from .upstream import create_app
+from .upstream.app import DRAINING
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
+# After SIGTERM, report unhealthy this long before closing the listener, so Envoy's health
+# checks (every 0.5 s) move new requests to other replicas first.
+DRAIN_SECONDS = 1.5
 
 
 async def wait_for_signal() -> None:
@@ -37,7 +43,11 @@ async def wait_for_signal() -> None:
 async def serve_extproc(config: Config) -> None:
     metrics = ProcessorMetrics(CollectorRegistry())
     server, port = create_server(config, config.listen.extproc, metrics)
+    # The standard grpc.health.v1 service: Envoy's health checks of the processor ask it.
+    health = grpc_health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
     where = config.listen.extproc_metrics
     metrics_server, _ = start_http_server(where.port, where.host, metrics.registry)
     log.info(
@@ -48,6 +58,8 @@ async def serve_extproc(config: Config) -> None:
     )
     try:
         await wait_for_signal()
+        await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(DRAIN_SECONDS)
     finally:
         # Let streams of requests in flight finish; Envoy opens new ones elsewhere.
         await server.stop(GRACE_SECONDS)
@@ -56,8 +68,9 @@ async def serve_extproc(config: Config) -> None:
 
 async def serve_upstream(config: Config) -> None:
     # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
+    app = create_app(config)
     runner = web.AppRunner(
-        create_app(config),
+        app,
         shutdown_timeout=GRACE_SECONDS,
         access_log=None,
         handler_cancellation=True,
@@ -69,6 +82,8 @@ async def serve_upstream(config: Config) -> None:
     log.info("ensemble upstream listening on http://%s", address)
     try:
         await wait_for_signal()
+        app[DRAINING].set()  # /healthz answers 503: Envoy stops sending new requests
+        await asyncio.sleep(DRAIN_SECONDS)
     finally:
         await runner.cleanup()
 

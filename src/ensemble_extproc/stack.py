@@ -18,16 +18,23 @@ import socket
 import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .config import Address, Config
 from .config.load import DEFAULT_SECRET_ENV as SECRET_ENV
-from .envoy_bootstrap import render_yaml
+from .envoy_bootstrap import render_yaml, replica_addresses
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    extproc: int = 1
+    upstream: int = 1
 
 
 class StartupError(Exception):
@@ -35,6 +42,7 @@ class StartupError(Exception):
 
 
 READY_TIMEOUT = 20.0
+RESTART_DELAY = 1.0
 STOP_TIMEOUT = 8.0
 
 
@@ -73,12 +81,19 @@ async def wait_listening(address: Address, process: asyncio.subprocess.Process, 
         return
 
 
-def ports_in_use(config: Config) -> list[str]:
+def ports_in_use(config: Config, replicas: Replicas = Replicas()) -> list[str]:
     """Config keys whose address cannot be bound now (readiness checks would be fooled)."""
     wanted = {
         f"listen.{name}": getattr(config.listen, name)
         for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
     }
+    listen = config.listen
+    for i in range(1, replicas.extproc):
+        wanted[f"listen.extproc + {i}"] = Address(listen.extproc.host, listen.extproc.port + i)
+        metrics = listen.extproc_metrics
+        wanted[f"listen.extproc_metrics + {i}"] = Address(metrics.host, metrics.port + i)
+    for i in range(1, replicas.upstream):
+        wanted[f"listen.upstream + {i}"] = Address(listen.upstream.host, listen.upstream.port + i)
     for i, model in enumerate(config.demo_models):
         wanted[f"demo.models[{i}].port"] = Address("127.0.0.1", model.port)
     busy = []
@@ -95,20 +110,29 @@ def ports_in_use(config: Config) -> list[str]:
 
 class Stack:
     def __init__(
-        self, config: Config, config_path: Path, workdir: Path, output: IO[bytes] | None = None
+        self,
+        config: Config,
+        config_path: Path,
+        workdir: Path,
+        output: IO[bytes] | None = None,
+        replicas: Replicas = Replicas(),
     ) -> None:
         self._config = config
+        self._replicas = replicas
         # Where the parts' output goes (None: this process's stdout and stderr).
         self._output = output
         self._config_path = config_path
         self._workdir = workdir
         self.processes: list[tuple[str, asyncio.subprocess.Process]] = []
+        # How each part was started, so that a replica that died can be started again.
+        self._launch: dict[str, tuple[Sequence[str], Sequence[Address]]] = {}
         # Processor and upstream share the key that signs internal headers; without one
         # in the environment, this run makes its own.
         self._env = dict(os.environ)
         self._env.setdefault(SECRET_ENV, secrets.token_hex(32))
 
     async def _start(self, name: str, argv: Sequence[str], ready: Sequence[Address]) -> None:
+        self._launch[name] = (argv, ready)
         process = await asyncio.create_subprocess_exec(
             *argv,
             env=self._env,
@@ -124,7 +148,7 @@ class Stack:
 
     async def start(self) -> None:
         config = self._config
-        busy = ports_in_use(config)
+        busy = ports_in_use(config, self._replicas)
         if busy:
             raise StartupError(
                 "cannot start, addresses in use (another gateway running? change them in the "
@@ -133,10 +157,17 @@ class Stack:
         if config.demo_models:
             ports = [Address("127.0.0.1", m.port) for m in config.demo_models]
             await self._start("demo models", self._service("demo"), ports)
-        await self._start("ensemble upstream", self._service("upstream"), [config.listen.upstream])
-        await self._start("ext_proc", self._service("extproc"), [config.listen.extproc])
+        replicas = self._replicas
+        for i, address in enumerate(replica_addresses(config.listen.upstream, replicas.upstream)):
+            argv = [*self._service("upstream"), "--replica", str(i)]
+            await self._start(f"ensemble upstream {i}", argv, [address])
+        for i, address in enumerate(replica_addresses(config.listen.extproc, replicas.extproc)):
+            argv = [*self._service("extproc"), "--replica", str(i)]
+            await self._start(f"ext_proc {i}", argv, [address])
         envoy_yaml = self._workdir / "envoy.yaml"
-        envoy_yaml.write_text(render_yaml(config, str(self._config_path)))
+        envoy_yaml.write_text(
+            render_yaml(config, str(self._config_path), replicas.extproc, replicas.upstream)
+        )
         envoy = [
             envoy_binary(),
             "-c",
@@ -149,6 +180,18 @@ class Stack:
             "1000",
         ]
         await self._start("envoy", envoy, [config.listen.envoy])
+
+    def is_replica(self, name: str) -> bool:
+        """A processor or upstream part of which other replicas are serving."""
+        replicas = self._replicas
+        return (name.startswith("ext_proc ") and replicas.extproc > 1) or (
+            name.startswith("ensemble upstream ") and replicas.upstream > 1
+        )
+
+    async def restart(self, name: str) -> None:
+        self.processes = [(n, p) for n, p in self.processes if n != name]
+        argv, ready = self._launch[name]
+        await self._start(name, argv, ready)
 
     async def wait_any_exit(self) -> str:
         waits = {asyncio.create_task(p.wait()): name for name, p in self.processes}
@@ -198,13 +241,13 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     return task.result()  # re-raises, e.g. StartupError
 
 
-async def run_stack(config: Config, config_path: Path) -> int:
+async def run_stack(config: Config, config_path: Path, replicas: Replicas = Replicas()) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with tempfile.TemporaryDirectory(prefix="ensemble-extproc-") as workdir:
-        stack = Stack(config, config_path, Path(workdir))
+        stack = Stack(config, config_path, Path(workdir), replicas=replicas)
         try:
             try:
                 await _unless_stopped(stack.start(), stop)
@@ -214,10 +257,16 @@ async def run_stack(config: Config, config_path: Path) -> int:
             if stop.is_set():
                 return 0
             print(banner(config), flush=True)
-            exited = await _unless_stopped(stack.wait_any_exit(), stop)
-            if exited is not None:
-                log.error("%s exited: stopping the gateway", exited)
-                return 1
-            return 0
+            while True:
+                exited = await _unless_stopped(stack.wait_any_exit(), stop)
+                if exited is None:
+                    return 0
+                if not stack.is_replica(exited):
+                    log.error("%s exited: stopping the gateway", exited)
+                    return 1
+                # Like a Deployment would: the other replicas serve meanwhile.
+                log.warning("%s exited: starting it again", exited)
+                await asyncio.sleep(RESTART_DELAY)
+                await _unless_stopped(stack.restart(exited), stop)
         finally:
             await stack.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -57,6 +58,8 @@ class InFlight:
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 METRICS = web.AppKey("metrics", UpstreamMetrics)
+# Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -182,6 +185,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[DRAINING].is_set():
+        return web.json_response({"status": "draining"}, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -216,6 +221,7 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
         middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
     )
     app[CONFIG] = config
+    app[DRAINING] = asyncio.Event()
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
     app[METRICS] = UpstreamMetrics(CollectorRegistry())
     app[METRICS].in_flight.set_function(lambda: in_flight.count)

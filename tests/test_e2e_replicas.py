@@ -1,0 +1,108 @@
+"""Scale-out on one machine: 2 processor + 2 upstream replicas behind Envoy; one of each is
+killed under load and no request fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import POLICY, Gateway, gateway_config, running_gateway
+
+from helpers import http_post
+
+pytestmark = pytest.mark.e2e
+
+
+def free_pair() -> int:
+    """A port p with p + 1 free too (replicas listen on consecutive ports)."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def replica_pid(config: Path, part: str, replica: int, wait: float = 15) -> int:
+    """The replica's PID (the supervisor restarts killed replicas: wait for it)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _find(config, part, replica)
+        except LookupError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _find(config: Path, part: str, replica: int) -> int:
+    """The newest live process of that replica (an old one may still be draining)."""
+    wanted = [part, "--config", str(config), "--replica", str(replica)]
+    found: list[tuple[int, int]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if "ensemble_extproc" in argv and all(a in argv for a in wanted) and stat[0] != "Z":
+            found.append((int(stat[19]), int(entry.name)))  # (start time, pid)
+    if not found:
+        raise LookupError(f"{part} replica {replica} is not running")
+    return max(found)[1]
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Path]]:
+    raw: dict[str, Any] = gateway_config(POLICY)
+    for key in ("extproc", "upstream", "extproc_metrics"):
+        raw["listen"][key] = f"127.0.0.1:{free_pair()}"
+    tmp = tmp_path_factory.mktemp("replicas")
+    args = ("--extproc-replicas", "2", "--upstream-replicas", "2")
+    with running_gateway(tmp, {}, args, raw) as gateway:
+        yield gateway, tmp / "gateway.yaml"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_one_replica_of_each_under_load_fails_no_request(
+    replicated: tuple[Gateway, Path], sig: signal.Signals
+) -> None:
+    gateway, config = replicated
+    body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+    plans = [{"x-ensemble-models": "demo-fast,demo-medium"}, {}]  # ensembled and default
+
+    def one(i: int) -> int:
+        status, _, _ = http_post(f"{gateway.url}/v1/chat/completions", body, plans[i % 2], 10)
+        return status
+
+    replica_pid(config, "extproc", 1)
+    replica_pid(config, "upstream", 1)
+    time.sleep(3)  # restarted replicas (after an earlier case) are healthy in Envoy's eyes
+    pids = (replica_pid(config, "extproc", 1), replica_pid(config, "upstream", 1))
+    with ThreadPoolExecutor(8) as pool:
+        warmup = list(pool.map(one, range(40)))
+        futures = [pool.submit(one, i) for i in range(400)]
+        time.sleep(0.3)
+        for pid in pids:
+            os.kill(pid, sig)
+        statuses = [f.result() for f in futures]
+        after = list(pool.map(one, range(80)))
+    assert set(warmup) == {200}
+    failed = [s for s in statuses if s != 200]
+    assert failed == [], f"{len(failed)} of {len(statuses)} failed: {sorted(set(failed))}"
+    assert set(after) == {200}
