@@ -58,6 +58,9 @@ def _health_checked(cluster: dict[str, Any], *, http: bool = True) -> dict[str, 
                 **check,
             }
         ],
+        # Envoy allows 3 retries in flight per cluster by default: a replica dying under
+        # load fails many requests at once, and each needs its retry.
+        "circuit_breakers": {"thresholds": [{"max_retries": 256}]},
         "outlier_detection": {
             "split_external_local_origin_errors": True,
             "consecutive_local_origin_failure": 1,
@@ -198,6 +201,13 @@ def _local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
+def _falls_back(config: Config, upstream_replicas: int) -> bool:
+    """The default-model fallback is for a single upstream: through the aggregate cluster,
+    retries do not reliably pick another upstream replica (measured), and with several
+    replicas the others take over anyway."""
+    return config.envoy.fallback_to_default and upstream_replicas == 1
+
+
 def _facts(config: Config, key: str) -> str:
     return f"%DYNAMIC_METADATA({config.metadata_namespace}:{key})%"
 
@@ -248,7 +258,7 @@ def _access_log(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def _routes(config: Config) -> list[dict[str, Any]]:
+def _routes(config: Config, upstream_replicas: int = 1) -> list[dict[str, Any]]:
     ensemble_timeout = f"{config.ensemble.timeout_seconds + 5:g}s"
     return [
         {
@@ -258,15 +268,16 @@ def _routes(config: Config) -> list[dict[str, Any]]:
                 "headers": [{"name": h.ROUTE, "string_match": {"exact": h.ROUTE_VALUE}}],
             },
             "route": {
-                "cluster": FALLBACK_CLUSTER
-                if config.envoy.fallback_to_default
-                else ENSEMBLE_CLUSTER,
+                "cluster": (
+                    FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
+                ),
                 "timeout": ensemble_timeout,
                 "retry_policy": {
                     # A replica that refuses or dies before answering: the ensemble runs
                     # again on another replica (costs calls, saves the request).
                     "retry_on": "connect-failure,refused-stream,reset-before-request,reset",
-                    "num_retries": 3,
+                    "num_retries": 5,
+                    "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
                     "retry_host_predicate": [PREVIOUS_HOSTS],
                     "host_selection_retry_max_attempts": 5,
                 },
@@ -295,7 +306,7 @@ def bootstrap(
                 {
                     "name": "llm",
                     "domains": ["*"],
-                    "routes": _routes(config),
+                    "routes": _routes(config, upstream_replicas),
                     "response_headers_to_add": _decision_headers(config),
                 }
             ],
@@ -353,7 +364,7 @@ def bootstrap(
                 ),
                 *(
                     [_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, DEFAULT_CLUSTER])]
-                    if config.envoy.fallback_to_default
+                    if _falls_back(config, upstream_replicas)
                     else []
                 ),
             ],
