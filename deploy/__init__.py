@@ -1,0 +1,1 @@
+"""Deployment tooling (deploy/render_plain_envoy.py); importable by the tests."""
