@@ -494,3 +494,11 @@ def test_keywords_match_whole_words(text: str, hit: bool) -> None:
     from ensemble_extproc.rules import keyword_test
 
     assert keyword_test(["dosage", "Blood-Pressure"])(text) is hit
+
+
+def test_deeply_nested_json_is_the_clients_400() -> None:
+    from ensemble_extproc.errors import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        with_body(RequestView("/", {}), b"[" * 100_000)
+    assert caught.value.status == 400

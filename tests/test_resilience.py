@@ -101,3 +101,20 @@ def test_an_abandoned_probe_lets_the_next_one_through() -> None:
     assert breaker.allow()
     breaker.abandon()
     assert breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("candidate", "failed"),
+    [
+        (Candidate("m", Status.ERROR, error="HTTP 400: bad top_p", http_status=400), False),
+        (Candidate("m", Status.ERROR, error="HTTP 429: slow", http_status=429), True),
+        (Candidate("m", Status.ERROR, error="HTTP 503: x", http_status=503), True),
+        (Candidate("m", Status.ERROR, error="request failed: reset"), True),
+        (Candidate("m", Status.TIMEOUT, error="late"), True),
+        (Candidate("m", Status.OK, {"content": ""}, "stop"), False),
+    ],
+)
+def test_what_counts_against_the_circuit(candidate: Candidate, failed: bool) -> None:
+    from ensemble_extproc.upstream.resilience import endpoint_failed
+
+    assert endpoint_failed(candidate) is failed

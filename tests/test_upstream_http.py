@@ -420,3 +420,13 @@ async def test_too_many_ensembles_in_flight_is_a_429_with_retry_after(upstream: 
         assert resp.headers["Retry-After"] == "1"
         assert (await resp.json())["error"]["code"] == "too_many_ensembles"
     assert [r[0] for r in await asyncio.gather(*slow)] == [200, 200]
+
+
+async def test_405_says_which_methods_are_allowed(upstream: Start) -> None:
+    url = await upstream()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v1/chat/completions") as resp,
+    ):
+        assert resp.status == 405
+        assert "POST" in resp.headers["Allow"]

@@ -34,6 +34,8 @@ def with_body(view: RequestView, raw: bytes) -> RequestView:
         body = json.loads(raw) if raw else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError:  # absurdly deep nesting: still the client's mistake
+        raise bad_request("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
     last_user, system = prompt_text(body)

@@ -83,8 +83,11 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        # RFC 9110: a 405 says which methods are allowed.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(
-            ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code)
+            ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code),
+            allow,
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

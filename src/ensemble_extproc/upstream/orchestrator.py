@@ -32,7 +32,7 @@ from ..strategies.base import (
     Wait,
 )
 from .client import EndpointClient
-from .resilience import CircuitBreaker, retry_delay, retryable
+from .resilience import CircuitBreaker, endpoint_failed, retry_delay, retryable
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Fanout:
                 breaker.abandon()
             raise
         if breaker is not None:
-            breaker.record(candidate.status is Status.OK)
+            breaker.record(not endpoint_failed(candidate))
         return replace(candidate, role=call.role)
 
     async def _attempts(

@@ -95,3 +95,16 @@ class CircuitBreaker:
 
     def reopens_in(self) -> float:
         return max(0.0, self._policy.cooldown_seconds - (self._clock() - self._opened_at))
+
+
+def endpoint_failed(candidate: Candidate) -> bool:
+    """What counts against an endpoint's circuit: it did not answer, or answered 429/5xx.
+    A 4xx is the request's fault (one client's bad field must not shut an endpoint for
+    everyone); a bad but complete answer is the model's, not the endpoint's health."""
+    if candidate.status is Status.TIMEOUT:
+        return True
+    if candidate.status is not Status.ERROR:
+        return False
+    if candidate.http_status is not None:
+        return candidate.http_status in RETRYABLE_STATUSES
+    return True
