@@ -167,6 +167,21 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
     )
 
 
+class _Stopwatch:
+    """Time since a call started, and failed candidates stamped with it."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+
+    def ms(self) -> float:
+        return (self._loop.time() - self._started) * 1000
+
+    def failed(self, status: Status, error: str) -> Candidate:
+        return Candidate(self._model, status, latency_ms=self.ms(), error=error)
+
+
 class StreamStopped(Exception):
     """The offer refused a chunk: another model is being relayed."""
 
@@ -197,13 +212,7 @@ class HttpEndpointClient:
         body: Mapping[str, Any],
         client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-
-        def failed(status: Status, error: str) -> Candidate:
-            latency = (loop.time() - started) * 1000
-            return Candidate(endpoint.name, status, latency_ms=latency, error=error)
-
+        watch = _Stopwatch(endpoint.name)
         try:
             async with self._session.post(
                 endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
@@ -213,11 +222,10 @@ class HttpEndpointClient:
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            return failed(Status.ERROR, f"answer larger than max_response_bytes ({limit})")
+            return watch.failed(Status.ERROR, f"answer larger than max_response_bytes ({limit})")
         except aiohttp.ClientError as exc:
-            return failed(Status.ERROR, f"request failed: {type(exc).__name__}: {exc}")
-        latency = (loop.time() - started) * 1000
-        return candidate_from_response(endpoint.name, status, raw, latency, retry_after)
+            return watch.failed(Status.ERROR, f"request failed: {type(exc).__name__}: {exc}")
+        return candidate_from_response(endpoint.name, status, raw, watch.ms(), retry_after)
 
     async def stream(
         self,
@@ -226,13 +234,7 @@ class HttpEndpointClient:
         offer: Offer,
         client_headers: Mapping[str, str] | None = None,
     ) -> Candidate:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-
-        def failed(status: Status, error: str) -> Candidate:
-            latency = (loop.time() - started) * 1000
-            return Candidate(endpoint.name, status, latency_ms=latency, error=error)
-
+        watch = _Stopwatch(endpoint.name)
         acc = Accumulator()
         try:
             async with self._session.post(
@@ -240,19 +242,18 @@ class HttpEndpointClient:
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
-                    latency = (loop.time() - started) * 1000
-                    return candidate_from_response(endpoint.name, response.status, raw, latency)
+                    return candidate_from_response(endpoint.name, response.status, raw, watch.ms())
                 await self._relay(response, acc, offer)
         except StreamStopped:
-            return failed(Status.CANCELLED, "cancelled: another model streamed first")
+            return watch.failed(Status.CANCELLED, "cancelled: another model streamed first")
         except MalformedStream as exc:
-            return failed(Status.ERROR, f"malformed stream: {exc}")
+            return watch.failed(Status.ERROR, f"malformed stream: {exc}")
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            return failed(Status.ERROR, f"stream larger than max_response_bytes ({limit})")
+            return watch.failed(Status.ERROR, f"stream larger than max_response_bytes ({limit})")
         except aiohttp.ClientError as exc:
-            return failed(Status.ERROR, f"stream failed: {type(exc).__name__}: {exc}")
-        return candidate_from_stream(endpoint.name, acc, (loop.time() - started) * 1000)
+            return watch.failed(Status.ERROR, f"stream failed: {type(exc).__name__}: {exc}")
+        return candidate_from_stream(endpoint.name, acc, watch.ms())
 
     async def _relay(
         self, response: aiohttp.ClientResponse, acc: Accumulator, offer: Offer
