@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import random
+import socket
 import statistics
 import tempfile
 import time
@@ -43,15 +44,24 @@ FAULTY: dict[str, dict[str, Any]] = {
 HEALTHY = {"h-a": 20, "h-b": 30, "h-c": 40}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (all bound at once, so none is offered twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def raw_config() -> dict[str, Any]:
+    ports = iter(free_ports(1 + len(HEALTHY) + len(FAULTY) + 5))
+
+    def free_port() -> int:
+        return next(ports)
+
     models = [{"name": "default", "port": free_port(), "latency_ms": 10}]
     models += [
         {"name": n, "port": free_port(), "latency_ms": ms, "answers": ["42"]}

@@ -12,10 +12,19 @@ from urllib.parse import urlsplit
 from ensemble_extproc.config import Config, compile_config
 
 
+# Ports handed out in this test process: the kernel may offer a released port again, and
+# a config with the same port twice does not start.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def make_config(
