@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from ensemble_extproc.config import Config, compile_config
 
-
 # Ports handed out in this test process: the kernel may offer a released port again, and
 # a config with the same port twice does not start.
 _GIVEN: set[int] = set()
