@@ -132,6 +132,7 @@ class Fanout:
         request: Mapping[str, Any],
         sink: Sink | None = None,
         client_headers: Mapping[str, str] | None = None,
+        deadline_seconds: float | None = None,
     ) -> Candidate:
         """One call, with the endpoint's retries, behind its circuit breaker."""
         breaker = self._breakers.get(call.model)
@@ -141,7 +142,7 @@ class Fanout:
             )
             return Candidate(call.model, Status.SKIPPED, role=call.role, error=error)
         try:
-            candidate = await self._attempts(call, request, sink, client_headers)
+            candidate = await self._attempts(call, request, sink, client_headers, deadline_seconds)
         except asyncio.CancelledError:
             if breaker is not None:
                 breaker.abandon()
@@ -156,9 +157,15 @@ class Fanout:
         request: Mapping[str, Any],
         sink: Sink | None,
         client_headers: Mapping[str, str] | None,
+        deadline_seconds: float | None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
-        timeout = self._settings.model_timeout_seconds
+        model_timeout = self._settings.model_timeout_seconds
+        # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
+        # the deadline (enforced by the run) decides, and says so (504).
+        timeout = (
+            model_timeout if deadline_seconds is None or model_timeout < deadline_seconds else None
+        )
         relay = sink is not None and call.relay
         policy = endpoint.retry or self._settings.retry
         # A relayed stream is not retried: the client may already have part of it.
@@ -183,12 +190,12 @@ class Fanout:
                         if attempt == attempts or not retryable(candidate):
                             break
                         delay = retry_delay(policy, attempt - 1, candidate.retry_after, self._rng)
-                        if loop.time() + delay >= started + timeout:
+                        if timeout is not None and loop.time() + delay >= started + timeout:
                             break  # no time left for another try: answer with this one
                         await asyncio.sleep(delay)
             except TimeoutError:
                 latency = (loop.time() - started) * 1000
-                error = f"no answer within model_timeout_seconds ({timeout:g} s)"
+                error = f"no answer within model_timeout_seconds ({model_timeout:g} s)"
                 candidate = Candidate(call.model, Status.TIMEOUT, latency_ms=latency, error=error)
             except Exception as exc:  # a bug in a client must not take the ensemble down
                 log.exception("endpoint client failed on %s", call.model)
@@ -285,7 +292,9 @@ class _Run:
             self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
             return
         task = asyncio.create_task(
-            self._fanout.call(call, self._request, self._sink, self._client_headers)
+            self._fanout.call(
+                call, self._request, self._sink, self._client_headers, self._timeout_seconds
+            )
         )
         self._running[task] = call
         self.started += 1
