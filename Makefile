@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-decision load-faults
+.PHONY: all install protos run test lint clean bench-quality bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout
 
 all: test
 
@@ -62,6 +62,22 @@ load-faults: install
 .PHONY: fuzz
 fuzz: install
 	ENSEMBLE_FUZZ_EXAMPLES=1000 ENSEMBLE_FUZZ_TIMEOUT=1200 $(PY) -m pytest tests/test_fuzz_api.py -s -q
+
+# What Envoy, the processor and the upstream add per request (wrk; prints tables, ~25 min).
+bench-overhead: install
+	$(PY) -m bench.overhead
+
+# The upstream's fan-out latency against the model latency it must wait for (~9 min).
+bench-fanout: install
+	$(PY) -m bench.fanout
+
+# The same fan-out through LiteLLM's proxy, installed into bench/.peer-venv (~5 min).
+bench-peer: install
+	$(PY) -m bench.peer
+
+# Throughput with 1 and 2 processor processes behind one Envoy (~1 min).
+bench-scaleout: install
+	$(PY) -m bench.scaleout
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache
