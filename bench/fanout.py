@@ -40,11 +40,13 @@ from bench.speedkit import (
     MACHINE,
     Processes,
     Wrk,
+    bench_main,
+    bench_parser,
     chat_body,
     fmt,
     free_port,
     group_cpu_seconds,
-    install_sigterm,
+    int_list,
     listen_block,
     median,
     post,
@@ -477,13 +479,10 @@ def nominal_ms(scenario: Scenario) -> float:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per case")
+    parser = bench_parser("python -m bench.fanout", __doc__, warmup=1.0)
     parser.add_argument(
         "--concurrency",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=int_list,
         default=[1, 16],
         help="comma-separated concurrency levels (default 1,16)",
     )
@@ -491,15 +490,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    require_wrk()
-    install_sigterm()
-    try:
-        print(run(args))
-    except KeyboardInterrupt:
-        print("interrupted: all processes stopped", file=sys.stderr)
-        return 130
-    return 0
+    return bench_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

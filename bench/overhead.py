@@ -39,11 +39,13 @@ from bench.speedkit import (
     Reply,
     Wrk,
     WrkResult,
+    bench_main,
+    bench_parser,
     chat_body,
     fmt,
     free_port,
     group_cpu_seconds,
-    install_sigterm,
+    int_list,
     listen_block,
     median,
     post,
@@ -381,19 +383,16 @@ def describe(size: int) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per case")
+    parser = bench_parser("python -m bench.overhead", __doc__, warmup=2.0)
     parser.add_argument(
         "--connections",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=int_list,
         default=[1, 16, 64],
         help="comma-separated connection counts (default 1,16,64)",
     )
     parser.add_argument(
         "--bodies",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=int_list,
         default=[90, 1024, 32768],
         help="comma-separated body sizes in bytes (default 90,1024,32768)",
     )
@@ -401,15 +400,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    require_wrk()
-    install_sigterm()
-    try:
-        print(run(args))
-    except KeyboardInterrupt:
-        print("interrupted: all processes stopped", file=sys.stderr)
-        return 130
-    return 0
+    return bench_main(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from a small Lua ``done`` callback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -23,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -409,3 +410,31 @@ def chat_body(size: int, model: str) -> bytes:
     text = " ".join(words)[: max(size - base, 16)]
     messages.append({"role": "user", "content": text + " What should we do first, and why?"})
     return json.dumps({"model": model, "messages": messages}).encode()
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def bench_parser(prog: str, description: str | None, warmup: float) -> argparse.ArgumentParser:
+    """The options every wrk bench takes: run length, rounds, warm-up."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds of warm-up per case")
+    return parser
+
+
+def bench_main(run: Callable[[argparse.Namespace], str], args: argparse.Namespace) -> int:
+    """Run a bench and print its tables; Ctrl-C or SIGTERM stops every process it started."""
+    require_wrk()
+    install_sigterm()
+    try:
+        print(run(args))
+    except KeyboardInterrupt:
+        print("interrupted: all processes stopped", file=sys.stderr)
+        return 130
+    return 0
