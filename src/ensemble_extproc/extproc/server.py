@@ -38,6 +38,15 @@ def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
     return out
 
 
+# Answers for the phases the processor lets pass; built once, not per stream.
+CONTINUE: Mapping[str, Callable[[], pb.ProcessingResponse]] = {
+    "request_trailers": responses.continue_request_trailers,
+    "response_headers": responses.continue_response_headers,
+    "response_body": responses.continue_response_body,
+    "response_trailers": responses.continue_response_trailers,
+}
+
+
 class StreamHandler:
     """State of one ext_proc stream (one HTTP request): its headers, until the body."""
 
@@ -48,20 +57,17 @@ class StreamHandler:
         self._spoofed: tuple[str, ...] = ()
         self._awaiting_body = False
         self.decision: Decision | None = None
-        self._phases: Mapping[str, Callable[[pb.ProcessingRequest], pb.ProcessingResponse]] = {
-            "request_headers": self._request_headers,
-            "request_body": self._request_body,
-            "request_trailers": lambda _: responses.continue_request_trailers(),
-            "response_headers": lambda _: responses.continue_response_headers(),
-            "response_body": lambda _: responses.continue_response_body(),
-            "response_trailers": lambda _: responses.continue_response_trailers(),
-        }
 
     def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         phase = request.WhichOneof("request")
         if request.observability_mode or phase is None:
             return None  # Envoy ignores answers in observability mode.
-        return self._phases[phase](request)
+        if phase == "request_headers":
+            return self._request_headers(request)
+        if phase == "request_body":
+            return self._request_body(request)
+        # Phases the processor does not use (skipped by its processing mode) just go on.
+        return CONTINUE[phase]()
 
     def _request_headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         headers = header_dict(request.request_headers.headers)
