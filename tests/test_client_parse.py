@@ -57,3 +57,38 @@ def test_mean_logprob_is_read_from_the_choice() -> None:
     assert candidate.mean_logprob == pytest.approx(math.log(0.5))
     broken = {"content": [{"token": "a", "logprob": "high"}]}
     assert candidate_from_response("m", 200, completion(logprobs=broken), 1.0).mean_logprob is None
+
+
+def _outcome(*statuses: int | None) -> object:
+    from ensemble_extproc.spec import EnsembleSpec
+    from ensemble_extproc.strategies import Candidate
+    from ensemble_extproc.upstream.orchestrator import Outcome
+
+    candidates = tuple(
+        Candidate(f"m{i}", Status.ERROR, error=f"HTTP {s}: bad", http_status=s)
+        if s is not None
+        else Candidate(f"m{i}", Status.TIMEOUT, error="late")
+        for i, s in enumerate(statuses)
+    )
+    spec = EnsembleSpec(tuple(c.model for c in candidates), "voting", 1)
+    return Outcome(spec, candidates, None, False, len(candidates), 0)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "status", "code"),
+    [
+        ((400, 400), 400, "rejected_by_models"),
+        ((422, 422, 422), 400, "rejected_by_models"),
+        ((400, 422), 502, "ensemble_quorum_not_met"),
+        ((400, None), 502, "ensemble_quorum_not_met"),
+        ((429, 429), 502, "ensemble_quorum_not_met"),
+        ((500, 500), 502, "ensemble_quorum_not_met"),
+    ],
+)
+def test_a_request_every_model_rejects_is_the_clients_error(
+    statuses: tuple[int | None, ...], status: int, code: str
+) -> None:
+    from ensemble_extproc.upstream.response import failure
+
+    error = failure(_outcome(*statuses))  # type: ignore[arg-type]
+    assert (error.status, error.code) == (status, code)

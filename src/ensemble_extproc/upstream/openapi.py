@@ -117,6 +117,8 @@ _CODES: dict[int, dict[str, str]] = {
         "`ensemble.fusion.aggregator_model`)",
         "invalid_min_responses": f"`{h.MIN_RESPONSES}` is not a positive integer, or is larger "
         "than the number of models",
+        "rejected_by_models": "every model answered the same 4xx to the request as sent (the "
+        "message has their statuses and reasons): a mistake in the request, not a fault",
     },
     403: {
         "unsigned_internal_headers": "the upstream has an internal secret and the request was "

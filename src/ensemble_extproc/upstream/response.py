@@ -109,6 +109,17 @@ def completion_body(outcome: Outcome, selection: Selection, created: int) -> dic
     }
 
 
+def client_error(outcome: Outcome) -> int | None:
+    """The 4xx (not 429) that every member answered, if they all answered the same one."""
+    statuses = {c.http_status for c in outcome.members}
+    if len(statuses) != 1:
+        return None
+    status = statuses.pop()
+    if status is None or not 400 <= status < 500 or status == 429:
+        return None
+    return status
+
+
 def failure(outcome: Outcome) -> ApiError:
     """Too few valid answers: 504 when the deadline passed, else 502; says who failed and why."""
     spec = outcome.spec
@@ -117,6 +128,17 @@ def failure(outcome: Outcome) -> ApiError:
         f"ensemble needed {spec.min_responses} valid answer(s) from {len(spec.models)} "
         f"model(s) but got {len(outcome.valid)}: {reasons}"
     )
+    rejected = client_error(outcome)
+    if rejected is not None:
+        # Every model refused the request itself: that is the client's mistake, not a
+        # gateway fault, so the client gets a 400 (the models' own statuses in the message)
+        # rather than a 502.
+        return ApiError(
+            400,
+            f"every model rejected the request (HTTP {rejected}): {reasons}",
+            code="rejected_by_models",
+            extra={"ensemble": ensemble_details(outcome)},
+        )
     if outcome.deadline_exceeded:
         return ApiError(
             504,
