@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 8.0
 READY_TIMEOUT = 30.0
 # Ports another engineer's `make run` uses (config/default.yaml): never bind them.
-RESERVED_PORTS = frozenset({10000, 9901, 50051, 8090, 9464, *range(8100, 8110)})
+RESERVED_PORTS = frozenset({10000, 9901, 9002, 9003, 8090, 8091, 9464, 9465, *range(8100, 8110)})
 WRK_MISSING = "wrk is not installed (it generates the load): apt-get install -y wrk"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULT_RE = re.compile(r"^BENCH (.*)$", re.MULTILINE)

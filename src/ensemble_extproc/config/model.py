@@ -162,7 +162,8 @@ class EnvoySettings:
 class Listeners:
     envoy: Address = Address("127.0.0.1", 10000)
     envoy_admin: Address = Address("127.0.0.1", 9901)
-    extproc: Address = Address("127.0.0.1", 50051)
+    # Below Linux's ephemeral range (32768-60999): a client socket cannot hold it by chance.
+    extproc: Address = Address("127.0.0.1", 9002)
     upstream: Address = Address("127.0.0.1", 8090)
     # The processor's Prometheus /metrics (the upstream serves its own on its port).
     extproc_metrics: Address = Address("127.0.0.1", 9464)
