@@ -15,8 +15,9 @@ from ensemble_extproc.extproc.decision import (
     Reject,
     Reroute,
     decide,
+    needs_body,
 )
-from ensemble_extproc.extproc.policy import with_body
+from ensemble_extproc.extproc.policy import DecisionPolicy, with_body
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.spec import EnsembleSpec
 
@@ -301,13 +302,24 @@ def test_profile_spec_carries_its_deadline() -> None:
 def test_body_is_requested_only_when_a_source_reads_it() -> None:
     view = RequestView("/v1/chat/completions", {})
     headers_only = make_config(URLS)
-    assert isinstance(
-        decide(view, headers_only, [], lambda _: (True, ""), body_pending=True), Passthrough
-    )
+    assert isinstance(DecisionPolicy(headers_only).decide(view, body_pending=True), Passthrough)
     with_rules = policy_config(rules=RULES)
-    assert isinstance(
-        decide(view, with_rules, [], lambda _: (True, ""), body_pending=True), NeedBody
+    assert isinstance(DecisionPolicy(with_rules).decide(view, body_pending=True), NeedBody)
+
+
+def test_a_plugin_signal_that_reads_the_body_gets_it() -> None:
+    plugin = {"type": "python:test_adaptive_parts:make_length_signal"}  # needs_body = True
+    models = [{"name": "m1", "url": URLS["m1"]}]
+    config = compile_config(
+        {
+            "models": models,
+            "profiles": {"p": {"models": ["m1"]}},
+            "adaptive": {"enabled": True, "profile": "p", "signals": [plugin]},
+        }
     )
+    assert needs_body(config, build_signals(config.adaptive.signals))
+    headers_only = compile_config({"models": models})
+    assert not needs_body(headers_only, build_signals(headers_only.adaptive.signals))
 
 
 def test_invalid_json_body_is_the_clients_400() -> None:

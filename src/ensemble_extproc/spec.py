@@ -56,9 +56,8 @@ def parse_enable(headers: Mapping[str, str]) -> bool | None:
     )
 
 
-def asks_for_ensemble(headers: Mapping[str, str]) -> bool:
-    """True when the headers ask for an ensemble (and do not turn it off)."""
-    enable = parse_enable(headers)
+def asks_for_ensemble(headers: Mapping[str, str], enable: bool | None) -> bool:
+    """True when the headers ask for an ensemble; ``enable`` is ``parse_enable(headers)``."""
     if enable is not None:
         return enable
     return any(name in headers for name in (h.MODELS, h.STRATEGY, h.MIN_RESPONSES))

@@ -119,10 +119,6 @@ class HeaderControl:
     require_header: str | None = None
     require_values: frozenset[str] = frozenset()
 
-    @property
-    def restricted(self) -> bool:
-        return bool(self.api_keys) or self.require_header is not None
-
 
 @dataclass(frozen=True, slots=True)
 class SignalConfig:
@@ -190,14 +186,3 @@ class Config:
     # Logs: "json" (one object a line) or "text"; prompts and answers only when asked.
     log_format: str = "json"
     log_include_text: bool = False
-
-    @property
-    def needs_body(self) -> bool:
-        """Whether any decision source reads the request body."""
-        return (
-            bool(self.profiles)
-            or any(rule.needs_body for rule in self.rules)
-            or (
-                self.adaptive.enabled and any(s.kind == "difficulty" for s in self.adaptive.signals)
-            )
-        )

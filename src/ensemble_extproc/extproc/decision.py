@@ -19,7 +19,7 @@ from ..adaptive.signals import Signal, combine, read
 from ..config import Config
 from ..config.model import HeaderControl
 from ..errors import ApiError
-from ..rules import RequestView, lookup
+from ..rules import RequestView, first_match, lookup
 from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, profile_spec, spec_from_headers
 
 
@@ -86,12 +86,13 @@ def decide(
     *,
     body_pending: bool,
 ) -> Decision:
+    """``body_pending``: a body follows and some source reads it (see ``needs_body``)."""
     headers = view.headers
     try:
         enable = parse_enable(headers)
         if enable is False or not config.ensemble.enabled:
             return Passthrough("disabled")
-        if config.header_control.enabled and asks_for_ensemble(headers):
+        if config.header_control.enabled and asks_for_ensemble(headers, enable):
             if not header_control_allows(headers, config.header_control):
                 return Reject(
                     ApiError(
@@ -104,15 +105,24 @@ def decide(
             return Reroute(spec_from_headers(headers, config), "header")
     except ApiError as error:
         return Reject(error)
-    if body_pending and config.needs_body:
+    if body_pending:
         return NeedBody()
     model = lookup(view.body, "model")
     if isinstance(model, str) and model in config.profiles:
         return Reroute(profile_spec(config.profiles[model]), f"rule:{MODEL_RULE}")
-    for rule in config.rules:
-        if rule.matches(view):
-            return Reroute(profile_spec(config.profiles[rule.profile]), f"rule:{rule.name}")
+    rule = first_match(config.rules, view)
+    if rule is not None:
+        return Reroute(profile_spec(config.profiles[rule.profile]), f"rule:{rule.name}")
     return _adaptive(view, config, signals, admit)
+
+
+def needs_body(config: Config, signals: Sequence[tuple[Signal, float]]) -> bool:
+    """Whether any decision source reads the request body (computed once, at start-up)."""
+    return (
+        bool(config.profiles)
+        or any(rule.needs_body for rule in config.rules)
+        or (config.adaptive.enabled and any(signal.needs_body for signal, _ in signals))
+    )
 
 
 def _adaptive(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from google.protobuf import struct_pb2
@@ -23,7 +22,7 @@ from ..errors import bad_request
 from ..internal import sign
 from ..rules import RequestView
 from . import responses
-from .decision import Decision, Passthrough, Reroute, decide, decision_label
+from .decision import Decision, Passthrough, Reroute, decide, decision_label, needs_body
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,13 @@ class DecisionPolicy:
         self._signals = build_signals(config.adaptive.signals)  # plugins fail at start-up
         self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
         self._clock = clock
-        # Unusable signal inputs (never the client's error), by reason; for metrics.
-        self.ignored: Counter[str] = Counter()
+        self._needs_body = needs_body(config, self._signals)
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
-        decision = decide(view, self.config, self._signals, self._admit, body_pending=body_pending)
+        """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
+        pending = body_pending and self._needs_body
+        decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
-            self.ignored.update(decision.ignored)
             log.debug("ignored signal input: %s", "; ".join(decision.ignored))
         return decision
 
