@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from ensemble_extproc.adaptive.signals import build_signals
 from ensemble_extproc.config import ConfigError, compile_config, load_config
 from ensemble_extproc.extproc.decision import needs_body
 
@@ -134,4 +133,4 @@ def test_policy_example_config_compiles() -> None:
     assert set(config.profiles) == {"critical", "quick"}
     assert [rule.name for rule in config.rules] == ["high-stakes", "gold-tier", "long-answers"]
     assert config.adaptive.enabled
-    assert needs_body(config, build_signals(config.adaptive.signals))
+    assert needs_body(config)

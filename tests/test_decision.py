@@ -307,19 +307,10 @@ def test_body_is_requested_only_when_a_source_reads_it() -> None:
     assert isinstance(DecisionPolicy(with_rules).decide(view, body_pending=True), NeedBody)
 
 
-def test_a_plugin_signal_that_reads_the_body_gets_it() -> None:
-    plugin = {"type": "python:test_adaptive_parts:make_length_signal"}  # needs_body = True
-    models = [{"name": "m1", "url": URLS["m1"]}]
-    config = compile_config(
-        {
-            "models": models,
-            "profiles": {"p": {"models": ["m1"]}},
-            "adaptive": {"enabled": True, "profile": "p", "signals": [plugin]},
-        }
-    )
-    assert needs_body(config, build_signals(config.adaptive.signals))
-    headers_only = compile_config({"models": models})
-    assert not needs_body(headers_only, build_signals(headers_only.adaptive.signals))
+def test_any_profile_or_body_rule_means_the_body_is_read() -> None:
+    assert needs_body(policy_config())  # profiles: a body's model may name one
+    assert needs_body(policy_config(rules=RULES))
+    assert not needs_body(make_config(URLS))
 
 
 def test_invalid_json_body_is_the_clients_400() -> None:

@@ -116,13 +116,13 @@ def decide(
     return _adaptive(view, config, signals, admit)
 
 
-def needs_body(config: Config, signals: Sequence[tuple[Signal, float]]) -> bool:
-    """Whether any decision source reads the request body (computed once, at start-up)."""
-    return (
-        bool(config.profiles)
-        or any(rule.needs_body for rule in config.rules)
-        or (config.adaptive.enabled and any(signal.needs_body for signal, _ in signals))
-    )
+def needs_body(config: Config) -> bool:
+    """Whether any decision source reads the request body (computed once, at start-up).
+
+    Any profile does: a body's ``model`` may name it. Adaptive ensembling always has a
+    profile, so its signals need no separate check.
+    """
+    return bool(config.profiles) or any(rule.needs_body for rule in config.rules)
 
 
 def _adaptive(

@@ -47,7 +47,7 @@ class DecisionPolicy:
         self._signals = build_signals(config.adaptive.signals)  # plugins fail at start-up
         self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
         self._clock = clock
-        self._needs_body = needs_body(config, self._signals)
+        self._needs_body = needs_body(config)
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
