@@ -104,6 +104,11 @@ class Fanout:
         self._settings = settings
         self._client = client
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        # Per-model facts the strategies read, derived once from config.
+        self._weights = {name: e.weight for name, e in endpoints.items()}
+        self._accuracies = {
+            name: e.accuracy for name, e in endpoints.items() if e.accuracy is not None
+        }
         self._rng = random.Random()
         # Per endpoint, per process: what each endpoint's recent failures say.
         breaker = settings.breaker
@@ -120,10 +125,8 @@ class Fanout:
             min_responses=spec.min_responses,
             request=request,
             settings=self._settings.strategy,
-            weights={name: e.weight for name, e in self._endpoints.items()},
-            accuracies={
-                name: e.accuracy for name, e in self._endpoints.items() if e.accuracy is not None
-            },
+            weights=self._weights,
+            accuracies=self._accuracies,
         )
 
     async def call(
