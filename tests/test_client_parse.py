@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ensemble_extproc.strategies import Status
+from ensemble_extproc.strategies import Failure, Status
 from ensemble_extproc.upstream.client import candidate_from_response
 
 
@@ -61,11 +61,13 @@ def test_mean_logprob_is_read_from_the_choice() -> None:
 
 def _outcome(*statuses: int | None) -> object:
     from ensemble_extproc.spec import EnsembleSpec
-    from ensemble_extproc.strategies import Candidate
+    from ensemble_extproc.strategies import Candidate, Failure
     from ensemble_extproc.upstream.orchestrator import Outcome
 
     candidates = tuple(
-        Candidate(f"m{i}", Status.ERROR, error=f"HTTP {s}: bad", http_status=s)
+        Candidate(
+            f"m{i}", Status.ERROR, error=f"HTTP {s}: bad", http_status=s, failure=Failure.HTTP
+        )
         if s is not None
         else Candidate(f"m{i}", Status.TIMEOUT, error="late")
         for i, s in enumerate(statuses)
@@ -92,3 +94,16 @@ def test_a_request_every_model_rejects_is_the_clients_error(
 
     error = failure(_outcome(*statuses))  # type: ignore[arg-type]
     assert (error.status, error.code) == (status, code)
+
+
+@pytest.mark.parametrize(
+    ("status", "raw", "failure"),
+    [
+        (200, completion(), None),
+        (200, b"{not json", Failure.BAD_ANSWER),
+        (200, b'{"choices": [{"index": 0}]}', Failure.BAD_ANSWER),
+        (503, b"busy", Failure.HTTP),
+    ],
+)
+def test_the_failure_kind_is_recorded(status: int, raw: bytes, failure: Failure | None) -> None:
+    assert candidate_from_response("m", status, raw, 1.0).failure is failure

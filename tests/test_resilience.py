@@ -7,7 +7,7 @@ import random
 import pytest
 
 from ensemble_extproc.config.model import BreakerPolicy, RetryPolicy
-from ensemble_extproc.strategies import Candidate, Status
+from ensemble_extproc.strategies import Candidate, Failure, Status
 from ensemble_extproc.upstream.client import retry_after_seconds
 from ensemble_extproc.upstream.resilience import (
     CircuitBreaker,
@@ -28,11 +28,37 @@ class Clock:
 @pytest.mark.parametrize(
     ("candidate", "expected"),
     [
-        (Candidate("m", Status.ERROR, error="HTTP 500: x", http_status=500), True),
-        (Candidate("m", Status.ERROR, error="HTTP 429: x", http_status=429), True),
-        (Candidate("m", Status.ERROR, error="HTTP 400: x", http_status=400), False),
-        (Candidate("m", Status.ERROR, error="request failed: ClientConnectorError"), True),
-        (Candidate("m", Status.ERROR, error="answer is not JSON"), False),
+        (
+            Candidate(
+                "m", Status.ERROR, error="HTTP 500: x", http_status=500, failure=Failure.HTTP
+            ),
+            True,
+        ),
+        (
+            Candidate(
+                "m", Status.ERROR, error="HTTP 429: x", http_status=429, failure=Failure.HTTP
+            ),
+            True,
+        ),
+        (
+            Candidate(
+                "m", Status.ERROR, error="HTTP 400: x", http_status=400, failure=Failure.HTTP
+            ),
+            False,
+        ),
+        (
+            Candidate(
+                "m",
+                Status.ERROR,
+                error="request failed: ClientConnectorError",
+                failure=Failure.CONNECTION,
+            ),
+            True,
+        ),
+        (
+            Candidate("m", Status.ERROR, error="answer is not JSON", failure=Failure.BAD_ANSWER),
+            False,
+        ),
         (Candidate("m", Status.TIMEOUT, error="no answer"), False),
         (Candidate("m", Status.OK, {"content": "x"}, "stop"), False),
     ],
@@ -106,10 +132,32 @@ def test_an_abandoned_probe_lets_the_next_one_through() -> None:
 @pytest.mark.parametrize(
     ("candidate", "failed"),
     [
-        (Candidate("m", Status.ERROR, error="HTTP 400: bad top_p", http_status=400), False),
-        (Candidate("m", Status.ERROR, error="HTTP 429: slow", http_status=429), True),
-        (Candidate("m", Status.ERROR, error="HTTP 503: x", http_status=503), True),
-        (Candidate("m", Status.ERROR, error="request failed: reset"), True),
+        (
+            Candidate(
+                "m",
+                Status.ERROR,
+                error="HTTP 400: bad top_p",
+                http_status=400,
+                failure=Failure.HTTP,
+            ),
+            False,
+        ),
+        (
+            Candidate(
+                "m", Status.ERROR, error="HTTP 429: slow", http_status=429, failure=Failure.HTTP
+            ),
+            True,
+        ),
+        (
+            Candidate(
+                "m", Status.ERROR, error="HTTP 503: x", http_status=503, failure=Failure.HTTP
+            ),
+            True,
+        ),
+        (
+            Candidate("m", Status.ERROR, error="request failed: reset", failure=Failure.CONNECTION),
+            True,
+        ),
         (Candidate("m", Status.TIMEOUT, error="late"), True),
         (Candidate("m", Status.OK, {"content": ""}, "stop"), False),
     ],

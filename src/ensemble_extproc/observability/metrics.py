@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ..strategies import Candidate, Status
+from ..strategies import Candidate, Failure, Status
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -23,16 +23,11 @@ def failure_reason(candidate: Candidate) -> str:
         return "circuit_open"
     if candidate.status is Status.TIMEOUT:
         return "timeout"
-    if candidate.http_status is not None:
+    if candidate.failure is Failure.HTTP:
         return f"http_{candidate.http_status}"
-    if candidate.status is Status.OK:
-        return "invalid_answer"
-    error = candidate.error or ""
-    if error.startswith(("request failed", "stream failed")):
-        return "connection"
-    if error.startswith("malformed stream"):
-        return "malformed_stream"
-    return "bad_answer"
+    if candidate.failure is not None:
+        return candidate.failure.value
+    return "invalid_answer"  # arrived, but empty or filtered
 
 
 class UpstreamMetrics:

@@ -28,6 +28,18 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # not called: the endpoint's circuit breaker is open
 
 
+class Failure(StrEnum):
+    """Why an ERROR candidate failed, for retries, circuit breakers and metrics."""
+
+    HTTP = "http"  # the endpoint answered an error status (see http_status)
+    CONNECTION = "connection"  # no answer: refused, reset, broken mid-way
+    BAD_ANSWER = "bad_answer"  # an answer that is not a usable completion
+    MALFORMED_STREAM = "malformed_stream"
+    TOO_LARGE = "too_large"
+    ERROR_EVENT = "error_event"  # the endpoint's stream ended with an error event
+    INTERNAL = "internal"  # a bug on our side
+
+
 class Role(StrEnum):
     MEMBER = "member"  # answers the client's request; votes
     JUDGE = "judge"  # picks among members' answers (reranking)
@@ -64,7 +76,9 @@ class Candidate:
     role: Role = Role.MEMBER
     # Mean log-probability of the answer's tokens, when the endpoint returned logprobs.
     mean_logprob: float | None = None
-    # Transport facts for retries: the endpoint's HTTP status and Retry-After (seconds).
+    # Transport facts for retries: why it failed, the endpoint's HTTP status and its
+    # Retry-After (seconds).
+    failure: Failure | None = None
     http_status: int | None = None
     retry_after: float | None = None
     attempts: int = 1

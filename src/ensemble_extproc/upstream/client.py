@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..config import Endpoint
-from ..strategies import Candidate, Status, Usage
+from ..strategies import Candidate, Failure, Status, Usage
 from .sse import Accumulator, MalformedStream, is_done, parse_data_line
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
@@ -116,17 +116,30 @@ def candidate_from_response(
             Status.ERROR,
             latency_ms=latency_ms,
             error=error,
+            failure=Failure.HTTP,
             http_status=status,
             retry_after=retry_after,
         )
     choices = payload.get("choices") if isinstance(payload, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         what = "not JSON" if payload is None else "a completion without choices"
-        return Candidate(model, Status.ERROR, latency_ms=latency_ms, error=f"answer is {what}")
+        return Candidate(
+            model,
+            Status.ERROR,
+            latency_ms=latency_ms,
+            error=f"answer is {what}",
+            failure=Failure.BAD_ANSWER,
+        )
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
-        return Candidate(model, Status.ERROR, latency_ms=latency_ms, error="choice has no message")
+        return Candidate(
+            model,
+            Status.ERROR,
+            latency_ms=latency_ms,
+            error="choice has no message",
+            failure=Failure.BAD_ANSWER,
+        )
     finish_reason = choice.get("finish_reason")
     return Candidate(
         model,
@@ -153,7 +166,11 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Candidate:
     if acc.error is not None:
         return Candidate(
-            model, Status.ERROR, latency_ms=latency_ms, error=f"error event: {acc.error}"
+            model,
+            Status.ERROR,
+            latency_ms=latency_ms,
+            error=f"error event: {acc.error}",
+            failure=Failure.ERROR_EVENT,
         )
     mean = sum(acc.logprobs) / len(acc.logprobs) if acc.logprobs else None
     return Candidate(
@@ -178,8 +195,8 @@ class _Stopwatch:
     def ms(self) -> float:
         return (self._loop.time() - self._started) * 1000
 
-    def failed(self, status: Status, error: str) -> Candidate:
-        return Candidate(self._model, status, latency_ms=self.ms(), error=error)
+    def failed(self, status: Status, error: str, failure: Failure | None = None) -> Candidate:
+        return Candidate(self._model, status, latency_ms=self.ms(), error=error, failure=failure)
 
 
 class StreamStopped(Exception):
@@ -222,9 +239,11 @@ class HttpEndpointClient:
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            return watch.failed(Status.ERROR, f"answer larger than max_response_bytes ({limit})")
+            error = f"answer larger than max_response_bytes ({limit})"
+            return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
-            return watch.failed(Status.ERROR, f"request failed: {type(exc).__name__}: {exc}")
+            error = f"request failed: {type(exc).__name__}: {exc}"
+            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
         return candidate_from_response(endpoint.name, status, raw, watch.ms(), retry_after)
 
     async def stream(
@@ -247,12 +266,14 @@ class HttpEndpointClient:
         except StreamStopped:
             return watch.failed(Status.CANCELLED, "cancelled: another model streamed first")
         except MalformedStream as exc:
-            return watch.failed(Status.ERROR, f"malformed stream: {exc}")
+            return watch.failed(Status.ERROR, f"malformed stream: {exc}", Failure.MALFORMED_STREAM)
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            return watch.failed(Status.ERROR, f"stream larger than max_response_bytes ({limit})")
+            error = f"stream larger than max_response_bytes ({limit})"
+            return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
-            return watch.failed(Status.ERROR, f"stream failed: {type(exc).__name__}: {exc}")
+            error = f"stream failed: {type(exc).__name__}: {exc}"
+            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
         return candidate_from_stream(endpoint.name, acc, watch.ms())
 
     async def _relay(

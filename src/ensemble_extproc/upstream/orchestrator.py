@@ -22,6 +22,7 @@ from ..strategies.base import (
     CancelRest,
     Candidate,
     Context,
+    Failure,
     Launch,
     Plan,
     Progress,
@@ -203,7 +204,9 @@ class Fanout:
             except Exception as exc:  # a bug in a client must not take the ensemble down
                 log.exception("endpoint client failed on %s", call.model)
                 error = f"internal error: {type(exc).__name__}"
-                candidate = Candidate(call.model, Status.ERROR, error=error)
+                candidate = Candidate(
+                    call.model, Status.ERROR, error=error, failure=Failure.INTERNAL
+                )
         return candidate
 
     async def run(

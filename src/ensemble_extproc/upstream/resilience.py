@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from ..config.model import BreakerPolicy, RetryPolicy
-from ..strategies import Candidate, Status
+from ..strategies import Candidate, Failure, Status
 
 # HTTP statuses worth another try: overload and transient server errors.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -28,11 +28,9 @@ def retry_delay(
 
 def retryable(candidate: Candidate) -> bool:
     """Connection errors, 429 and 5xx; never a timeout (the time is gone) or a bad answer."""
-    if candidate.status is not Status.ERROR:
-        return False
-    if candidate.http_status is not None:
+    if candidate.failure is Failure.HTTP:
         return candidate.http_status in RETRYABLE_STATUSES
-    return bool(candidate.error and candidate.error.startswith("request failed"))
+    return candidate.failure is Failure.CONNECTION
 
 
 class CircuitState(StrEnum):
@@ -98,13 +96,11 @@ class CircuitBreaker:
 
 
 def endpoint_failed(candidate: Candidate) -> bool:
-    """What counts against an endpoint's circuit: it did not answer, or answered 429/5xx.
-    A 4xx is the request's fault (one client's bad field must not shut an endpoint for
-    everyone); a bad but complete answer is the model's, not the endpoint's health."""
+    """What counts against an endpoint's circuit: no answer in time, 429/5xx, or an answer
+    that is not a completion. A 4xx is the request's fault (one client's bad field must
+    not shut an endpoint for everyone); an empty or filtered completion is the model's."""
     if candidate.status is Status.TIMEOUT:
         return True
-    if candidate.status is not Status.ERROR:
-        return False
-    if candidate.http_status is not None:
+    if candidate.failure is Failure.HTTP:
         return candidate.http_status in RETRYABLE_STATUSES
-    return True
+    return candidate.failure is not None
