@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from bench.speedkit import free_ports
 from ensemble_extproc.config import load_config
 from ensemble_extproc.stack import Stack
 from ensemble_extproc.stack import ports_in_use as _ports_in_use
@@ -42,18 +42,6 @@ FAULTY: dict[str, dict[str, Any]] = {
     "f-stop": {"fault": "stream_stop", "token_delay_ms": 2},
 }
 HEALTHY = {"h-a": 20, "h-b": 30, "h-c": 40}
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (all bound at once, so none is offered twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def raw_config() -> dict[str, Any]:

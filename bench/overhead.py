@@ -59,6 +59,7 @@ from bench.speedkit import (
 )
 from ensemble_extproc.config import load_config
 from ensemble_extproc.envoy_bootstrap import EXTPROC_CLUSTER, bootstrap, render_yaml
+from ensemble_extproc.extproc.decision import needs_body
 from ensemble_extproc.stack import envoy_binary
 
 MODEL = "bench-zero"
@@ -159,7 +160,7 @@ def start(processes: Processes, work: Path, ports: Ports) -> list[Case]:
         work / "envoy-only.yaml",
         base_config(ports, ports.envoy_only, ports.admin[2], ports.extproc_headers),
     )
-    if not load_config(body_cfg).needs_body:
+    if not needs_body(load_config(body_cfg)):
         raise RuntimeError("the body-decides config does not make the processor read bodies")
 
     def service(name: str, command: str, config: Path, port: int) -> int:

@@ -55,6 +55,23 @@ def install_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (bound all at once, so none comes twice),
+    none of them a port a default stack uses."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] in RESERVED_PORTS:
+                sockets.pop().close()
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
     """A free loopback port that is none of the ports a default stack uses."""
     while True:
