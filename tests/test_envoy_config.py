@@ -15,8 +15,10 @@ from ensemble_extproc.config import load_config
 from ensemble_extproc.envoy_bootstrap import (
     EXT_PROC,
     EXTPROC_CLUSTER,
+    GRACEFUL_GRPC_CLOSE,
     HCM,
     HTTP_PROTOCOL_OPTIONS,
+    RUNTIME_FLAGS,
     TLS_CONTEXT,
     TYPE,
     bootstrap,
@@ -131,3 +133,16 @@ def test_servers_import_the_shared_names_without_envoy_data_plane() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr or "envoy_data_plane was imported"
+
+
+def test_runtime_flags_sit_in_a_static_layer_and_the_admin_layer_stays() -> None:
+    """Envoy without a layered_runtime has an admin layer (/runtime_modify); declaring
+    the static layer must not take it away."""
+    layers = bootstrap(make_config({"m": "http://127.0.0.1:8001/v1"}))["layered_runtime"]
+    assert layers == {
+        "layers": [
+            {"name": "static", "static_layer": RUNTIME_FLAGS},
+            {"name": "admin", "admin_layer": {}},
+        ]
+    }
+    assert RUNTIME_FLAGS == {GRACEFUL_GRPC_CLOSE: True}

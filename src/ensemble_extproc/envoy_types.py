@@ -15,7 +15,14 @@ from datetime import timedelta
 from typing import TypeAlias
 
 from envoy_data_plane.envoy.config.accesslog import v3 as al
-from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.bootstrap.v3 import (
+    Admin,
+    Bootstrap,
+    BootstrapStaticResources,
+    LayeredRuntime,
+    RuntimeLayer,
+    RuntimeLayerAdminLayer,
+)
 from envoy_data_plane.envoy.config.cluster import v3 as cl
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as ep
@@ -60,6 +67,7 @@ from .envoy_bootstrap import (
     FALLBACK_CLUSTER,
     HTTP_PROTOCOL_OPTIONS,
     LOCAL_REPLY_ERRORS,
+    RUNTIME_FLAGS,
     SERVED_BY_NS,
     replica_addresses,
 )
@@ -183,13 +191,16 @@ def _cluster(
     )
 
 
-# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, null, objects.
-Json: TypeAlias = "str | Mapping[str, Json] | None"
+# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, booleans,
+# null, objects.
+Json: TypeAlias = "str | bool | Mapping[str, Json] | None"
 
 
 def _value(item: Json) -> Value:
     if item is None:
         return Value(null_value=NullValue.NULL_VALUE)
+    if isinstance(item, bool):
+        return Value(bool_value=item)
     if isinstance(item, str):
         return Value(string_value=item)
     return Value(struct_value=_struct(item))
@@ -396,6 +407,17 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
     )
 
 
+def _runtime() -> LayeredRuntime:
+    """The static layer holds the bootstrap's runtime flags; the admin layer (Envoy's
+    default when no runtime is configured) stays, for operators' /runtime_modify."""
+    return LayeredRuntime(
+        layers=[
+            RuntimeLayer(name="static", static_layer=_struct(RUNTIME_FLAGS)),
+            RuntimeLayer(name="admin", admin_layer=RuntimeLayerAdminLayer()),
+        ]
+    )
+
+
 def typed_bootstrap(
     config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
 ) -> Bootstrap:
@@ -439,4 +461,5 @@ def typed_bootstrap(
     return Bootstrap(
         admin=Admin(address=_address(config.listen.envoy_admin)),
         static_resources=BootstrapStaticResources(listeners=[gateway], clusters=clusters),
+        layered_runtime=_runtime(),
     )
