@@ -1,7 +1,7 @@
 """The gateway's parts as separate processes that a test can kill (fault tests).
 
 Same commands as ``ensemble-extproc run`` starts, without its supervisor (which would
-stop everything when one part dies).
+start a killed part again: tests/test_e2e_restart.py covers that).
 """
 
 from __future__ import annotations
