@@ -142,7 +142,8 @@ def raw_config(ports: Iterator[int]) -> dict[str, Any]:
 class Gateway:
     label: str
     url: str
-    metrics_url: str
+    metrics_url: str  # the processor's
+    upstream_metrics_url: str
     admin_url: str
     pids: dict[str, int]
 
@@ -182,6 +183,7 @@ def start_gateway(
         label=label,
         url=f"http://{config.listen.envoy}{PATH}",
         metrics_url=f"http://{config.listen.extproc_metrics}/metrics",
+        upstream_metrics_url=f"http://{config.listen.upstream}/metrics",
         admin_url=f"http://{config.listen.envoy_admin}",
         pids=pids,
     )
@@ -304,6 +306,29 @@ def envoy_stat(admin_url: str, name: str) -> int:
     with urllib.request.urlopen(f"{admin_url}/stats?filter=^{name}$", timeout=5) as response:
         line = response.read().decode().strip()
     return int(line.rpartition(": ")[2]) if line else 0
+
+
+def gauge(metrics_url: str, name: str) -> float:
+    """A label-less Prometheus gauge (requests still held: should be 0 when idle)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    raise RuntimeError(f"{metrics_url} has no {name}")
+
+
+def still_held(gateway: Gateway, settle: float = 5.0) -> float:
+    """Streams the processor and ensembles the upstream still hold once the load is over
+    (given ``settle`` seconds for the last aborted ones to be torn down): 0 means no
+    per-request state outlives its request, aborted ones included."""
+    deadline = time.monotonic() + settle
+    while True:
+        held = gauge(gateway.metrics_url, "extproc_open_streams") + gauge(
+            gateway.upstream_metrics_url, "ensemble_in_flight"
+        )
+        if held == 0 or time.monotonic() > deadline:
+            return held
+        time.sleep(0.1)
 
 
 def mb(value: int) -> str:
@@ -451,6 +476,7 @@ def report(
         "ext_proc streams",
         "reset by Envoy",
         "client aborts seen by Envoy",
+        "held at the end",
         "answered",
         "aborted",
         "failed",
@@ -468,6 +494,7 @@ def report(
         aborts = envoy_stat(
             gateway.admin_url, "http.gateway.downstream_cx_destroy_remote_active_rq"
         )
+        held = still_held(gateway)
         tally = got[-1].tally
         cpu_rows.append(
             [
@@ -478,12 +505,13 @@ def report(
                 f"{streams:,}",
                 f"{resets:,}",
                 f"{aborts:,}",
+                f"{held:g}",
                 f"{tally.answered + tally.answered_before_abort:,}",
                 f"{tally.aborted:,}",
                 f"{sum(tally.failed.values()):,}",
             ]
         )
-    out.append(table(cpu_header, "lrrrrrrrrr", cpu_rows))
+    out.append(table(cpu_header, "l" + "r" * (len(cpu_header) - 1), cpu_rows))
     if len(gateways) == 2:
         flagged, base = (cpu[g.label] for g in gateways)
         out.append("")
