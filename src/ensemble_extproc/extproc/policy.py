@@ -19,7 +19,8 @@ from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
 from ..config import Config
 from ..errors import bad_request
-from ..internal import sign
+from ..internal import Binding, sign
+from ..paths import is_chat_completion
 from ..rules import RequestView
 from . import responses
 from .decision import Decision, Passthrough, Reroute, decide, decision_label, needs_body
@@ -60,7 +61,8 @@ class DecisionPolicy:
     def _admit(self, view: RequestView) -> tuple[bool, str]:
         return self._gate.admit(view.headers.get("x-request-id"))
 
-    def internal_headers(self, decision: Reroute) -> dict[str, str]:
+    def internal_headers(self, decision: Reroute, view: RequestView) -> dict[str, str]:
+        """What the upstream is told, signed for this one request (``view``'s headers)."""
         spec = decision.spec
         values = {
             h.ROUTE: h.ROUTE_VALUE,
@@ -72,7 +74,12 @@ class DecisionPolicy:
             h.TIMEOUT: f"{spec.timeout_seconds:g}" if spec.timeout_seconds else "",
         }
         if self.config.internal_secret is not None:
-            values[h.SIGNATURE] = sign(self.config.internal_secret, values, self._clock())
+            binding = Binding(
+                view.headers.get(h.REQUEST_ID, ""),
+                view.headers.get(":method", ""),
+                view.headers.get(":path", view.path),
+            )
+            values[h.SIGNATURE] = sign(self.config.internal_secret, values, binding, self._clock())
         # Absent values are signed as "" and read back as "" by the upstream.
         return {name: value for name, value in values.items() if value}
 

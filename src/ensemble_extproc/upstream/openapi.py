@@ -19,13 +19,14 @@ from .. import __version__
 from .. import headers as h
 from ..config import Config, EnsembleSettings
 from ..envoy_bootstrap import LOCAL_REPLY_ERRORS
+from ..paths import CHAT_COMPLETIONS, MODELS
 from ..spec import _FALSE, _TRUE
 from ..strategies import STRATEGIES, Role, Status
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
-CHAT_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
+CHAT_PATH = CHAT_COMPLETIONS
+MODELS_PATH = MODELS
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 
@@ -122,7 +123,9 @@ _CODES: dict[int, dict[str, str]] = {
     },
     403: {
         "unsigned_internal_headers": "the upstream has an internal secret and the request was "
-        "not signed by the processor: only requests through the gateway are served",
+        "not signed by the processor for this very request (its `x-request-id`, method and "
+        "path), within `security.signature_lifetime_seconds`, or the signature was already "
+        "used once: only requests through the gateway are served",
         "ensemble_headers_not_allowed": "through the gateway: `header_control` restricts the "
         "`x-ensemble-*` headers to other clients (API key or header value)",
     },
@@ -142,6 +145,10 @@ _CODES: dict[int, dict[str, str]] = {
     502: {
         "ensemble_quorum_not_met": "fewer valid answers than the quorum (`min_responses`); the "
         "message names each failed model and why, `ensemble` has the per-model breakdown",
+    },
+    503: {
+        "replay_window_full": "more signed requests within `security.signature_lifetime_seconds` "
+        "than one upstream process remembers (100,000); retry after `Retry-After` seconds",
     },
     504: {
         "ensemble_deadline_exceeded": "the quorum was not met by `ensemble.timeout_seconds` "
