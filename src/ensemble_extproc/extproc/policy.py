@@ -52,6 +52,11 @@ class DecisionPolicy:
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
+        headers = view.headers
+        if not is_chat_completion(headers.get(":method", ""), headers.get(":path", view.path)):
+            # Only a chat completion can be ensembled: anything else is plain traffic, which
+            # Envoy proxies to the default model (or answers 404/405), whatever it asks.
+            return Passthrough("not a chat completion")
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
