@@ -180,9 +180,13 @@ _STATUS_TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Through the gateway: the request came too slowly",
     413: "Body too large",
+    426: "Through the gateway: HTTP/1.0 is not supported",
     429: "Too many ensembles in flight",
+    431: "Through the gateway: request headers too large",
     500: "Internal error",
+    501: "Through the gateway: an HTTP feature it does not implement",
     502: "The ensemble failed",
     503: "Through the gateway: upstream unavailable",
     504: "The ensemble's deadline passed",
@@ -753,7 +757,7 @@ def _chat_operation(config: Config | None) -> Schema:
                     SSE: {"schema": _ref("ServerSentEvent")},
                 },
             },
-            **_errors(400, 403, 413, 429, 500, 502, 503, 504),
+            **_errors(400, 403, 408, 413, 426, 429, 431, 500, 501, 502, 503, 504),
         },
     }
 
