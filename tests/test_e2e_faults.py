@@ -146,6 +146,8 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
         status, _, payload, elapsed = ask(parts)
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
+        # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
+        assert "ext_proc" in payload["error"]["message"]
         assert elapsed < 1.0
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
