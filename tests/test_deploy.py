@@ -633,6 +633,21 @@ def test_plain_envoy_configmap_is_up_to_date() -> None:
     assert PLACEHOLDER not in expected, "the bootstrap must not carry a secret"
 
 
+def test_plain_envoy_gets_every_variable_its_bootstrap_reads_from_a_secret() -> None:
+    """The default route's key: the bootstrap names the variable, the Envoy pod has it."""
+    [configmap] = load_docs(PLAIN_CONFIGMAP)
+    wanted = set(re.findall(r"%ENVIRONMENT\(([A-Z0-9_]+)\)%", configmap["data"][BOOTSTRAP_KEY]))
+    default = plain_raw()["default_model"]
+    [model] = [m for m in plain_raw()["models"] if m["name"] == default]
+    assert wanted == {model["api_key_env"]}
+    refs = env_refs(named(plain_variant(), "Deployment", ENVOY))
+    assert wanted <= refs.keys()
+    secrets = secret_template()
+    for variable in wanted:
+        secret, key = refs[variable]
+        assert key in secrets.get(secret, {}), f"{variable} -> {secret}/{key}"
+
+
 def test_plain_envoy_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
     [configmap] = load_docs(PLAIN_CONFIGMAP)
     path = tmp_path / "envoy.yaml"

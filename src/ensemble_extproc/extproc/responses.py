@@ -11,6 +11,7 @@ from .._pb.envoy.config.core.v3 import base_pb2 as core
 from .._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.type.v3 import http_status_pb2 as http_status
+from ..envoy_bootstrap import PROCESSOR_REPLY
 from ..errors import ApiError
 
 Mode = modes.ProcessingMode
@@ -97,7 +98,7 @@ def reject(error: ApiError) -> pb.ProcessingResponse:
             status=http_status.HttpStatus(code=error.status),  # type: ignore[arg-type]
             headers=pb.HeaderMutation(set_headers=[_set("content-type", "application/json")]),
             body=error.body_bytes(),
-            details=f"ensemble_extproc_{error.code}",
+            details=f"{PROCESSOR_REPLY}{error.code}",
         )
     )
 

@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from ..config import Config
 from ..errors import ApiError
+from ..internal import ReplayGuard
 from ..observability.logs import REQUEST_ID
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..spec import upstream_spec
+from .auth import signed_ensembles
 from .client import EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
@@ -154,7 +156,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     started = time.monotonic()
     body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
-    spec = upstream_spec(request.headers, config, time.time())
+    spec = upstream_spec(request.headers, config)
     client_headers = forwardable(request.headers)
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
@@ -220,8 +222,10 @@ def _fanout_context(
 def create_app(config: Config, client: EndpointClient | None = None) -> web.Application:
     """The upstream app; ``client`` replaces the HTTP endpoint client (tests)."""
     # The body limit is enforced by read_body with an OpenAI-style 413.
+    # Signatures are checked (once each) before a handler reads the body.
+    signed = signed_ensembles(config, ReplayGuard(), time.time)
     app = web.Application(
-        middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
+        middlewares=[openai_errors, signed], client_max_size=config.ensemble.max_body_bytes
     )
     app[CONFIG] = config
     app[DRAINING] = asyncio.Event()

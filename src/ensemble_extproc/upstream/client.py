@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -209,6 +210,19 @@ class HttpEndpointClient:
     def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
         self._session = session
         self._max_response_bytes = max_response_bytes
+        # One TLS context per configured CA file, made at its first use.
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def _tls(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
+        """An https endpoint's certificate and host name are verified, with SNI: against
+        the system CAs (aiohttp's default, ``True``), or only the endpoint's ``ca_file``."""
+        if endpoint.ca_file is None:
+            return True
+        context = self._contexts.get(endpoint.ca_file)
+        if context is None:
+            context = ssl.create_default_context(cafile=endpoint.ca_file)
+            self._contexts[endpoint.ca_file] = context
+        return context
 
     @staticmethod
     def _headers(endpoint: Endpoint, client_headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -232,7 +246,10 @@ class HttpEndpointClient:
         watch = _Stopwatch(endpoint.name)
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
+                endpoint.url,
+                json=body,
+                headers=self._headers(endpoint, client_headers),
+                ssl=self._tls(endpoint),
             ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
@@ -257,7 +274,10 @@ class HttpEndpointClient:
         acc = Accumulator()
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
+                endpoint.url,
+                json=body,
+                headers=self._headers(endpoint, client_headers),
+                ssl=self._tls(endpoint),
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
