@@ -215,6 +215,8 @@ DIFFERENT = [
     ("Python 3.10", "Python 3.1"),
     ("1e3", "1e4"),
     ("x = 5", "x = -5"),
+    ("Therefore, x = 3 or x = -3.", "-3"),
+    ("Therefore, x = 3 or x = -3.", "3"),
 ]
 
 

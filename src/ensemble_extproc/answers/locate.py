@@ -90,6 +90,7 @@ _NUMBER_TOKEN = re.compile(
     r"(?<![A-Za-z0-9_.^{\\])-?[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?(?:[ \t]*%)?(?![0-9])"
 )
 _JOINERS: Final = frozenset("-/:.,")
+_WORDY = re.compile(r"[A-Za-z]{2,}|\b[A-Za-z]\b")
 _WORD_TOKEN = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
 
@@ -297,6 +298,9 @@ def _sentence_value(sentence: str) -> Answer | None:
                 return answer
     s = clean(sentence)
     if "=" in s:
+        middle = s.split("=")[1:-1]
+        if any(_WORDY.search(part) and _has_number(part) for part in middle):
+            return None  # "x = 3 or x = -3": several equations, not one chain
         return _after_equals(_cut_reason(s.rsplit("=", 1)[1]))
     if len(s.split()) < 3:
         return None
