@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout
 
 all: test
 
@@ -48,6 +48,16 @@ lint: install
 # Accuracy of every strategy on demo quiz models with known accuracies (prints a table).
 bench-quality: install
 	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16
+
+# Accuracy and upstream CPU with short answers and 1-4 KB chains of thought, plus the
+# 0.9/0.6/0.6/0.6/0.6 scenarios (prints a table); the upstream runs as its own process.
+bench-quality-long: install
+	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16 --strategies voting,weighted \
+		--singles none --answers both --scenarios --upstream process
+
+# What one answer's extraction costs (median and p99), short and 3 KB answers.
+bench-answers: install
+	$(PY) -m bench.answers
 
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install

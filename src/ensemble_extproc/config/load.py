@@ -601,6 +601,20 @@ def _fraction(section: Section, name: str, default: float) -> float:
     return value
 
 
+def _alternatives(section: Section) -> int | None:
+    """ensemble.weighted.alternatives: a number k >= 1, or auto (unset): votes first."""
+    value = section.raw.get("alternatives")
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            section.key("alternatives"),
+            f"must be a whole number >= 1 or auto, got {value!r}",
+            "the number of plausible wrong answers per question, e.g. 3 for four options",
+        )
+    return value
+
+
 def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> StrategySettings:
     def block(name: str) -> Section:
         return Section(ensemble.raw.get(name), f"ensemble.{name}", STRATEGY_KEYS[name])
@@ -616,7 +630,7 @@ def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> 
     return StrategySettings(
         similarity_threshold=_fraction(ensemble, "similarity_threshold", 0.9),
         weighted_use_confidence=block("weighted").get("use_confidence", bool, False),
-        weighted_alternatives=block("weighted").positive("alternatives", int, 1),
+        weighted_alternatives=_alternatives(block("weighted")),
         hedge_delay_seconds=hedge_ms / 1000 if first_success.has("hedge_delay_ms") else None,
         numeric_aggregate=_choice(block("score_averaging"), "numeric", ("none", "mean", "median")),
         judge_model=_model_name(block("reranking"), "judge_model", endpoints),
