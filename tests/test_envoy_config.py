@@ -33,6 +33,7 @@ from ensemble_extproc.envoy_bootstrap import (
     render_yaml,
 )
 from ensemble_extproc.envoy_types import system_ca_bundle
+from ensemble_extproc.scope import scope
 from ensemble_extproc.stack import envoy_binary
 
 from helpers import make_config
@@ -314,7 +315,11 @@ def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
     internal = listeners[FALLBACK_LISTENER]
     hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
     [host] = hcm["route_config"]["virtual_hosts"]
-    assert host["routes"] == list(gateway_routes(rendered).values())[1:]
+    # The default model's routes, without the processor's per-route switches (the
+    # internal listener has no ext_proc filter).
+    unswitched = bootstrap(config, processor_on_every_request=True)
+    assert host["routes"] == list(gateway_routes(unswitched).values())[1:]
+    assert "typed_per_filter_config" not in json.dumps(host["routes"])
     aggregate = cluster(rendered, "ensemble_or_default")
     assert aggregate["cluster_type"]["typed_config"]["clusters"] == [
         "ensemble_upstream",
@@ -326,3 +331,78 @@ def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
     assert endpoint["endpoint"]["address"] == {
         "envoy_internal_address": {"server_listener_name": FALLBACK_LISTENER}
     }
+
+
+def asks_processor(route: dict[str, Any]) -> bool:
+    per_route = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_proc")
+    return not (per_route and per_route.get("disabled"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "direct"),
+    [
+        ({}, True),
+        ({"header_control": {"enabled": False}}, True),
+        ({"profiles": {"p": {"models": ["m"]}}}, False),
+        ({"profiles": {"p": {"models": ["m"]}}, "ensemble": {"enabled": False}}, True),
+    ],
+    ids=["headers only", "header control off", "a profile", "ensembles off"],
+)
+def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
+    extra: dict[str, Any], direct: bool
+) -> None:
+    config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}], **extra)
+    routes = gateway_routes(bootstrap(config))
+    chat = ["default_model_direct", "default_model"] if direct else ["default_model"]
+    assert list(routes) == [
+        "ensemble",
+        *chat,
+        "default_model_list",
+        "chat_method_not_allowed",
+        "models_method_not_allowed",
+        "not_found",
+    ]
+    asked = {name for name, route in routes.items() if asks_processor(route)}
+    assert asked == {"ensemble", "default_model"}
+    for name, route in routes.items():
+        if name in asked:
+            continue
+        # The answer still says that nobody decided, as the processor's would.
+        [said] = [
+            o for o in route["response_headers_to_add"] if o["header"]["key"] == h.RESP_DECISION
+        ]
+        assert said["header"]["value"] == "none"
+        assert route["metadata"]["filter_metadata"][config.metadata_namespace] == {
+            "decision": "none"
+        }
+    if direct:
+        plain = routes["default_model_direct"]
+        # The chat completion POST, without any header the processor reads (in any case:
+        # Envoy compares lower-cased names; an empty value is present).
+        matchers = plain["match"]["headers"]
+        assert matchers[0] == {"name": ":method", "string_match": {"exact": "POST"}}
+        assert all(
+            m == {"name": m["name"], "present_match": True, "invert_match": True}
+            for m in matchers[1:]
+        )
+        assert tuple(m["name"] for m in matchers[1:]) == scope(config).headers
+        same = {
+            k: v
+            for k, v in plain.items()
+            if k
+            not in (
+                "name",
+                "match",
+                "metadata",
+                "typed_per_filter_config",
+                "response_headers_to_add",
+            )
+        }
+        assert same == {k: v for k, v in routes["default_model"].items() if k in same}
+
+
+def test_every_route_asks_the_processor_when_told_to() -> None:
+    config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}])
+    routes = gateway_routes(bootstrap(config, processor_on_every_request=True))
+    assert "default_model_direct" not in routes
+    assert all(asks_processor(route) for route in routes.values())

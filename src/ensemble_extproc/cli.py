@@ -14,6 +14,7 @@ from . import group_command
 from .config import Address, Config, ConfigError, load_config
 from .envoy_bootstrap import render_yaml
 from .observability import logs
+from .scope import scope
 from .serve import SERVICES
 from .stack import Replicas, run_stack
 
@@ -93,6 +94,8 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
     command, path = args.command, args.config
     if command == "check-config":
         print(f"{path}: ok ({len(config.endpoints)} models)")
+        # What the config costs per request: which requests the processor must see.
+        print(scope(config).describe())
         return 0
     if command == "envoy-config":
         rendered = render_yaml(config, str(path), args.extproc_replicas, args.upstream_replicas)

@@ -40,6 +40,7 @@ from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import Int
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ExternalProcessor,
+    ExtProcPerRoute,
     MetadataOptions,
     MetadataOptionsMetadataNamespaces,
     ProcessingMode,
@@ -90,9 +91,13 @@ from .envoy_bootstrap import (
     LocalReply,
     replica_addresses,
 )
+from .scope import Scope, scope
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+# What x-ensemble-decision and the access log say for a request the processor never saw.
+NOT_ASKED = "none"
 OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -271,7 +276,7 @@ def _struct(fields: Mapping[str, Json]) -> Struct:
 def _ext_proc_filter(config: Config) -> HttpFilter:
     envoy = config.envoy
     return HttpFilter(
-        name="envoy.filters.http.ext_proc",
+        name=EXT_PROC_FILTER,
         typed_config=Any.pack(
             ExternalProcessor(
                 grpc_service=core.GrpcService(
@@ -408,6 +413,17 @@ def _decision_headers(config: Config) -> list[core.HeaderValueOption]:
     ]
 
 
+def _decision_or_route(config: Config) -> str:
+    """The processor's decision, or, on a route where it is not asked, the route's own
+    (``none``): a CEL expression, as one command operator cannot fall back to another."""
+    ns = config.metadata_namespace
+    return (
+        f"%CEL('{ns}' in metadata.filter_metadata"
+        f" ? metadata.filter_metadata['{ns}']['decision']"
+        f" : xds.route_metadata.filter_metadata['{ns}']['decision'])%"
+    )
+
+
 def _access_log(config: Config) -> list[al.AccessLog]:
     fields: dict[str, Json] = {
         "time": "%START_TIME%",
@@ -418,7 +434,7 @@ def _access_log(config: Config) -> list[al.AccessLog]:
         "details": "%RESPONSE_CODE_DETAILS%",
         "route": "%ROUTE_NAME%",
         "duration_ms": "%DURATION%",
-        "decision": _facts(config, "decision"),
+        "decision": _decision_or_route(config),
         "confidence": _facts(config, "confidence"),
         "profile": _facts(config, "profile"),
         "strategy": _facts(config, "strategy"),
@@ -499,10 +515,35 @@ def _not_served(
     )
 
 
-def _default_model_routes(config: Config) -> list[rt.Route]:
+def _absent(name: str) -> rt.HeaderMatcher:
+    # Absent in any spelling: Envoy lower-cases names, and an empty value is present too.
+    return rt.HeaderMatcher(name=name, present_match=True, invert_match=True)
+
+
+def _without_processor(config: Config, route: rt.Route) -> rt.Route:
+    """``route`` with ext_proc disabled: Envoy alone routes its requests. Its answers still
+    say that nobody decided (the header and the access log), as the processor's would."""
+    said = core.HeaderValueOption(
+        header=core.HeaderValue(key=h.RESP_DECISION, value=NOT_ASKED), append_action=OVERWRITE
+    )
+    return dataclasses.replace(
+        route,
+        typed_per_filter_config={EXT_PROC_FILTER: Any.pack(ExtProcPerRoute(disabled=True))},
+        response_headers_to_add=[*route.response_headers_to_add, said],
+        metadata=core.Metadata(
+            filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
+        ),
+    )
+
+
+def _default_model_routes(config: Config, processor: Scope | None = None) -> list[rt.Route]:
     """The OpenAI paths served for plain traffic, to the default model with its policy:
     ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]``, at the endpoint's own
-    path prefix. The other methods on them get a 405, every other path a 404."""
+    path prefix. The other methods on them get a 405, every other path a 404.
+
+    ``processor``: which requests the ext_proc filter in front of these routes must see
+    (None: there is no such filter). Only chat completions can be ensembled; the others
+    never need it, and a chat completion only when ``processor`` says so."""
     endpoint = config.endpoints[config.default_model]
     policy = _ModelPolicy.of(endpoint)
     base = _base_path(endpoint)
@@ -515,24 +556,23 @@ def _default_model_routes(config: Config) -> list[rt.Route]:
         else None
     )
     chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
+    chat_post = dataclasses.replace(chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)])
     models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
     served = f"this gateway serves POST {paths.CHAT_COMPLETIONS} and GET {paths.MODELS}"
-    return [
-        rt.Route(
-            name="default_model",
-            match=dataclasses.replace(
-                chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)]
-            ),
-            # Model answers can take minutes; streams are bounded by the idle timeout.
-            route=rt.RouteAction(
-                cluster=DEFAULT_CLUSTER,
-                timeout=_seconds(300),
-                prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
-                host_rewrite_literal=policy.host,
-            ),
-            request_headers_to_add=policy.add,
-            request_headers_to_remove=policy.remove,
+    chat = rt.Route(
+        name="default_model",
+        match=chat_post,
+        # Model answers can take minutes; streams are bounded by the idle timeout.
+        route=rt.RouteAction(
+            cluster=DEFAULT_CLUSTER,
+            timeout=_seconds(300),
+            prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
+            host_rewrite_literal=policy.host,
         ),
+        request_headers_to_add=policy.add,
+        request_headers_to_remove=policy.remove,
+    )
+    others = [
         rt.Route(
             name="default_model_list",
             match=dataclasses.replace(
@@ -563,11 +603,28 @@ def _default_model_routes(config: Config) -> list[rt.Route]:
         ),
         _not_served("not_found", rt.RouteMatch(prefix="/"), 404, f"not found; {served}"),
     ]
+    if processor is None:
+        return [chat, *others]
+    direct = []
+    if not processor.every_chat_completion:
+        # Chat completions without any header the processor reads: Envoy alone. (Route
+        # matching comes before ext_proc: a client's copy of an internal header must
+        # select a route where the processor runs and removes it.)
+        plain = dataclasses.replace(
+            chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
+        )
+        direct.append(
+            _without_processor(
+                config, dataclasses.replace(chat, name="default_model_direct", match=plain)
+            )
+        )
+    return [*direct, chat, *(_without_processor(config, route) for route in others)]
 
 
-def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
+def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list[rt.Route]:
     """The ensemble route, for the one request it serves and only when the processor set
-    the internal header, then the default model's routes."""
+    the internal header, then the default model's routes. Envoy alone routes the requests
+    the processor could not answer differently, unless ``every_request``."""
     return [
         rt.Route(
             name="ensemble",
@@ -600,7 +657,11 @@ def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
                 ),
             ),
         ),
-        *_default_model_routes(config),
+        *(
+            _default_model_routes(config)
+            if every_request
+            else _default_model_routes(config, scope(config))
+        ),
     ]
 
 
@@ -616,7 +677,9 @@ def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
     ]
 
 
-def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectionManager:
+def _connection_manager(
+    config: Config, upstream_replicas: int, every_request: bool
+) -> HttpConnectionManager:
     return HttpConnectionManager(
         stat_prefix="gateway",
         codec_type=HttpConnectionManagerCodecType.AUTO,
@@ -631,7 +694,7 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
                 rt.VirtualHost(
                     name="llm",
                     domains=["*"],
-                    routes=_routes(config, upstream_replicas),
+                    routes=_routes(config, upstream_replicas, every_request),
                     response_headers_to_add=_decision_headers(config),
                 )
             ],
@@ -711,11 +774,16 @@ def _fallback_cluster() -> cl.Cluster:
 
 
 def typed_bootstrap(
-    config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
+    config: Config,
+    extproc_replicas: int = 1,
+    upstream_replicas: int = 1,
+    *,
+    processor_on_every_request: bool = False,
 ) -> Bootstrap:
     """The whole bootstrap: one listener (the gateway), the processor, ensemble and
     default-model clusters, and the fallback (an aggregate cluster and an internal
-    listener) when it applies."""
+    listener) when it applies. ``processor_on_every_request``: ext_proc on every route,
+    as before the routes learnt which requests need it (for comparisons)."""
     default_model = config.endpoints[config.default_model]
     address = default_model.address
     clusters = [
@@ -746,7 +814,13 @@ def typed_bootstrap(
         # Chat bodies are buffered for the processor: room for the largest allowed.
         per_connection_buffer_limit_bytes=config.ensemble.max_body_bytes + 65536,
         filter_chains=[
-            lis.FilterChain(filters=[_hcm_filter(_connection_manager(config, upstream_replicas))])
+            lis.FilterChain(
+                filters=[
+                    _hcm_filter(
+                        _connection_manager(config, upstream_replicas, processor_on_every_request)
+                    )
+                ]
+            )
         ],
     )
     listeners = [gateway]

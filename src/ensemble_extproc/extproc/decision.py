@@ -20,6 +20,7 @@ from ..config import Config
 from ..config.model import HeaderControl
 from ..errors import ApiError
 from ..rules import RequestView, first_match, lookup
+from ..scope import scope
 from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, profile_spec, spec_from_headers
 
 
@@ -119,10 +120,10 @@ def decide(
 def needs_body(config: Config) -> bool:
     """Whether any decision source reads the request body (computed once, at start-up).
 
-    Any profile does: a body's ``model`` may name it. Adaptive ensembling always has a
-    profile, so its signals need no separate check.
+    Any profile does: a body's ``model`` may name it. The same reasons decide which
+    requests Envoy sends to the processor at all (``scope``), so the two cannot disagree.
     """
-    return bool(config.profiles) or any(rule.needs_body for rule in config.rules)
+    return scope(config).reads_body
 
 
 def _adaptive(
