@@ -333,9 +333,22 @@ def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
     }
 
 
-def asks_processor(route: dict[str, Any]) -> bool:
+def ext_proc_filter(rendered: dict[str, Any]) -> dict[str, Any]:
+    [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
+    filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    [found] = [f for f in filters if f["name"] == "envoy.filters.http.ext_proc"]
+    return found
+
+
+def asks_processor(rendered: dict[str, Any], route: dict[str, Any]) -> bool:
+    """The filter runs on a route unless it is off by default and the route does not turn
+    it on (with a per-route config that overrides nothing; Envoy does not create the filter
+    otherwise)."""
+    if not ext_proc_filter(rendered).get("disabled"):
+        return True
     per_route = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_proc")
-    return not (per_route and per_route.get("disabled"))
+    per_route_type = f"{TYPE}envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+    return per_route == {"@type": per_route_type, "overrides": {}}
 
 
 @pytest.mark.parametrize(
@@ -352,7 +365,8 @@ def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
     extra: dict[str, Any], direct: bool
 ) -> None:
     config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}], **extra)
-    routes = gateway_routes(bootstrap(config))
+    rendered = bootstrap(config)
+    routes = gateway_routes(rendered)
     chat = ["default_model_direct", "default_model"] if direct else ["default_model"]
     assert list(routes) == [
         "ensemble",
@@ -362,7 +376,7 @@ def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
         "models_method_not_allowed",
         "not_found",
     ]
-    asked = {name for name, route in routes.items() if asks_processor(route)}
+    asked = {name for name, route in routes.items() if asks_processor(rendered, route)}
     assert asked == {"ensemble", "default_model"}
     for name, route in routes.items():
         if name in asked:
@@ -403,6 +417,8 @@ def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
 
 def test_every_route_asks_the_processor_when_told_to() -> None:
     config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}])
-    routes = gateway_routes(bootstrap(config, processor_on_every_request=True))
+    rendered = bootstrap(config, processor_on_every_request=True)
+    routes = gateway_routes(rendered)
     assert "default_model_direct" not in routes
-    assert all(asks_processor(route) for route in routes.values())
+    assert all(asks_processor(rendered, route) for route in routes.values())
+    assert "typed_per_filter_config" not in json.dumps(routes)

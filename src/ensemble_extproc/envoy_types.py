@@ -40,6 +40,7 @@ from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import Int
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ExternalProcessor,
+    ExtProcOverrides,
     ExtProcPerRoute,
     MetadataOptions,
     MetadataOptionsMetadataNamespaces,
@@ -273,10 +274,13 @@ def _struct(fields: Mapping[str, Json]) -> Struct:
     return Struct(fields={key: _value(item) for key, item in fields.items()})
 
 
-def _ext_proc_filter(config: Config) -> HttpFilter:
+def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
     envoy = config.envoy
     return HttpFilter(
         name=EXT_PROC_FILTER,
+        # Off by default, on where a route says so (``_with_processor``): on the other
+        # routes Envoy does not even create the filter.
+        disabled=not every_request,
         typed_config=Any.pack(
             ExternalProcessor(
                 grpc_service=core.GrpcService(
@@ -520,15 +524,24 @@ def _absent(name: str) -> rt.HeaderMatcher:
     return rt.HeaderMatcher(name=name, present_match=True, invert_match=True)
 
 
+def _with_processor(route: rt.Route) -> rt.Route:
+    """``route`` with the ext_proc filter, which is off by default, turned on: a per-route
+    config of the filter does that (one that overrides nothing)."""
+    turned_on = ExtProcPerRoute(overrides=ExtProcOverrides())
+    return dataclasses.replace(
+        route, typed_per_filter_config={EXT_PROC_FILTER: Any.pack(turned_on)}
+    )
+
+
 def _without_processor(config: Config, route: rt.Route) -> rt.Route:
-    """``route`` with ext_proc disabled: Envoy alone routes its requests. Its answers still
-    say that nobody decided (the header and the access log), as the processor's would."""
+    """``route`` as it is, without ext_proc: Envoy alone routes its requests. Its answers
+    still say that nobody decided (the header and the access log), as the processor's
+    would."""
     said = core.HeaderValueOption(
         header=core.HeaderValue(key=h.RESP_DECISION, value=NOT_ASKED), append_action=OVERWRITE
     )
     return dataclasses.replace(
         route,
-        typed_per_filter_config={EXT_PROC_FILTER: Any.pack(ExtProcPerRoute(disabled=True))},
         response_headers_to_add=[*route.response_headers_to_add, said],
         metadata=core.Metadata(
             filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
@@ -618,51 +631,53 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
                 config, dataclasses.replace(chat, name="default_model_direct", match=plain)
             )
         )
-    return [*direct, chat, *(_without_processor(config, route) for route in others)]
+    return [
+        *direct,
+        _with_processor(chat),
+        *(_without_processor(config, route) for route in others),
+    ]
 
 
 def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list[rt.Route]:
     """The ensemble route, for the one request it serves and only when the processor set
     the internal header, then the default model's routes. Envoy alone routes the requests
     the processor could not answer differently, unless ``every_request``."""
-    return [
-        rt.Route(
-            name="ensemble",
-            match=rt.RouteMatch(
-                path=paths.CHAT_COMPLETIONS,
-                headers=[
-                    _header_is(h.ROUTE, h.ROUTE_VALUE),
-                    _header_is(":method", paths.CHAT_METHOD),
+    ensemble = rt.Route(
+        name="ensemble",
+        match=rt.RouteMatch(
+            path=paths.CHAT_COMPLETIONS,
+            headers=[
+                _header_is(h.ROUTE, h.ROUTE_VALUE),
+                _header_is(":method", paths.CHAT_METHOD),
+            ],
+        ),
+        route=rt.RouteAction(
+            cluster=(
+                FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
+            ),
+            timeout=_seconds(config.ensemble.timeout_seconds + 5),
+            retry_policy=rt.RetryPolicy(
+                # A replica that refuses or dies before answering: the ensemble runs
+                # again on another replica (costs calls, saves the request).
+                retry_on="connect-failure,refused-stream,reset-before-request,reset",
+                num_retries=5,
+                retry_back_off=rt.RetryPolicyRetryBackOff(
+                    base_interval=_seconds(0.01), max_interval=_seconds(0.1)
+                ),
+                retry_host_predicate=[
+                    rt.RetryPolicyRetryHostPredicate(
+                        name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
+                    )
                 ],
-            ),
-            route=rt.RouteAction(
-                cluster=(
-                    FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
-                ),
-                timeout=_seconds(config.ensemble.timeout_seconds + 5),
-                retry_policy=rt.RetryPolicy(
-                    # A replica that refuses or dies before answering: the ensemble runs
-                    # again on another replica (costs calls, saves the request).
-                    retry_on="connect-failure,refused-stream,reset-before-request,reset",
-                    num_retries=5,
-                    retry_back_off=rt.RetryPolicyRetryBackOff(
-                        base_interval=_seconds(0.01), max_interval=_seconds(0.1)
-                    ),
-                    retry_host_predicate=[
-                        rt.RetryPolicyRetryHostPredicate(
-                            name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                        )
-                    ],
-                    host_selection_retry_max_attempts=5,
-                ),
+                host_selection_retry_max_attempts=5,
             ),
         ),
-        *(
-            _default_model_routes(config)
-            if every_request
-            else _default_model_routes(config, scope(config))
-        ),
-    ]
+    )
+    if every_request:
+        return [ensemble, *_default_model_routes(config)]
+    # A client's copy of the internal header selects this route too: the processor must
+    # see it, to remove it.
+    return [_with_processor(ensemble), *_default_model_routes(config, scope(config))]
 
 
 def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
@@ -702,7 +717,7 @@ def _connection_manager(
         local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
         http_filters=[
-            _ext_proc_filter(config),
+            _ext_proc_filter(config, every_request),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
