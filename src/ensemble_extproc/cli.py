@@ -106,12 +106,10 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
         return asyncio.run(run_stack(config, path, replicas))
     if command in ("extproc", "upstream"):
         config = for_replica(config, command, args.replica)
-    if command == "extproc":
-        # grpc.aio on uvloop measured no better than on asyncio's own loop.
-        asyncio.run(SERVICES[command](config))
-    else:
-        # aiohttp servers and clients: uvloop's event loop costs less per request.
-        uvloop.run(SERVICES[command](config))
+    # uvloop's event loop costs less per request: for aiohttp's servers and clients, and
+    # under grpc.aio too (bench/RESULTS.md, "uvloop under grpc.aio": 6-8 % less processor
+    # CPU per stream than asyncio's loop, paired rounds).
+    uvloop.run(SERVICES[command](config))
     return 0
 
 

@@ -57,6 +57,10 @@ class NeedBody:
 
 
 Decision = Passthrough | Reroute | Reject | NeedBody
+# The common answers, made once (decisions are immutable).
+NOTHING = Passthrough()
+DISABLED = Passthrough("disabled")
+NEED_BODY = NeedBody()
 Admit = Callable[[RequestView], tuple[bool, str]]
 
 MODEL_RULE = "model"  # the implicit rule "the body's model names a profile"
@@ -92,7 +96,7 @@ def decide(
     try:
         enable = parse_enable(headers)
         if enable is False or not config.ensemble.enabled:
-            return Passthrough("disabled")
+            return DISABLED
         if config.header_control.enabled and asks_for_ensemble(headers, enable):
             if not header_control_allows(headers, config.header_control):
                 return Reject(
@@ -107,7 +111,7 @@ def decide(
     except ApiError as error:
         return Reject(error)
     if body_pending:
-        return NeedBody()
+        return NEED_BODY
     model = lookup(view.body, "model")
     if isinstance(model, str) and model in config.profiles:
         return Reroute(profile_spec(config.profiles[model]), f"rule:{MODEL_RULE}")
@@ -131,7 +135,7 @@ def _adaptive(
 ) -> Decision:
     settings = config.adaptive
     if not settings.enabled:
-        return Passthrough()
+        return NOTHING
     readings = read(signals, view)
     ignored = tuple(r.ignored for r in readings if r.ignored)
     confidence = combine(readings, settings.combine)

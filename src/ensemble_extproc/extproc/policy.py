@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from google.protobuf import struct_pb2
 
 from .. import headers as h
+from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from ..adaptive.difficulty import prompt_text
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
@@ -26,6 +27,8 @@ from . import responses
 from .decision import Decision, Passthrough, Reroute, decide, decision_label, needs_body
 
 log = logging.getLogger(__name__)
+
+NOT_A_CHAT_COMPLETION = Passthrough("not a chat completion")
 
 
 def with_body(view: RequestView, raw: bytes) -> RequestView:
@@ -49,6 +52,12 @@ class DecisionPolicy:
         self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
         self._clock = clock
         self._needs_body = needs_body(config)
+        # Answers that depend on nothing in the request, built once (the common case: a
+        # pass-through with nothing to remove costs no message building). Keyed by phase
+        # and reason, a handful of fixed strings; grpc serialises a message afresh for
+        # each write and nothing changes these.
+        self._passthrough: dict[tuple[responses.Phase, str], pb.ProcessingResponse] = {}
+        self._await_body = responses.await_body((), None)
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
@@ -56,7 +65,7 @@ class DecisionPolicy:
         if not is_chat_completion(headers.get(":method", ""), headers.get(":path", view.path)):
             # Only a chat completion can be ensembled: anything else is plain traffic, which
             # Envoy proxies to the default model (or answers 404/405), whatever it asks.
-            return Passthrough("not a chat completion")
+            return NOT_A_CHAT_COMPLETION
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
@@ -87,6 +96,22 @@ class DecisionPolicy:
             values[h.SIGNATURE] = sign(self.config.internal_secret, values, binding, self._clock())
         # Absent values are signed as "" and read back as "" by the upstream.
         return {name: value for name, value in values.items() if value}
+
+    def passthrough(
+        self, phase: responses.Phase, decision: Passthrough, spoofed: Sequence[str]
+    ) -> pb.ProcessingResponse:
+        """Go on to the default route: the prebuilt answer unless something in it is this
+        request's own (headers to remove, a confidence)."""
+        if spoofed or decision.confidence is not None:
+            return responses.passthrough(phase, spoofed, self.facts(decision))
+        key = (phase, decision.reason)
+        answer = self._passthrough.get(key)
+        if answer is None:
+            answer = self._passthrough[key] = responses.passthrough(phase, (), self.facts(decision))
+        return answer
+
+    def await_body(self, spoofed: Sequence[str]) -> pb.ProcessingResponse:
+        return responses.await_body(spoofed, None) if spoofed else self._await_body
 
     def facts(self, decision: Passthrough | Reroute) -> struct_pb2.Struct:
         """Dynamic metadata for Envoy: response headers and access logs read it."""
