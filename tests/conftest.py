@@ -169,9 +169,17 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# One processor and one upstream: ``run`` starts one of each per usable CPU by default;
+# the tests that are about replicas say how many they want.
+ONE_EACH = ("--extproc-replicas", "1", "--upstream-replicas", "1")
+
+
 @contextlib.contextmanager
 def running_gateway(
-    tmp: Path, extra: dict[str, Any], args: tuple[str, ...] = (), raw: dict[str, Any] | None = None
+    tmp: Path,
+    extra: dict[str, Any],
+    args: tuple[str, ...] = ONE_EACH,
+    raw: dict[str, Any] | None = None,
 ) -> Iterator[Gateway]:
     """The whole stack via ``ensemble-extproc run``, as ``make run`` starts it."""
     raw = raw or gateway_config(extra)

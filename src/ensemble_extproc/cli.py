@@ -12,6 +12,7 @@ import uvloop
 
 from . import group_command
 from .config import Address, Config, ConfigError, load_config
+from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .observability import logs
 from .scope import scope
@@ -37,12 +38,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
         sub.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
         if name in ("run", "envoy-config"):
+            # run: the machine's CPUs; envoy-config renders for another deployment, so its
+            # output does not depend on the machine it runs on.
+            default = AUTO if name == "run" else "1"
             for part in ("extproc", "upstream"):
                 sub.add_argument(
                     f"--{part}-replicas",
-                    type=_positive,
-                    default=1,
-                    help=f"{part} processes (consecutive ports from listen.{part})",
+                    type=_replicas,
+                    default=default,
+                    help=f"{part} processes on consecutive ports from listen.{part}: a "
+                    f"number, or {AUTO} for one per usable CPU (default: {default})",
                 )
         if name in ("extproc", "upstream"):
             sub.add_argument(
@@ -65,8 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+AUTO = "auto"
+
+
+def _replicas(text: str) -> int:
+    """A positive number of processes, or ``auto``: one per usable CPU (``cpus``)."""
+    if text == AUTO:
+        return usable_cpus()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or {AUTO}, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
