@@ -85,7 +85,8 @@ bench-fanout: install
 bench-peer: install
 	$(PY) -m bench.peer
 
-# Throughput with 1 and 2 processor processes behind one Envoy (~1 min).
+# Throughput of the processor path with 1 to 4 processor processes behind one Envoy, and
+# where the CPU went (~3 min).
 bench-scaleout: install
 	$(PY) -m bench.scaleout
 

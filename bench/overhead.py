@@ -25,6 +25,9 @@ the same round; "x floor" the paired ratio of the processor path to the minimal 
 CPU per request is the utime+stime delta of each process (from /proc) divided by the
 requests wrk completed. Not a timed test: it prints tables.
 
+On a shared machine each run first waits (``--quiet``, up to 60 s) until other programs
+leave the cores idle.
+
 ``--loops`` instead compares event loops under grpc.aio: our processor and the minimal
 servicer, each on asyncio's loop and on uvloop, behind an Envoy that asks for every
 request; ratios are paired per round (uvloop / asyncio).
@@ -66,6 +69,7 @@ from bench.speedkit import (
     secret_env,
     table,
     wait_listening,
+    wait_quiet,
     workdir,
     write_yaml,
 )
@@ -383,6 +387,8 @@ def run(args: argparse.Namespace) -> str:
                 for size, body in bodies.items():
                     for connections in args.connections:
                         for case in order:
+                            if args.quiet:
+                                wait_quiet(args.quiet)
                             sample = measure(wrk, case, body, connections, args.duration)
                             samples.setdefault((case.key, size, connections), []).append(sample)
                             r = sample.result
@@ -540,6 +546,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int_list,
         default=[90, 1024, 32768],
         help="comma-separated body sizes in bytes (default 90,1024,32768)",
+    )
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=60,
+        help="before each run, wait up to this many seconds for other programs to leave "
+        "the machine idle (0: do not wait)",
     )
     parser.add_argument(
         "--loops",

@@ -9,9 +9,12 @@ rotated), median of the rounds. Load: wrk, closed loop, 1 thread, keep-alive, ch
 requests of 1 KB with ``x-ensemble-enable: false`` (the processor sees every request and
 decides on its headers; the default model answers, 0 ms demo model).
 
+On a shared machine, each run first waits (``--quiet``, up to 120 s) until other
+programs leave the cores idle, and the table says how many cores they kept busy anyway
+(the machine's busy cores from /proc/stat, less the gateway's and wrk's).
+
 Besides requests per second it prints where the machine's CPU went (utime+stime per
-request of each part, wrk included; the cores they used; the cores busy on the whole
-machine, other tenants included, from /proc/stat), how evenly Envoy spread the streams
+request of each part, wrk included; the cores they used), how evenly Envoy spread the streams
 over the processor replicas (each replica's ``extproc_streams_total``), and how many
 worker threads Envoy ran (Envoy's default: one per core).
 """
@@ -40,10 +43,12 @@ from bench.speedkit import (
     free_ports,
     install_sigterm,
     int_list,
+    machine_ticks,
     median,
     require_wrk,
     table,
     wait_listening,
+    wait_quiet,
     workdir,
     write_yaml,
 )
@@ -160,6 +165,23 @@ class Run:
 
 
 def run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Run:
+    """One measurement; on a shared machine another program may take a chosen port before
+    the gateway binds it: then again, on other ports."""
+    for attempt in range(3):
+        try:
+            return _run_case(tmp, replicas, args, wrk)
+        except StartFailed as failed:
+            print(f"x{replicas}: {failed}; trying other ports", file=sys.stderr)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class StartFailed(RuntimeError):
+    """The gateway did not start."""
+
+
+def _run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Run:
     path, listen = config(tmp, replicas)
     processes = Processes()
     log = tmp / f"gateway-{replicas}.log"
@@ -168,11 +190,16 @@ def run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Ru
     try:
         process = processes.start(f"gateway x{replicas}", argv, log=log)
         envoy_port = int(listen["envoy"].rpartition(":")[2])
-        wait_listening(envoy_port, process, "gateway", log, timeout=60)
+        try:
+            wait_listening(envoy_port, process, "gateway", log, timeout=60)
+        except RuntimeError as exc:
+            raise StartFailed(str(exc).splitlines()[-1]) from exc
         time.sleep(2)  # health checks mark every replica healthy
         url = f"http://127.0.0.1:{envoy_port}/v1/chat/completions"
         body = chat_body(1024, "any")
         wrk.run(url, body, HEADERS, args.connections, 2)  # warm-up
+        if args.quiet:
+            wait_quiet(args.quiet)
         host, _, first = listen["extproc_metrics"].rpartition(":")
         metrics = [f"http://{host}:{int(first) + i}/metrics" for i in range(replicas)]
         streams_before = [streams_of(m) for m in metrics]
@@ -201,13 +228,6 @@ def run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Ru
         processes.stop()
 
 
-def machine_ticks() -> tuple[int, int]:
-    """Busy and all CPU ticks of the whole machine so far (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return sum(fields) - idle, sum(fields)
-
-
 def _children_cpu() -> float:
     """CPU seconds of this process's finished children: wrk, which the bench waits for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -230,7 +250,7 @@ def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> st
                 *(fmt(median([r.cpu_us[role] for r in runs]), 0) for role in ROLES),
                 fmt(median([sum(r.cpu_us.values()) for r in runs]), 0),
                 fmt(median([r.cores_used for r in runs])),
-                fmt(median([r.machine_busy for r in runs])),
+                fmt(median([r.machine_busy - r.cores_used for r in runs])),
                 fmt(median(spread)),
                 str(runs[0].workers),
             ]
@@ -244,7 +264,7 @@ def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> st
         *(f"{role} CPU us/req" for role in ROLES),
         "all CPU us/req",
         "cores used",
-        "machine busy cores",
+        "other programs' cores",
         "streams max/min replica",
         "Envoy workers",
     ]
@@ -266,6 +286,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=120,
+        help="before each run, wait up to this many seconds for other programs to leave "
+        "the machine idle (0: do not wait)",
+    )
     args = parser.parse_args()
     require_wrk()
     install_sigterm()
