@@ -38,6 +38,7 @@ request; ratios are paired per round (uvloop / asyncio).
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -57,11 +58,13 @@ from bench.speedkit import (
     bench_main,
     bench_parser,
     chat_body,
+    children_cpu_seconds,
     fmt,
     free_port,
     group_cpu_seconds,
     int_list,
     listen_block,
+    machine_ticks,
     median,
     post,
     python_service,
@@ -131,6 +134,9 @@ class Case:
 class Sample:
     result: WrkResult
     cpu_us: Mapping[str, float]  # CPU microseconds per request, by role
+    # Cores other programs kept busy meanwhile: the machine's busy cores (/proc/stat)
+    # less those of this case's processes and of wrk.
+    others: float = 0.0
 
 
 def _expect(status: int = 200, **headers: str) -> Callable[[Reply], str | None]:
@@ -346,13 +352,20 @@ def envoy_only_yaml(config_path: Path) -> str:
 
 def measure(wrk: Wrk, case: Case, body: bytes, connections: int, seconds: float) -> Sample:
     before = {role: group_cpu_seconds(pid) for role, pid in case.pids.items()}
+    wrk_before, machine_before = children_cpu_seconds(), machine_ticks()
+    started = time.monotonic()
     result = wrk.run(
         f"http://127.0.0.1:{case.port}{PATH}", body, case.headers, connections, seconds
     )
+    wall = time.monotonic() - started
     after = {role: group_cpu_seconds(pid) for role, pid in case.pids.items()}
+    busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
+    ours = sum(after[role] - before[role] for role in case.pids)
+    ours += children_cpu_seconds() - wrk_before
+    others = busy / max(total, 1) * (os.cpu_count() or 1) - ours / wall
     per_request = max(result.requests, 1)
     cpu = {role: (after[role] - before[role]) / per_request * 1e6 for role in case.pids}
-    return Sample(result, cpu)
+    return Sample(result, cpu, others)
 
 
 Key = tuple[str, int, int]  # case, body size, connections
@@ -425,7 +438,9 @@ def report(
         f"in), 1 thread, keep-alive, {args.duration:g} s per run; configurations interleaved "
         f"over {args.rounds} rounds (order rotated each round), median of the rounds. Demo "
         f"model with 0 ms latency, answer 'Paris.'. vs Envoy-only: median over rounds of the "
-        f"paired ratio/difference to the Envoy-only run of the same round.",
+        f"paired ratio/difference to the Envoy-only run of the same round. Other programs "
+        f"on the machine kept {others_cores(samples)} cores busy during the runs (median; "
+        f"each run first waited up to {args.quiet:g} s for them to leave it idle).",
         "",
     ]
     header = [
@@ -525,6 +540,11 @@ def compare(
                 ]
             )
     return table(header, "rlrrrrr", rows)
+
+
+def others_cores(samples: Mapping[Key, Sequence[Sample]]) -> str:
+    values = sorted(s.others for runs in samples.values() for s in runs)
+    return f"{fmt(median(values))} (90th percentile {fmt(values[int(0.9 * (len(values) - 1))])})"
 
 
 def describe(size: int) -> str:

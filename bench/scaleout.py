@@ -1,17 +1,18 @@
 """Throughput of the processor path against the number of processor processes.
 
-    python -m bench.scaleout [--replicas 1,2,3,4] [--seconds 10] [--rounds 3]
-                             [--connections 64]
+    python -m bench.scaleout [--replicas 1,2,3,4] [--seconds 5] [--rounds 8]
+                             [--connections 64] [--quiet 60] [--others 0.2]
 
 Each configuration is a whole gateway as ``run`` starts it (``--extproc-replicas N``, one
-upstream), on free ports; the replica counts are interleaved round by round (order
-rotated), median of the rounds. Load: wrk, closed loop, 1 thread, keep-alive, chat
+upstream), on free ports, all of them up for the whole bench; the runs are interleaved
+round by round (order rotated). Load: wrk, closed loop, 1 thread, keep-alive, chat
 requests of 1 KB with ``x-ensemble-enable: false`` (the processor sees every request and
 decides on its headers; the default model answers, 0 ms demo model).
 
-On a shared machine, each run first waits (``--quiet``, up to 120 s) until other
-programs leave the cores idle, and the table says how many cores they kept busy anyway
-(the machine's busy cores from /proc/stat, less the gateway's and wrk's).
+On a shared machine, each run first waits (``--quiet``, up to 60 s) until other programs
+leave the cores idle; a run counts as quiet when they kept fewer than ``--others`` cores
+busy meanwhile (the machine's busy cores from /proc/stat, less the gateway's and wrk's),
+and the medians are over the quiet runs.
 
 Besides requests per second it prints where the machine's CPU went (utime+stime per
 request of each part, wrk included; the cores they used), how evenly Envoy spread the streams
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import socket
 import sys
 import time
@@ -39,6 +39,7 @@ from bench.speedkit import (
     Processes,
     Wrk,
     chat_body,
+    children_cpu_seconds,
     fmt,
     free_ports,
     install_sigterm,
@@ -164,12 +165,27 @@ class Run:
     workers: int
 
 
-def run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Run:
-    """One measurement; on a shared machine another program may take a chosen port before
-    the gateway binds it: then again, on other ports."""
+class StartFailed(RuntimeError):
+    """The gateway did not start."""
+
+
+@dataclass
+class Gateway:
+    """One ``run`` with ``replicas`` processor processes, kept up for the whole bench."""
+
+    replicas: int
+    pgid: int
+    url: str
+    admin: str
+    metrics: list[str]
+
+
+def start_gateway(tmp: Path, replicas: int, processes: Processes) -> Gateway:
+    """On a shared machine another program may take a chosen port before the gateway
+    binds it: then again, on other ports."""
     for attempt in range(3):
         try:
-            return _run_case(tmp, replicas, args, wrk)
+            return _start_gateway(tmp, replicas, processes)
         except StartFailed as failed:
             print(f"x{replicas}: {failed}; trying other ports", file=sys.stderr)
             if attempt == 2:
@@ -177,72 +193,72 @@ def run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Ru
     raise AssertionError("unreachable")
 
 
-class StartFailed(RuntimeError):
-    """The gateway did not start."""
-
-
-def _run_case(tmp: Path, replicas: int, args: argparse.Namespace, wrk: Wrk) -> Run:
+def _start_gateway(tmp: Path, replicas: int, processes: Processes) -> Gateway:
     path, listen = config(tmp, replicas)
-    processes = Processes()
     log = tmp / f"gateway-{replicas}.log"
     argv = [sys.executable, "-m", "ensemble_extproc", "run", "--config", str(path)]
     argv += ["--extproc-replicas", str(replicas), "--upstream-replicas", "1"]
+    process = processes.start(f"gateway x{replicas}", argv, log=log)
+    envoy_port = int(listen["envoy"].rpartition(":")[2])
     try:
-        process = processes.start(f"gateway x{replicas}", argv, log=log)
-        envoy_port = int(listen["envoy"].rpartition(":")[2])
-        try:
-            wait_listening(envoy_port, process, "gateway", log, timeout=60)
-        except RuntimeError as exc:
-            raise StartFailed(str(exc).splitlines()[-1]) from exc
-        time.sleep(2)  # health checks mark every replica healthy
-        url = f"http://127.0.0.1:{envoy_port}/v1/chat/completions"
-        body = chat_body(1024, "any")
-        wrk.run(url, body, HEADERS, args.connections, 2)  # warm-up
-        if args.quiet:
-            wait_quiet(args.quiet)
-        host, _, first = listen["extproc_metrics"].rpartition(":")
-        metrics = [f"http://{host}:{int(first) + i}/metrics" for i in range(replicas)]
-        streams_before = [streams_of(m) for m in metrics]
-        before, wrk_before = cpu_by_role(process.pid), _children_cpu()
-        machine_before = machine_ticks()
-        started = time.monotonic()
-        result = wrk.run(url, body, HEADERS, args.connections, args.seconds)
-        wall = time.monotonic() - started
-        after, wrk_after = cpu_by_role(process.pid), _children_cpu()
-        busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
-        spread = tuple(streams_of(m) - b for m, b in zip(metrics, streams_before, strict=True))
-        used = {role: after[role] - before[role] for role in ROLES if role != "wrk"}
-        used["wrk"] = wrk_after - wrk_before
-        requests = max(result.requests, 1)
-        return Run(
-            rps=result.rps,
-            p50_ms=result.p50_ms,
-            p99_ms=result.p99_ms,
-            cpu_us={role: seconds / requests * 1e6 for role, seconds in used.items()},
-            cores_used=sum(used.values()) / wall,
-            machine_busy=busy / total * (os.cpu_count() or 1),
-            spread=spread,
-            workers=envoy_workers(listen["envoy_admin"]),
-        )
-    finally:
-        processes.stop()
+        wait_listening(envoy_port, process, "gateway", log, timeout=60)
+    except RuntimeError as exc:
+        raise StartFailed(str(exc).splitlines()[-1]) from exc
+    host, _, first = listen["extproc_metrics"].rpartition(":")
+    return Gateway(
+        replicas,
+        process.pid,
+        f"http://127.0.0.1:{envoy_port}/v1/chat/completions",
+        listen["envoy_admin"],
+        [f"http://{host}:{int(first) + i}/metrics" for i in range(replicas)],
+    )
 
 
-def _children_cpu() -> float:
-    """CPU seconds of this process's finished children: wrk, which the bench waits for."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def measure(gateway: Gateway, args: argparse.Namespace, wrk: Wrk) -> Run:
+    if args.quiet:
+        wait_quiet(args.quiet)
+    body = chat_body(1024, "any")
+    streams_before = [streams_of(m) for m in gateway.metrics]
+    before, wrk_before = cpu_by_role(gateway.pgid), children_cpu_seconds()
+    machine_before = machine_ticks()
+    started = time.monotonic()
+    result = wrk.run(gateway.url, body, HEADERS, args.connections, args.seconds)
+    wall = time.monotonic() - started
+    after, wrk_after = cpu_by_role(gateway.pgid), children_cpu_seconds()
+    busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
+    spread = tuple(streams_of(m) - b for m, b in zip(gateway.metrics, streams_before, strict=True))
+    used = {role: after[role] - before[role] for role in ROLES if role != "wrk"}
+    used["wrk"] = wrk_after - wrk_before
+    requests = max(result.requests, 1)
+    return Run(
+        rps=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        cpu_us={role: seconds / requests * 1e6 for role, seconds in used.items()},
+        cores_used=sum(used.values()) / wall,
+        machine_busy=busy / total * (os.cpu_count() or 1),
+        spread=spread,
+        workers=envoy_workers(gateway.admin),
+    )
 
 
 def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> str:
-    base = median([r.rps for r in results[min(results)]])
+    """Medians over the runs during which other programs kept fewer than
+    ``args.others`` cores busy (all runs when none was that quiet, marked)."""
+    quiet = {
+        n: [r for r in runs if r.machine_busy - r.cores_used < args.others] or list(runs)
+        for n, runs in results.items()
+    }
+    base = median([r.rps for r in quiet[min(quiet)]])
     rows = []
-    for replicas, runs in results.items():
+    for replicas, runs in quiet.items():
         rps = median([r.rps for r in runs])
-        spread = [s for r in runs for s in [max(r.spread) / max(min(r.spread), 1)]]
+        clean = sum(r.machine_busy - r.cores_used < args.others for r in results[replicas])
+        spread = [max(r.spread) / max(min(r.spread), 1) for r in runs]
         rows.append(
             [
                 str(replicas),
+                f"{clean} of {len(results[replicas])}",
                 fmt(rps, 0),
                 fmt(rps / base),
                 fmt(median([r.p50_ms for r in runs])),
@@ -257,6 +273,7 @@ def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> st
         )
     header = [
         "processor processes",
+        "quiet runs",
         "req/s",
         "x 1 process",
         "p50 ms",
@@ -272,8 +289,10 @@ def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> st
         f"Machine: {MACHINE}, {os.cpu_count()} cores. Date: {time.strftime('%Y-%m-%d')}.",
         f"Load: wrk, closed loop, {args.connections} connections, 1 thread, keep-alive, "
         f"{args.seconds:g} s per run, 1 KB chat requests with x-ensemble-enable: false (the "
-        f"processor decides every request on its headers), 0 ms demo model; replica counts "
-        f"interleaved over {args.rounds} rounds, median of the rounds.",
+        f"processor decides every request on its headers), 0 ms demo model. All gateways "
+        f"up at once, runs interleaved over {args.rounds} rounds (order rotated); medians "
+        f"over the quiet runs (other programs under {args.others:g} cores; all runs if "
+        f"none was).",
         "",
         table(header, "r" * len(header), rows),
     ]
@@ -283,33 +302,50 @@ def report(args: argparse.Namespace, results: Mapping[int, Sequence[Run]]) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int_list, default=[1, 2, 3, 4])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--quiet",
         type=float,
-        default=120,
+        default=60,
         help="before each run, wait up to this many seconds for other programs to leave "
         "the machine idle (0: do not wait)",
+    )
+    parser.add_argument(
+        "--others",
+        type=float,
+        default=0.2,
+        help="a run is quiet when other programs kept fewer cores than this busy",
     )
     args = parser.parse_args()
     require_wrk()
     install_sigterm()
     results: dict[int, list[Run]] = {n: [] for n in args.replicas}
-    with workdir("bench-scaleout-") as tmp:
-        wrk = Wrk(tmp, Processes())
-        for round_ in range(args.rounds):
-            shift = round_ % len(args.replicas)
-            for replicas in args.replicas[shift:] + args.replicas[:shift]:
-                run = run_case(tmp, replicas, args, wrk)
-                results[replicas].append(run)
-                print(
-                    f"round {round_ + 1} x{replicas}: {run.rps:.0f} req/s, "
-                    f"cores used {run.cores_used:.2f} (machine busy {run.machine_busy:.2f}), "
-                    f"spread {run.spread}",
-                    file=sys.stderr,
-                )
+    processes = Processes()
+    try:
+        with workdir("bench-scaleout-") as tmp:
+            gateways = [start_gateway(tmp, n, processes) for n in args.replicas]
+            time.sleep(2)  # health checks mark every replica healthy
+            wrk = Wrk(tmp, processes)
+            for gateway in gateways:  # warm-up
+                wrk.run(gateway.url, chat_body(1024, "any"), HEADERS, args.connections, 2)
+            for round_ in range(args.rounds):
+                shift = round_ % len(gateways)
+                for gateway in gateways[shift:] + gateways[:shift]:
+                    run = measure(gateway, args, wrk)
+                    results[gateway.replicas].append(run)
+                    print(
+                        f"round {round_ + 1} x{gateway.replicas}: {run.rps:.0f} req/s, "
+                        f"cores used {run.cores_used:.2f} (machine busy "
+                        f"{run.machine_busy:.2f}), spread {run.spread}",
+                        file=sys.stderr,
+                    )
+    except KeyboardInterrupt:
+        print("interrupted: all processes stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        processes.stop()
     print(report(args, results))
 
 
