@@ -101,6 +101,7 @@ ENSEMBLE_KEYS = frozenset(
         "similarity_threshold",
         "stream_keepalive_seconds",
         "max_in_flight",
+        "body_timeout_seconds",
         "retries",
         "circuit_breaker",
         *STRATEGY_KEYS,
@@ -538,6 +539,9 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         max_response_bytes=section.positive("max_response_bytes", int, defaults.max_response_bytes),
         stream_keepalive_seconds=section.positive("stream_keepalive_seconds", float, 5.0),
         max_in_flight=section.positive("max_in_flight", int, defaults.max_in_flight),
+        body_timeout_seconds=section.positive(
+            "body_timeout_seconds", float, defaults.body_timeout_seconds
+        ),
         retry=_retry(section.raw.get("retries"), "ensemble.retries", RetryPolicy())
         or RetryPolicy(),
         breaker=_breaker(section.raw.get("circuit_breaker")),

@@ -86,6 +86,9 @@ class EnsembleSettings:
     max_response_bytes: int = 8 * 1024 * 1024
     # Ensemble requests served at once by one upstream process; more get a 429.
     max_in_flight: int = 256
+    # The whole request body must arrive within this (else a 408); read before a request
+    # takes one of the max_in_flight slots, so slow clients cannot hold them.
+    body_timeout_seconds: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # None: no circuit breaking.
     breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)

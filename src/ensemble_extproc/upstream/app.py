@@ -17,7 +17,7 @@ from ..config import Config
 from ..errors import ApiError
 from ..observability.logs import REQUEST_ID
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
-from ..spec import upstream_spec
+from ..spec import EnsembleSpec, upstream_spec
 from .client import EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
@@ -78,7 +78,12 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     except ApiError as error:
         request.app[METRICS].rejected.labels(error.code or "none").inc()
-        return error_response(error)
+        response = error_response(error)
+        if error.status in (408, 413, 415):
+            # The body was not read (or not all of it): the connection cannot carry another
+            # request.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -102,8 +107,17 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    started = time.monotonic()
+    # Everything the client sends is in and checked before the request takes a slot: a
+    # client trickling its body holds a connection (for body_timeout_seconds at most),
+    # never one of the max_in_flight slots that ensembles need.
+    ensemble = config.ensemble
+    raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
+    body = parse_chat_request(raw)
+    spec = upstream_spec(request.headers, config, time.time())
     with request.app[IN_FLIGHT].slot():
-        return await _chat_completions(request)
+        return await _chat_completions(request, body, spec, started)
 
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
@@ -150,11 +164,10 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     log.info("ensemble %s", result, extra={"ensemble": summary})
 
 
-async def _chat_completions(request: web.Request) -> web.StreamResponse:
+async def _chat_completions(
+    request: web.Request, body: dict[str, Any], spec: EnsembleSpec, started: float
+) -> web.StreamResponse:
     config = request.app[CONFIG]
-    started = time.monotonic()
-    body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
-    spec = upstream_spec(request.headers, config, time.time())
     client_headers = forwardable(request.headers)
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds

@@ -91,7 +91,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # float() refuses other digits such as '²'.
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
