@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,10 +17,11 @@ from prometheus_client import CollectorRegistry
 
 from ..config import Config
 from ..errors import ApiError
-from ..observability.logs import REQUEST_ID
+from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
+from ..redact import Redactor, client_credentials, config_redactor
 from ..spec import EnsembleSpec, upstream_spec
-from .client import EndpointClient, HttpEndpointClient, forwardable
+from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import parse_chat_request, read_body
@@ -57,6 +60,7 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+REDACT = web.AppKey("redact", Redactor)
 METRICS = web.AppKey("metrics", UpstreamMetrics)
 # Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
 DRAINING = web.AppKey("draining", asyncio.Event)
@@ -64,9 +68,17 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        error.body(), status=error.status, headers={**error.headers, **(headers or {})}
+def error_response(
+    error: ApiError,
+    headers: dict[str, str] | None = None,
+    redact: Callable[[str], str] = NO_SECRETS,
+) -> web.Response:
+    # Candidate errors are masked where they are made; this masks whatever else got in.
+    return web.Response(
+        text=redact(json.dumps(error.body())),
+        status=error.status,
+        content_type="application/json",
+        headers={**error.headers, **(headers or {})},
     )
 
 
@@ -74,11 +86,12 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> we
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer that is not a completion is an OpenAI-style JSON error."""
     REQUEST_ID.set(request.headers.get("x-request-id"))
+    REQUEST_SECRETS.set(client_credentials(request.headers))
     try:
         return await handler(request)
     except ApiError as error:
         request.app[METRICS].rejected.labels(error.code or "none").inc()
-        response = error_response(error)
+        response = error_response(error, redact=request.app[REDACT])
         if error.status in (408, 413, 415):
             # The body was not read (or not all of it): the connection cannot carry another
             # request.
@@ -93,6 +106,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(
             ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code),
             allow,
+            request.app[REDACT],
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -169,10 +183,17 @@ async def _chat_completions(
 ) -> web.StreamResponse:
     config = request.app[CONFIG]
     client_headers = forwardable(request.headers)
+    redact = request.app[REDACT]
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
         response, streamed = await stream_completion(
-            request, request.app[FANOUT], spec, body, keepalive, error_response, client_headers
+            request,
+            request.app[FANOUT],
+            spec,
+            body,
+            keepalive,
+            functools.partial(error_response, redact=redact),
+            client_headers,
         )
         record(request, streamed, started)
         return response
@@ -180,7 +201,7 @@ async def _chat_completions(
     record(request, outcome, started)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
-        return error_response(failure(outcome), headers)
+        return error_response(failure(outcome), headers, redact)
     return web.json_response(
         completion_body(outcome, outcome.selection, int(time.time())), headers=headers
     )
@@ -223,7 +244,9 @@ def _fanout_context(
         limit = config.ensemble.max_concurrent_requests
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
         async with aiohttp.ClientSession(connector=connector) as session:
-            http_client = HttpEndpointClient(session, config.ensemble.max_response_bytes)
+            http_client = HttpEndpointClient(
+                session, config.ensemble.max_response_bytes, config_redactor(config)
+            )
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client)
             yield
 
@@ -237,6 +260,7 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
         middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
     )
     app[CONFIG] = config
+    app[REDACT] = config_redactor(config)
     app[DRAINING] = asyncio.Event()
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
     app[METRICS] = UpstreamMetrics(CollectorRegistry())
