@@ -37,6 +37,8 @@ HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectio
 # route timeout) become OpenAI-style JSON. The processor's immediate responses are already
 # JSON and use other statuses, so they are left alone.
 LOCAL_REPLY_ERRORS = (
+    # request_timeout / request_headers_timeout: the client was too slow.
+    (408, "invalid_request_error", "request_timeout"),
     (413, "invalid_request_error", "request_too_large"),
     (500, "server_error", "gateway_error"),
     (502, "server_error", "gateway_error"),

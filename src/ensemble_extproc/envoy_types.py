@@ -373,9 +373,18 @@ def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
 
 
 def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectionManager:
+    envoy = config.envoy
     return HttpConnectionManager(
         stat_prefix="gateway",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        # Slow clients: a trickled request is cut (408) instead of holding a stream;
+        # request_timeout is disarmed once the answer starts, so streams are not cut.
+        request_headers_timeout=_seconds(envoy.request_headers_timeout_seconds),
+        request_timeout=_seconds(envoy.request_timeout_seconds),
+        stream_idle_timeout=_seconds(envoy.stream_idle_timeout_seconds),
+        common_http_protocol_options=core.HttpProtocolOptions(
+            idle_timeout=_seconds(envoy.idle_timeout_seconds)
+        ),
         route_config=rt.RouteConfiguration(
             name="gateway",
             virtual_hosts=[

@@ -51,7 +51,17 @@ TOP_KEYS = frozenset(
         "envoy",
     }
 )
-ENVOY_KEYS = frozenset({"failure_mode", "message_timeout_ms", "fallback_to_default"})
+ENVOY_KEYS = frozenset(
+    {
+        "failure_mode",
+        "message_timeout_ms",
+        "fallback_to_default",
+        "request_headers_timeout_seconds",
+        "request_timeout_seconds",
+        "stream_idle_timeout_seconds",
+        "idle_timeout_seconds",
+    }
+)
 PROFILE_KEYS = frozenset({"models", "strategy", "min_responses", "timeout_seconds"})
 RULE_KEYS = frozenset({"name", "profile", "match"})
 HEADER_CONTROL_KEYS = frozenset({"enabled", "api_keys_env", "require_header"})
@@ -158,17 +168,38 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         adaptive=_adaptive(top, profiles),
         internal_secret=_internal_secret(top, environ),
         metadata_namespace=namespace,
-        envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS)),
+        envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS), settings),
         log_format=_choice(logging_section, "format", ("json", "text")),
         log_include_text=logging_section.get("include_text", bool, False),
     )
 
 
-def _envoy(section: Section) -> EnvoySettings:
+def _envoy(section: Section, ensemble: EnsembleSettings) -> EnvoySettings:
+    defaults = EnvoySettings()
+    stream_idle = section.positive(
+        "stream_idle_timeout_seconds", float, defaults.stream_idle_timeout_seconds
+    )
+    if stream_idle <= ensemble.timeout_seconds:
+        raise ConfigError(
+            section.key("stream_idle_timeout_seconds"),
+            f"{stream_idle:g} s would cut non-streamed ensembles, which send nothing until "
+            f"their answer (ensemble.timeout_seconds is {ensemble.timeout_seconds:g} s)",
+            "raise it above ensemble.timeout_seconds",
+        )
     return EnvoySettings(
         failure_mode=_choice(section, "failure_mode", ("closed", "open")),
         message_timeout_seconds=section.positive("message_timeout_ms", float, 500.0) / 1000,
         fallback_to_default=section.get("fallback_to_default", bool, True),
+        request_headers_timeout_seconds=section.positive(
+            "request_headers_timeout_seconds", float, defaults.request_headers_timeout_seconds
+        ),
+        request_timeout_seconds=section.positive(
+            "request_timeout_seconds", float, defaults.request_timeout_seconds
+        ),
+        stream_idle_timeout_seconds=stream_idle,
+        idle_timeout_seconds=section.positive(
+            "idle_timeout_seconds", float, defaults.idle_timeout_seconds
+        ),
     )
 
 

@@ -155,6 +155,17 @@ class EnvoySettings:
     message_timeout_seconds: float = 0.5
     # The ensemble upstream unhealthy -> ensemble requests go to the default model.
     fallback_to_default: bool = True
+    # Slow or idle clients (the HTTP connection manager's timeouts):
+    # headers must arrive within this after the connection opens or the last request ends,
+    request_headers_timeout_seconds: float = 10.0
+    # the whole request (headers and body) within this (disarmed once the answer starts,
+    # so long streamed answers are not cut),
+    request_timeout_seconds: float = 30.0
+    # a request with nothing sent either way for this long is ended (longer than any
+    # silent wait: a non-streamed answer, default model or ensemble),
+    stream_idle_timeout_seconds: float = 300.0
+    # and a connection with no request for this long is closed.
+    idle_timeout_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
