@@ -29,7 +29,8 @@ from ensemble_extproc.extproc.policy import DecisionPolicy, with_body
 from ensemble_extproc.internal import sign, verify
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.spec import spec_from_headers, upstream_spec
-from ensemble_extproc.upstream.client import retry_after_seconds
+from ensemble_extproc.strategies.judging import parse_verdict
+from ensemble_extproc.upstream.client import candidate_from_response, retry_after_seconds
 from ensemble_extproc.upstream.request import parse_chat_request
 
 from helpers import make_config
@@ -297,3 +298,46 @@ def test_a_signed_request_still_reads_its_values_strictly() -> None:
     with pytest.raises(ApiError) as raised:
         upstream_spec(values, SIGNED, 1_000_000.0)
     assert raised.value.status == 400
+
+
+# --- what models write: parsed by the upstream, never a crash ----------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Candidate " + "9" * 5000,
+        "I pick " + "1" * 5000,
+        '{"best": "' + "1" * 5000 + '"}',
+        '{"best": "²"}',
+        "Candidate ²",
+    ],
+)
+def test_a_judges_absurd_numbers_are_an_unreadable_verdict(text: str) -> None:
+    # Before: ValueError from int() (a client can ask a judge to write such a number).
+    assert parse_verdict(text, 3) is None
+
+
+def test_a_judges_numbers_still_read_as_before() -> None:
+    assert parse_verdict("Candidate 2", 3) == 2
+    assert parse_verdict("Candidate ٢", 3) == 2  # int() reads every decimal digit
+    assert parse_verdict("Candidate 2 or Candidate 99999999999", 3) is None
+
+
+@given(st.text(max_size=80) | st.from_regex(r"\ACandidate [0-9²]{0,5000}\Z"))
+@settings(max_examples=300)
+def test_any_judge_text_is_a_verdict_or_none(text: str) -> None:
+    found = parse_verdict(text, 4)
+    assert found is None or 1 <= found <= 4
+
+
+@pytest.mark.parametrize("logprob", ["NaN", "Infinity"])
+def test_an_endpoints_nan_logprobs_make_no_confidence(logprob: str) -> None:
+    raw = (
+        '{"choices": [{"index": 0, "finish_reason": "stop", '
+        '"message": {"role": "assistant", "content": "hi"}, '
+        '"logprobs": {"content": [{"token": "hi", "logprob": ' + logprob + "}]}}]}"
+    ).encode()
+    candidate = candidate_from_response("m", 200, raw, 1.0)
+    assert candidate.valid
+    assert candidate.mean_logprob is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -79,7 +80,17 @@ def mean_logprob(choice: Mapping[str, Any]) -> float | None:
     numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(numbers) != len(content):
         return None
-    return sum(numbers) / len(numbers)
+    return _mean(numbers)
+
+
+def _mean(logprobs: list[float]) -> float | None:
+    """None for what is not a log-probability: Python reads an endpoint's NaN and Infinity,
+    and the confidence made of them would reach the client as non-standard JSON. (-inf is
+    one: probability 0.)"""
+    if not logprobs:
+        return None
+    mean = sum(logprobs) / len(logprobs)
+    return None if math.isnan(mean) or mean == math.inf else mean
 
 
 # Statuses whose message describes the request as sent: the client can act on it, so it is
@@ -219,7 +230,7 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
             error="error event" + (f" ({reason})" if reason else ""),
             failure=Failure.ERROR_EVENT,
         )
-    mean = sum(acc.logprobs) / len(acc.logprobs) if acc.logprobs else None
+    mean = _mean(acc.logprobs)
     return Candidate(
         model,
         Status.OK,
