@@ -156,7 +156,8 @@ class EnvoySettings:
     # The ensemble upstream unhealthy -> ensemble requests go to the default model.
     fallback_to_default: bool = True
     # Slow or idle clients (the HTTP connection manager's timeouts):
-    # headers must arrive within this after the connection opens or the last request ends,
+    # a request's headers must be complete within this of their first byte (else the
+    # connection is closed),
     request_headers_timeout_seconds: float = 10.0
     # the whole request (headers and body) within this (disarmed once the answer starts,
     # so long streamed answers are not cut),
