@@ -8,16 +8,22 @@ Envoy: tests/test_e2e_hostile.py.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from ensemble_extproc.config import ConfigError, compile_config
+from ensemble_extproc.demo import DemoServers
 from ensemble_extproc.envoy_bootstrap import LOCAL_REPLY_ERRORS, bootstrap
+from ensemble_extproc.upstream import create_app
 
-from helpers import chat, trickle_post
+from helpers import chat, make_config, trickle_post
 
 Start = Callable[..., Any]
 MODELS = [{"name": "m", "url": "http://127.0.0.1:9/v1"}]
@@ -111,12 +117,46 @@ async def test_a_body_that_arrives_in_time_is_served_even_slowly(upstream: Start
     assert status == 200, raw[:300]
 
 
-async def test_a_compressed_body_is_a_415_before_it_is_read(upstream: Start) -> None:
+async def test_a_compressed_body_is_a_415_before_it_is_read(
+    upstream: Start, caplog: pytest.LogCaptureFixture
+) -> None:
     url = await upstream()
-    host, port = url.removeprefix("http://").split(":")
     headers = {**ENSEMBLE, "content-encoding": "gzip"}
-    status, raw = await trickle_post(host, int(port), headers, b"\x1f\x8b not gzip", pause=0)
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    assert status == 415
-    assert b"accept-encoding: identity" in head.lower()
-    assert json.loads(payload)["error"]["code"] == "unsupported_content_encoding"
+    async with aiohttp.ClientSession() as session:
+        for body in (b"\x1f\x8b not gzip", gzip.compress(json.dumps(chat()).encode())):
+            # The whole body at once: it is in before the answer, unread.
+            async with session.post(f"{url}/v1/chat/completions", data=body, headers=headers) as r:
+                assert r.status == 415
+                assert r.headers["accept-encoding"] == "identity"
+                assert (await r.json())["error"]["code"] == "unsupported_content_encoding"
+    await asyncio.sleep(0.1)
+    # Nothing inflated the refused body afterwards either (aiohttp logged a traceback).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_client_hanging_up_mid_body_logs_no_error(
+    demo: DemoServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp's default runner (no handler cancellation): the read sees the hang-up.
+    runner = web.AppRunner(create_app(make_config(demo.urls)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n"
+                b'x-ensemble-models: demo-fast\r\n\r\n{"messages"'
+            )
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        # The upstream still serves.
+        assert await probe(f"http://127.0.0.1:{port}") == 200
+    finally:
+        await runner.cleanup()

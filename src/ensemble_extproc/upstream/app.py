@@ -255,9 +255,14 @@ def _fanout_context(
 
 def create_app(config: Config, client: EndpointClient | None = None) -> web.Application:
     """The upstream app; ``client`` replaces the HTTP endpoint client (tests)."""
-    # The body limit is enforced by read_body with an OpenAI-style 413.
+    # The body limit is enforced by read_body with an OpenAI-style 413. Bodies are never
+    # inflated (a compressed one is a 415, body.py): without auto_decompress aiohttp does
+    # not decode one either, not even the rest of a refused body it reads to keep the
+    # connection (a broken gzip body logged a traceback per request there).
     app = web.Application(
-        middlewares=[openai_errors], client_max_size=config.ensemble.max_body_bytes
+        middlewares=[openai_errors],
+        client_max_size=config.ensemble.max_body_bytes,
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
     app[REDACT] = config_redactor(config)

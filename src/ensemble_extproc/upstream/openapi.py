@@ -96,6 +96,8 @@ DECIMAL_PATTERN = "^[0-9]+$"
 # and the processor is listed here; Envoy's own replies are added from its bootstrap below.
 _CODES: dict[int, dict[str, str]] = {
     400: {
+        "incomplete_body": "the client closed the connection before its body arrived (no "
+        "one reads this answer; it is counted and not logged as an error)",
         "invalid_json": "the body is not standard JSON (`NaN`, `Infinity` and numbers out of a "
         "double's range are not), or not a JSON object",
         "missing_messages": "`messages` is missing",

@@ -37,6 +37,12 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
             f"the request body did not arrive within {seconds:g} s",
             code="request_timeout",
         ) from None
+    except ConnectionResetError:
+        # The client left mid-body: nobody reads this answer, but it is no internal error
+        # (a traceback per hang-up would let any client flood the log).
+        raise ApiError(
+            400, "the client closed the connection before its body arrived", code="incomplete_body"
+        ) from None
 
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
