@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst
 
 all: test
 
@@ -49,6 +49,16 @@ lint: install
 bench-quality: install
 	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16
 
+# Accuracy and upstream CPU with short answers and 1-4 KB chains of thought, plus the
+# 0.9/0.6/0.6/0.6/0.6 scenarios (prints a table); the upstream runs as its own process.
+bench-quality-long: install
+	$(PY) -m bench.quality --questions 2000 --seed 1 --concurrency 16 --strategies voting,weighted \
+		--singles none --answers both --scenarios --upstream process
+
+# What one answer's extraction costs (median and p99), short and 3 KB answers.
+bench-answers: install
+	$(PY) -m bench.answers
+
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision
@@ -83,6 +93,12 @@ bench-scaleout: install
 # requests alone, in one run (prints tables, ~2 min).
 bench-burst: install
 	$(PY) -m bench.burst --seconds 15 --rate 50 --ensembles 300 --rounds 2
+
+# Memory over 200k requests per gateway (10 % aborted by the client), against a baseline
+# gateway without Envoy's graceful ext_proc close, taking turns (prints tables, ~15 min).
+.PHONY: soak
+soak: install
+	$(PY) -m bench.soak --requests 200000 --every 10000 --warmup 20000 --baseline
 
 clean:
 	rm -rf $(PB_DIR) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
 """The ensemble upstream's fan-out cost: ensemble latency against the model latency needed.
 
 Starts demo models with fixed latencies and the ensemble upstream on free loopback ports
-(no Envoy; requests carry x-ensemble-* headers signed as the processor signs them), then
+(no Envoy; requests carry the x-ensemble-* headers the processor sets, unsigned: a
+signature is good for one request, and the upstream runs without a secret), then
 loads each scenario with a closed-loop client at each concurrency, interleaved round by
 round (order rotated every round), and prints the median of the rounds:
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,14 +53,13 @@ from bench.speedkit import (
     post,
     python_service,
     require_wrk,
-    secret_env,
     table,
     wait_listening,
     workdir,
     write_yaml,
 )
 from ensemble_extproc import headers as h
-from ensemble_extproc.internal import sign
+from ensemble_extproc.config.load import DEFAULT_SECRET_ENV as SECRET_ENV
 
 PATH = "/v1/chat/completions"
 # name -> (latency ms, answer)
@@ -79,7 +79,6 @@ NOT_SUPPORTED = "n/a (streaming not supported yet)"
 class Rig:
     """Demo models and the ensemble upstream, started on free ports."""
 
-    secret: str = field(default_factory=lambda: secrets.token_hex(32))
     demo_ports: dict[str, int] = field(
         default_factory=lambda: {name: free_port() for name in DEMO_MODELS}
     )
@@ -110,7 +109,9 @@ class Rig:
 
     def start(self, processes: Processes, work: Path) -> None:
         path = write_yaml(work / "fanout.yaml", self.config())
-        env = secret_env(self.secret)
+        # No internal secret: wrk repeats one set of headers, and a signature is good for
+        # one request only, so the upstream runs unsigned (it then trusts the headers).
+        env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
         demo_log, upstream_log = work / "demo.log", work / "upstream.log"
         demo = processes.start("demo models", python_service("demo", path), env, demo_log)
         for port in self.demo_ports.values():
@@ -126,10 +127,9 @@ class Rig:
     def upstream_url(self) -> str:
         return f"http://127.0.0.1:{self.upstream_port}{PATH}"
 
-    def signed(self, models: Sequence[str], strategy: str) -> dict[str, str]:
-        """The headers the processor would send: signed now (valid for 5 minutes)."""
-        values = {h.MODELS: ",".join(models), h.STRATEGY: strategy}
-        return {**values, h.SIGNATURE: sign(self.secret.encode(), values, time.time())}
+    def ensemble_headers(self, models: Sequence[str], strategy: str) -> dict[str, str]:
+        """The spec headers the processor would send (unsigned: see ``start``)."""
+        return {h.MODELS: ",".join(models), h.STRATEGY: strategy}
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ class Bench:
     def target(self, scenario: Scenario) -> tuple[str, dict[str, str]]:
         if scenario.direct:
             return self.rig.model_url(scenario.direct), {}
-        return self.rig.upstream_url, self.rig.signed(scenario.models, scenario.strategy)
+        return self.rig.upstream_url, self.rig.ensemble_headers(scenario.models, scenario.strategy)
 
     def check(self, scenario: Scenario) -> str | None:
         """One request first: the scenario behaves as described (or streaming is n/a)."""
@@ -460,7 +460,7 @@ def report(
         f"aiohttp client, latency = time to the first SSE data line), {args.duration:g} s per "
         f"run, scenarios interleaved over {args.rounds} rounds (order rotated each round), "
         f"median of the rounds. Chat body {BODY_SIZE} B. Ensembles go straight to the "
-        f"upstream (no Envoy) with signed headers. 'x needed direct': median over rounds of "
+        f"upstream (no Envoy) with unsigned headers. 'x needed direct': median over rounds of "
         f"the paired ratio to the direct call of the model whose latency the strategy must "
         f"wait for, in the same round; 'x nominal': to its configured latency.",
         "",

@@ -9,7 +9,7 @@ loopback port with telemetry off, no database and a throwaway master key, points
 same demo models as bench/fanout.py, and loads, interleaved round by round:
 
 - a direct call to the 10 ms model (the baseline);
-- our upstream, first_success over 10/50/100 ms (signed headers, no Envoy);
+- our upstream, first_success over 10/50/100 ms (the processor's headers, no Envoy);
 - LiteLLM, one model (10 ms): its proxy cost without fan-out;
 - LiteLLM, fastest_response over the 10/50/100 ms models.
 
@@ -269,8 +269,7 @@ def load(
     args: argparse.Namespace, rig: Rig, wrk: Wrk, paths: Sequence[Route]
 ) -> dict[tuple[str, int], list[Sample]]:
     def headers(path: Route) -> Mapping[str, str]:
-        # Our upstream wants the processor's signature, made fresh for every run.
-        return rig.signed(FAN, "first_success") if path.key == "ours" else path.headers
+        return rig.ensemble_headers(FAN, "first_success") if path.key == "ours" else path.headers
 
     def once(path: Route, connections: int, seconds: float) -> Sample:
         before = group_cpu_seconds(path.pid) if path.pid else 0.0

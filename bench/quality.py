@@ -8,9 +8,17 @@ accuracy theory predicts for independent voters (bench.theory).
 
     python -m bench.quality [--questions 2000] [--seed 1] [--strategies voting,weighted]
                             [--concurrency 16] [--singles all|best|none]
-                            [--confidence 0.9,0.6]
+                            [--confidence 0.9,0.6] [--answers short|long|both]
+                            [--scenarios] [--upstream inprocess|process]
 
-Everything runs in-process on 127.0.0.1 (free ports); nothing else is needed.
+``--answers long`` asks every question with "Think step by step.", so the models answer
+with 1-4 KB chains of thought in varied real-model styles (demo.quiz.render_long);
+``both`` runs every row with short and with long answers. ``--scenarios`` adds the rows
+where weighting must matter: one 0.9 model and four 0.6 models, the strong one first and
+last in request order. ``--upstream process`` runs the ensemble upstream as its own
+process (``ensemble-extproc upstream``) and reports its CPU time per question.
+
+Everything runs on 127.0.0.1 (free ports); nothing else is needed.
 """
 
 from __future__ import annotations
@@ -21,22 +29,36 @@ import contextlib
 import copy
 import math
 import re
+import secrets
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
+from bench.speedkit import (
+    Processes,
+    free_port,
+    group_cpu_seconds,
+    listen_block,
+    python_service,
+    secret_env,
+    wait_listening,
+    write_yaml,
+)
 from bench.theory import log_odds_weight, plurality_accuracy
 from ensemble_extproc import headers
 from ensemble_extproc.config import compile_config
 from ensemble_extproc.config.model import Config
 from ensemble_extproc.demo import DemoModel, quiz, start_demo_servers
 from ensemble_extproc.errors import ConfigError
+from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.upstream import create_app
 
 __all__ = ["Member", "Run", "RunResult", "main", "run_benchmark"]
@@ -57,6 +79,16 @@ MEMBERS: Final = (
     Member("quiz-70", 0.70, 35),
     Member("quiz-75", 0.75, 40),
 )
+# Where weighting must matter: one strong model among four weak ones.
+SCENARIO_MEMBERS: Final = (
+    Member("quiz-90", 0.90, 30),
+    Member("quiz-60a", 0.60, 20),
+    Member("quiz-60b", 0.60, 22),
+    Member("quiz-60c", 0.60, 24),
+    Member("quiz-60d", 0.60, 26),
+)
+STRONG_FIRST: Final = tuple(m.name for m in SCENARIO_MEMBERS)
+STRONG_LAST: Final = (*STRONG_FIRST[1:], STRONG_FIRST[0])
 JUDGE: Final = Member("quiz-judge", 0.80, 30)
 AGGREGATOR: Final = Member("quiz-aggregator", 0.80, 30)
 # The order of x-ensemble-models: strongest first, so vote ties go to the better model.
@@ -86,6 +118,7 @@ class Run:
     models: tuple[str, ...]
     min_responses: int | None = None  # None: the upstream's default
     theory: float | None = None
+    long: bool = False  # ask for a chain of thought ("Think step by step.")
 
 
 @dataclass(slots=True)
@@ -98,6 +131,7 @@ class RunResult:
     errors: Counter[str] = field(default_factory=Counter)
     unknown_strategy: bool = False
     seconds: float = 0.0
+    cpu_seconds: float | None = None  # the upstream process's CPU time (process mode)
 
     @property
     def accuracy(self) -> float:
@@ -136,15 +170,17 @@ def demo_models(seed: int, confidence: tuple[float, float] = (0.9, 0.6)) -> list
             confidence_correct=confidence[0],
             confidence_wrong=confidence[1],
         )
-        for index, member in enumerate((*MEMBERS, JUDGE, AGGREGATOR))
+        for index, member in enumerate(ALL_MODELS)
     ]
+
+
+ALL_MODELS: Final = (*MEMBERS, JUDGE, AGGREGATOR, *SCENARIO_MEMBERS)
 
 
 def raw_config(urls: dict[str, str], concurrency: int) -> dict[str, Any]:
     return {
         "models": [
-            {"name": m.name, "url": urls[m.name], "accuracy": m.accuracy}
-            for m in (*MEMBERS, JUDGE, AGGREGATOR)
+            {"name": m.name, "url": urls[m.name], "accuracy": m.accuracy} for m in ALL_MODELS
         ],
         "ensemble": {
             "default_strategy": "voting",
@@ -154,8 +190,7 @@ def raw_config(urls: dict[str, str], concurrency: int) -> dict[str, Any]:
             "max_models_per_request": 7,
             # Every model call of `concurrency` requests in flight at once, with room.
             "max_concurrent_requests": max(64, 8 * concurrency),
-            # Wrong answers spread over the distractors: optimal weights ln(k p / (1 - p)).
-            "weighted": {"alternatives": N_DISTRACTORS},
+            # weighted runs with its defaults (alternatives: auto).
             "reranking": {"judge_model": JUDGE.name},
             "fusion": {"aggregator_model": AGGREGATOR.name},
             "cascade": {"confidence_threshold": 0.8, "order": list(CASCADE_ORDER)},
@@ -165,11 +200,16 @@ def raw_config(urls: dict[str, str], concurrency: int) -> dict[str, Any]:
 
 def compile_leniently(raw: dict[str, Any]) -> tuple[Config, list[str]]:
     """compile_config, dropping keys this upstream does not know yet (and saying which)."""
+    config, _, dropped = _lenient(raw)
+    return config, dropped
+
+
+def _lenient(raw: dict[str, Any]) -> tuple[Config, dict[str, Any], list[str]]:
     raw = copy.deepcopy(raw)
     dropped: list[str] = []
     while True:
         try:
-            return compile_config(raw), dropped
+            return compile_config(raw), raw, dropped
         except ConfigError as error:
             if error.problem != "unknown key" or not _drop_key(raw, error.key):
                 raise
@@ -194,38 +234,86 @@ def _drop_key(raw: dict[str, Any], key: str) -> bool:
     return True
 
 
-def plan_runs(strategies: Sequence[str], singles: str) -> list[Run]:
-    accuracy = {m.name: m.accuracy for m in MEMBERS}
-    ordered_accuracies = [accuracy[name] for name in REQUEST_ORDER]
-    theory = {
-        "voting": plurality_accuracy(ordered_accuracies, N_DISTRACTORS),
-        "weighted": plurality_accuracy(
-            ordered_accuracies,
-            N_DISTRACTORS,
-            [log_odds_weight(p) + math.log(N_DISTRACTORS) for p in ordered_accuracies],
-        ),
-    }
-    runs = [Run(s, s, REQUEST_ORDER, theory=theory.get(s)) for s in strategies]
-    best = max(MEMBERS, key=lambda m: m.accuracy)
-    alone = {"all": list(MEMBERS), "best": [best], "none": []}[singles]
-    runs += [
-        Run(f"{m.name} alone", "first_success", (m.name,), min_responses=1, theory=m.accuracy)
-        for m in sorted(alone, key=lambda m: -m.accuracy)
-    ]
+def theory_for(strategy: str, models: Sequence[str]) -> float | None:
+    """Exact accuracy of voting, or of weighted with its defaults (votes first, log-odds
+    break ties), for independent voters in this request order."""
+    accuracy = {m.name: m.accuracy for m in ALL_MODELS}
+    accuracies = [accuracy[name] for name in models]
+    if strategy == "voting":
+        return plurality_accuracy(accuracies, N_DISTRACTORS)
+    if strategy == "weighted":
+        tiebreaks = [log_odds_weight(p) for p in accuracies]
+        return plurality_accuracy(accuracies, N_DISTRACTORS, [1.0] * len(models), tiebreaks)
+    return None
+
+
+def plan_runs(
+    strategies: Sequence[str],
+    singles: str,
+    answers: Sequence[str] = ("short",),
+    scenarios: bool = False,
+) -> list[Run]:
+    runs: list[Run] = []
+    for length in answers:
+        long = length == "long"
+        suffix = ", long answers" if long and len(answers) > 1 else ""
+        runs += [
+            Run(s + suffix, s, REQUEST_ORDER, theory=theory_for(s, REQUEST_ORDER), long=long)
+            for s in strategies
+        ]
+        if scenarios:
+            for where, order in (("first", STRONG_FIRST), ("last", STRONG_LAST)):
+                runs += [
+                    Run(
+                        f"{s} (0.9 {where}){suffix}",
+                        s,
+                        order,
+                        theory=theory_for(s, order),
+                        long=long,
+                    )
+                    for s in ("voting", "weighted")
+                ]
+        best = max(MEMBERS, key=lambda m: m.accuracy)
+        alone = {"all": list(MEMBERS), "best": [best], "none": []}[singles]
+        runs += [
+            Run(
+                f"{m.name} alone{suffix}",
+                "first_success",
+                (m.name,),
+                min_responses=1,
+                theory=m.accuracy,
+                long=long,
+            )
+            for m in sorted(alone, key=lambda m: -m.accuracy)
+        ]
     return runs
 
 
 # ------------------------------------------------------------------- running
 
 
-async def ask(session: aiohttp.ClientSession, url: str, run: Run, problem: quiz.Problem) -> _Answer:
+async def ask(
+    session: aiohttp.ClientSession,
+    url: str,
+    run: Run,
+    problem: quiz.Problem,
+    secret: str | None = None,
+) -> _Answer:
     request_headers = {
         headers.MODELS: ",".join(run.models),
         headers.STRATEGY: run.strategy,
     }
     if run.min_responses is not None:
         request_headers[headers.MIN_RESPONSES] = str(run.min_responses)
-    body = {"model": "ensemble", "messages": [{"role": "user", "content": problem.prompt}]}
+    if secret is not None:  # as the processor signs them: once, for this request only
+        request_id = secrets.token_hex(16)
+        binding = Binding(request_id, "POST", "/v1/chat/completions")
+        request_headers[headers.REQUEST_ID] = request_id
+        request_headers[headers.SIGNATURE] = sign(
+            secret.encode(), request_headers, binding, time.time()
+        )
+    content = f"{problem.prompt}\n\n{quiz.STEP_BY_STEP}" if run.long else problem.prompt
+    body = {"model": "ensemble", "messages": [{"role": "user", "content": content}]}
     try:
         async with session.post(url, json=body, headers=request_headers) as response:
             data = await response.json(content_type=None)
@@ -264,22 +352,33 @@ def _calls(data: dict[str, Any]) -> tuple[int, int]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where the ensemble upstream listens; with ``pid`` it is a process of its own."""
+
+    base: str
+    pid: int | None = None
+    secret: str | None = None
+
+
 async def run_one(
     session: aiohttp.ClientSession,
-    url: str,
+    upstream: Upstream,
     run: Run,
     problems: Sequence[quiz.Problem],
     concurrency: int,
 ) -> RunResult:
     result = RunResult(run)
     pending: Iterator[quiz.Problem] = iter(problems)
+    url = f"{upstream.base}/v1/chat/completions"
+    cpu_before = group_cpu_seconds(upstream.pid) if upstream.pid else None
     started = time.monotonic()
 
     async def worker() -> None:
         for problem in pending:  # shared: each problem is taken by one worker
             if result.unknown_strategy:
                 return
-            answer = await ask(session, url, run, problem)
+            answer = await ask(session, url, run, problem, upstream.secret)
             if answer.unknown_strategy:
                 result.unknown_strategy = True
                 return
@@ -292,6 +391,8 @@ async def run_one(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.seconds = time.monotonic() - started
+    if upstream.pid and cpu_before is not None:
+        result.cpu_seconds = group_cpu_seconds(upstream.pid) - cpu_before
     return result
 
 
@@ -303,24 +404,26 @@ async def run_benchmark(
     singles: str = "all",
     confidence: tuple[float, float] = (0.9, 0.6),
     progress: bool = True,
+    answers: Sequence[str] = ("short",),
+    scenarios: bool = False,
+    upstream_mode: str = "inprocess",
 ) -> tuple[list[RunResult], list[str]]:
     """Start the demo models and the upstream, run every row; (results, notes)."""
     problems = quiz.generate(questions, seed)
     async with await start_demo_servers(demo_models(seed, confidence)) as servers:
-        config, dropped = compile_leniently(raw_config(servers.urls, concurrency))
+        config, raw, dropped = _lenient(raw_config(servers.urls, concurrency))
         notes = [
             f"config key '{key}' is not known to this upstream yet: ran without it"
             for key in dropped
         ]
-        async with _upstream(config) as base:
+        start = _upstream_process(raw) if upstream_mode == "process" else _upstream(config)
+        async with start as upstream:
             connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
             timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 results = []
-                for run in plan_runs(strategies, singles):
-                    result = await run_one(
-                        session, f"{base}/v1/chat/completions", run, problems, concurrency
-                    )
+                for run in plan_runs(strategies, singles, answers, scenarios):
+                    result = await run_one(session, upstream, run, problems, concurrency)
                     results.append(result)
                     if progress:
                         print(_progress_line(result), file=sys.stderr, flush=True)
@@ -328,16 +431,36 @@ async def run_benchmark(
 
 
 @contextlib.asynccontextmanager
-async def _upstream(config: Config) -> AsyncIterator[str]:
-    """The ensemble upstream on a free loopback port; yields its base URL."""
+async def _upstream(config: Config) -> AsyncIterator[Upstream]:
+    """The ensemble upstream in this process, on a free loopback port."""
     runner = web.AppRunner(create_app(config), handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield Upstream(f"http://127.0.0.1:{runner.addresses[0][1]}")
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _upstream_process(raw: dict[str, Any]) -> AsyncIterator[Upstream]:
+    """``ensemble-extproc upstream`` as its own process (its CPU time is measurable)."""
+    port, secret = free_port(), secrets.token_hex(32)
+    processes = Processes()
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
+        path = write_yaml(
+            Path(work) / "quality.yaml", {**raw, "listen": listen_block(upstream=port)}
+        )
+        log = Path(work) / "upstream.log"
+        try:
+            process = processes.start(
+                "upstream", python_service("upstream", path), secret_env(secret), log
+            )
+            await asyncio.to_thread(wait_listening, port, process, "upstream", log)
+            yield Upstream(f"http://127.0.0.1:{port}", process.pid, secret)
+        finally:
+            await asyncio.to_thread(processes.stop)
 
 
 def _progress_line(result: RunResult) -> str:
@@ -355,21 +478,22 @@ def _progress_line(result: RunResult) -> str:
 def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str:
     lines = [
         "| strategy | models | questions | accuracy % | ±95 % | calls/question "
-        "| cancelled/question | theory % | errors | time s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| cancelled/question | theory % | upstream CPU ms/question | errors | time s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
         run = result.run
         models = ", ".join(run.models) if len(run.models) == 1 else f"{len(run.models)} members"
         if result.unknown_strategy:
             lines.append(
-                f"| {run.label} | {models} | - | n/a (unknown strategy) | - | - | - | - | - | - |"
+                f"| {run.label} | {models} | - | n/a (unknown strategy) | - | - | - | - | - "
+                "| - | - |"
             )
             continue
         if result.only_errors:
             cell = f"n/a ({result.errors.most_common(1)[0][0]})"
             lines.append(
-                f"| {run.label} | {models} | {result.questions} | {cell} | - | - | - | - | "
+                f"| {run.label} | {models} | {result.questions} | {cell} | - | - | - | - | - | "
                 f"{result.questions} | {result.seconds:.1f} |"
             )
             continue
@@ -378,10 +502,13 @@ def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str
         half_width = 1.96 * math.sqrt(p * (1 - p) / n) if n else 0.0
         theory = f"{100 * run.theory:.1f}" if run.theory is not None else "-"
         errors = ", ".join(f"{k}: {v}" for k, v in result.errors.most_common()) or "0"
+        cpu = (
+            f"{1000 * result.cpu_seconds / n:.2f}" if result.cpu_seconds is not None and n else "-"
+        )
         lines.append(
             f"| {run.label} | {models} | {n} | {100 * p:.1f} | {100 * half_width:.1f} "
             f"| {result.calls / n if n else 0:.2f} | {result.cancelled / n if n else 0:.2f} "
-            f"| {theory} | {errors} | {result.seconds:.1f} |"
+            f"| {theory} | {cpu} | {errors} | {result.seconds:.1f} |"
         )
     singles = [r for r in results if len(r.run.models) == 1 and r.questions and not r.only_errors]
     footer = []
@@ -404,20 +531,31 @@ def render_table(results: Sequence[RunResult], notes: Sequence[str] = ()) -> str
         + f"; judge {JUDGE.name} p={JUDGE.accuracy:g}, aggregator {AGGREGATOR.name} "
         f"p={AGGREGATOR.accuracy:g}."
     )
+    if any(r.run.models in (STRONG_FIRST, STRONG_LAST) for r in results):
+        footer.append(
+            "Scenarios: "
+            + ", ".join(f"{m.name} p={m.accuracy:g} {m.latency_ms:g} ms" for m in SCENARIO_MEMBERS)
+            + "; 0.9 first: in this request order, 0.9 last: the strong model last."
+        )
     footer.append(
         f"Theory: exact plurality accuracy of independent voters with {N_DISTRACTORS} "
         "equally likely wrong answers, ties to the earliest model in request order; "
-        f"weighted uses ln({N_DISTRACTORS}p/(1-p)) weights (ensemble.weighted.alternatives: "
-        f"{N_DISTRACTORS}). Single models: their configured accuracy."
+        "weighted with its defaults counts votes first and breaks ties by summed "
+        "ln(p/(1-p)). Single models: their configured accuracy."
     )
     accuracies = [m.accuracy for m in sorted(MEMBERS, key=lambda m: -m.accuracy)]
     classic = plurality_accuracy(
         accuracies, N_DISTRACTORS, [log_odds_weight(p) for p in accuracies]
     )
+    tuned = plurality_accuracy(
+        accuracies,
+        N_DISTRACTORS,
+        [log_odds_weight(p) + math.log(N_DISTRACTORS) for p in accuracies],
+    )
     footer.append(
-        f"For reference, the classic log-odds weights ln(p/(1-p)) (alternatives: 1) reach "
-        f"{100 * classic:.1f} % in theory here: with several wrong answers they underweight "
-        "the weaker voters."
+        f"For reference, on the 5 members: weights ln(p/(1-p)) (alternatives: 1) reach "
+        f"{100 * classic:.1f} % in theory, ln({N_DISTRACTORS}p/(1-p)) (alternatives: "
+        f"{N_DISTRACTORS}, the true number of wrong answers here) {100 * tuned:.1f} %."
     )
     footer += [f"Note: {note}." for note in notes]
     return "\n".join([*lines, "", *footer])
@@ -473,6 +611,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also run single models alone with first_success (default: all)",
     )
     parser.add_argument(
+        "--answers",
+        choices=("short", "long", "both"),
+        default="short",
+        help="short answers, 1-4 KB chains of thought, or both (default: short)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        action="store_true",
+        help="add 0.9/0.6/0.6/0.6/0.6 rows, the strong model first and last",
+    )
+    parser.add_argument(
+        "--upstream",
+        choices=("inprocess", "process"),
+        default="inprocess",
+        help="run the upstream in this process or as its own (with CPU per question)",
+    )
+    parser.add_argument(
         "--confidence",
         type=_confidence_pair,
         default=(0.9, 0.6),
@@ -492,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.concurrency,
             args.singles,
             args.confidence,
+            answers=("short", "long") if args.answers == "both" else (args.answers,),
+            scenarios=args.scenarios,
+            upstream_mode=args.upstream,
         )
     )
     print(render_table(results, notes))

@@ -200,6 +200,14 @@ def group_cpu_seconds(pgid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def rss_bytes(pid: int) -> int:
+    """The resident set size of one process (VmRSS, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"process {pid} has no VmRSS (a zombie?)")
+
+
 def python_service(command: str, config: Path) -> list[str]:
     """A part of the gateway as ``run`` starts it (default log level, logs to stderr)."""
     return [sys.executable, "-m", "ensemble_extproc", command, "--config", str(config)]

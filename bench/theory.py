@@ -23,21 +23,27 @@ def plurality_accuracy(
     accuracies: Sequence[float],
     n_distractors: int = 3,
     weights: Sequence[float] | None = None,
+    tiebreaks: Sequence[float] | None = None,
 ) -> float:
     """Probability that (weighted) plurality voting returns the right answer.
 
     Exact, by enumerating every outcome. The right answer wins when its vote total is
     strictly the largest, or tied for the largest and the tie-break picks it. Tie-break
-    (that of the voting strategies): among the tied answers, the one whose earliest voter
-    comes first in the given (request) order wins. Only answers that received a vote take
-    part, so a negative weight cannot make an unnamed answer win. Totals closer than
-    1e-9 (relative) count as tied.
+    (that of the voting strategies): among the tied answers, the largest sum of
+    ``tiebreaks`` of its voters (when given: the weighted strategy's default log-odds),
+    then the one whose earliest voter comes first in the given (request) order. Only
+    answers that received a vote take part, so a negative weight cannot make an unnamed
+    answer win. Totals closer than 1e-9 (relative) count as tied.
     """
     voters = len(accuracies)
     if weights is None:
         weights = [1.0] * voters
     if len(weights) != voters:
         raise ValueError(f"{len(weights)} weights for {voters} voters")
+    if tiebreaks is None:
+        tiebreaks = [0.0] * voters
+    if len(tiebreaks) != voters:
+        raise ValueError(f"{len(tiebreaks)} tiebreaks for {voters} voters")
     for p in accuracies:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"accuracies must be within [0, 1], got {p}")
@@ -57,20 +63,32 @@ def plurality_accuracy(
         probability = 1.0
         for voter, answer in enumerate(outcome):
             probability *= answer_probabilities[voter][answer]
-        if probability > 0.0 and _right_wins(outcome, weights):
+        if probability > 0.0 and _right_wins(outcome, weights, tiebreaks):
             total += probability
     return total
 
 
-def _right_wins(outcome: Sequence[int], weights: Sequence[float]) -> bool:
+def _right_wins(
+    outcome: Sequence[int], weights: Sequence[float], tiebreaks: Sequence[float]
+) -> bool:
     totals: dict[int, float] = {}  # answer -> weight; insertion order = earliest voter
+    seconds: dict[int, float] = {}
     for voter, answer in enumerate(outcome):
         totals[answer] = totals.get(answer, 0.0) + weights[voter]
+        seconds[answer] = seconds.get(answer, 0.0) + tiebreaks[voter]
     if 0 not in totals:
         return False
     best = max(totals.values())
-    for answer, weight in totals.items():  # earliest first: the first tied answer wins
-        if math.isclose(weight, best, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE):
+    tied = [
+        answer
+        for answer, weight in totals.items()  # earliest first
+        if math.isclose(weight, best, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE)
+    ]
+    best_second = max(seconds[answer] for answer in tied)
+    for answer in tied:  # the first of the tied answers with the best tie-break wins
+        if math.isclose(
+            seconds[answer], best_second, rel_tol=_TIE_TOLERANCE, abs_tol=_TIE_TOLERANCE
+        ):
             return answer == 0
     raise AssertionError("unreachable: some answer carries the largest total")
 

@@ -1,7 +1,7 @@
 """The gateway's parts as separate processes that a test can kill (fault tests).
 
 Same commands as ``ensemble-extproc run`` starts, without its supervisor (which would
-stop everything when one part dies).
+start a killed part again: tests/test_e2e_restart.py covers that).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ensemble_extproc.config import load_config
+from ensemble_extproc.config import compile_config
 from ensemble_extproc.envoy_bootstrap import render_yaml
 from ensemble_extproc.stack import envoy_binary
 
@@ -36,13 +36,21 @@ def wait_port(host: str, port: int, timeout: float = 20) -> None:
 
 
 class Parts:
-    def __init__(self, tmp: Path, raw: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp: Path, raw: dict[str, Any], env: Mapping[str, str] | None = None
+    ) -> None:
         self.tmp = tmp
         self.raw = raw
         self.config_path = tmp / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(raw))
-        self.config = load_config(self.config_path)
-        self.env = {**os.environ, "ENSEMBLE_INTERNAL_SECRET": secrets.token_hex(16)}
+        # Every part gets the same environment (e.g. a model's api_key_env, which Envoy
+        # reads too), and the internal secret.
+        self.env = {
+            **os.environ,
+            "ENSEMBLE_INTERNAL_SECRET": secrets.token_hex(16),
+            **(env or {}),
+        }
+        self.config = compile_config(yaml.safe_load(self.config_path.read_text()), self.env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.log = tmp / "parts.log"
 
@@ -101,8 +109,10 @@ class Parts:
 
 
 @contextlib.contextmanager
-def running_parts(tmp: Path, raw: dict[str, Any]) -> Iterator[Parts]:
-    parts = Parts(tmp, raw)
+def running_parts(
+    tmp: Path, raw: dict[str, Any], env: Mapping[str, str] | None = None
+) -> Iterator[Parts]:
+    parts = Parts(tmp, raw, env)
     try:
         for name in ("demo", "upstream", "extproc", "envoy"):
             parts.start(name)

@@ -1,4 +1,4 @@
-"""The admission gate, plugin signals, and the signature of internal headers."""
+"""The admission gate and plugin signals (the internal signature: test_internal.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from ensemble_extproc import headers as h
 from ensemble_extproc.adaptive.gate import AdmissionGate
 from ensemble_extproc.adaptive.signals import (
     HeaderSignal,
@@ -17,7 +16,6 @@ from ensemble_extproc.adaptive.signals import (
 )
 from ensemble_extproc.config.model import SignalConfig
 from ensemble_extproc.errors import ConfigError
-from ensemble_extproc.internal import MAX_AGE_SECONDS, sign, verify
 from ensemble_extproc.rules import RequestView
 
 
@@ -99,25 +97,3 @@ def test_a_plugin_signal_is_loaded_by_name() -> None:
 def test_a_plugin_that_cannot_load_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="cannot load signal"):
         build_signals([SignalConfig("python:no_such_module:factory")])
-
-
-VALUES = {h.MODELS: "a,b", h.STRATEGY: "voting", h.MIN_RESPONSES: "2", h.DECISION: "header"}
-
-
-@pytest.mark.parametrize(
-    ("tamper", "now_shift", "reason"),
-    [
-        ({}, 0, ""),
-        ({h.MODELS: "a,b,c"}, 0, "does not match"),
-        ({h.PROFILE: "critical"}, 0, "does not match"),
-        ({}, MAX_AGE_SECONDS + 5, "expired"),
-        ({h.SIGNATURE: "garbage"}, 0, "malformed"),
-        ({h.SIGNATURE: ""}, 0, "no signature"),
-    ],
-)
-def test_signature(tamper: dict[str, str], now_shift: float, reason: str) -> None:
-    secret = b"secret-for-tests-0123"
-    signed = {**VALUES, h.SIGNATURE: sign(secret, VALUES, 1000.0)}
-    verdict = verify(secret, {**signed, **tamper}, 1000.0 + now_shift)
-    assert verdict.ok is (reason == "")
-    assert reason in verdict.reason

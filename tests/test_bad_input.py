@@ -26,10 +26,11 @@ from ensemble_extproc.config import compile_config
 from ensemble_extproc.errors import ApiError
 from ensemble_extproc.extproc.decision import Passthrough, Reject, Reroute
 from ensemble_extproc.extproc.policy import DecisionPolicy, with_body
-from ensemble_extproc.internal import sign, verify
+from ensemble_extproc.internal import Binding, ReplayGuard, sign, verify
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.spec import spec_from_headers, upstream_spec
 from ensemble_extproc.strategies.judging import parse_verdict
+from ensemble_extproc.upstream.auth import check_signature
 from ensemble_extproc.upstream.client import candidate_from_response, retry_after_seconds
 from ensemble_extproc.upstream.request import parse_chat_request
 
@@ -50,6 +51,9 @@ WITH_PROFILE = compile_config(
     }
 )
 MESSAGES = [{"role": "user", "content": "hi"}]
+BINDING = Binding("req-1", "POST", "/v1/chat/completions")
+# The pseudo-headers of a chat completion, as Envoy sends them to the processor.
+CHAT = {":method": "POST", ":path": "/v1/chat/completions"}
 
 
 def body_with(field: str) -> bytes:
@@ -154,15 +158,24 @@ def test_uncompressed_bodies_pass(headers: dict[str, str]) -> None:
 def test_the_processor_refuses_a_compressed_body_whatever_the_route(
     config: Any, extra: dict[str, str]
 ) -> None:
-    view = RequestView("/v1/chat/completions", {"content-encoding": "gzip", **extra})
+    view = RequestView("/v1/chat/completions", {**CHAT, "content-encoding": "gzip", **extra})
     decision = DecisionPolicy(config).decide(view, body_pending=True)
     assert isinstance(decision, Reject)
     assert decision.error.status == 415
 
 
 def test_the_processor_ignores_content_encoding_without_a_body() -> None:
-    view = RequestView("/v1/models", {"content-encoding": "gzip"})
+    view = RequestView("/v1/chat/completions", {**CHAT, "content-encoding": "gzip"})
     decision = DecisionPolicy(CONFIG).decide(view, body_pending=False)
+    assert isinstance(decision, Passthrough)
+
+
+def test_other_paths_are_not_the_gateways_to_read() -> None:
+    """Only chat completions may be read (and ensembled); other bodies pass untouched."""
+    headers = {":method": "POST", ":path": "/v1/embeddings", "content-encoding": "gzip"}
+    decision = DecisionPolicy(CONFIG).decide(
+        RequestView("/v1/embeddings", headers), body_pending=True
+    )
     assert isinstance(decision, Passthrough)
 
 
@@ -203,20 +216,20 @@ def test_the_timeout_header_is_a_finite_positive_decimal_or_a_400(value: str) ->
     if not value.strip():
         return  # absent and empty mean "no profile deadline"
     with pytest.raises(ApiError) as raised:
-        upstream_spec({h.MODELS: "m1,m2", h.TIMEOUT: value}, CONFIG, 0.0)
+        upstream_spec({h.MODELS: "m1,m2", h.TIMEOUT: value}, CONFIG)
     assert raised.value.status == 400
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("2.5", 2.5), ("1e+06", 30.0), ("0.5", 0.5)])
 def test_the_timeout_header_as_the_processor_writes_it(value: str, seconds: float) -> None:
-    spec = upstream_spec({h.MODELS: "m1,m2", h.TIMEOUT: value}, CONFIG, 0.0)
+    spec = upstream_spec({h.MODELS: "m1,m2", h.TIMEOUT: value}, CONFIG)
     assert spec.timeout_seconds == seconds  # capped at ensemble.timeout_seconds (30)
 
 
 @pytest.mark.parametrize("stamp", ["9" * 5000, "²³", "1" * 13, "", "-5", "1.5"])
 def test_a_malformed_signature_timestamp_is_refused_not_raised(stamp: str) -> None:
-    values = {h.MODELS: "m1", h.SIGNATURE: f"t={stamp},v1=abc"}
-    verdict = verify(SECRET, values, 1_000_000.0)
+    values = {h.MODELS: "m1", h.SIGNATURE: f"t={stamp},n=0123,v1=abc"}
+    verdict = verify(SECRET, values, BINDING, 1_000_000.0, 10)
     assert not verdict.ok
     assert verdict.reason == "malformed signature"
 
@@ -254,7 +267,7 @@ def test_the_processor_decides_on_any_header_values(
         h.MIN_RESPONSES: min_responses,
         "content-encoding": encoding,
     }
-    headers = {name: value for name, value in values.items() if value is not None}
+    headers = {**CHAT, **{name: value for name, value in values.items() if value is not None}}
     decision = DecisionPolicy(CONFIG).decide(
         RequestView("/v1/chat/completions", headers), body_pending=True
     )
@@ -285,7 +298,8 @@ def test_the_upstream_reads_any_header_values(
     for config in (CONFIG, SIGNED):
         status = 200
         try:
-            upstream_spec(headers, config, 1_000_000.0)
+            check_signature(headers, BINDING, config, ReplayGuard(), 1_000_000.0)
+            upstream_spec(headers, config)
         except ApiError as error:
             status = error.status
         assert status == 200 or 400 <= status < 500
@@ -294,9 +308,10 @@ def test_the_upstream_reads_any_header_values(
 def test_a_signed_request_still_reads_its_values_strictly() -> None:
     """The signature proves who wrote the values, not that they parse."""
     values = {h.MODELS: "m1,m2", h.MIN_RESPONSES: "1" * 5000}
-    values[h.SIGNATURE] = sign(SECRET, values, 1_000_000.0)
+    values[h.SIGNATURE] = sign(SECRET, values, BINDING, 1_000_000.0)
+    check_signature(values, BINDING, SIGNED, ReplayGuard(), 1_000_000.0)
     with pytest.raises(ApiError) as raised:
-        upstream_spec(values, SIGNED, 1_000_000.0)
+        upstream_spec(values, SIGNED)
     assert raised.value.status == 400
 
 

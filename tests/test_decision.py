@@ -24,6 +24,7 @@ from ensemble_extproc.spec import EnsembleSpec
 from helpers import make_config
 
 URLS = {name: f"http://127.0.0.1:9/{name}" for name in ("m1", "m2", "m3", "m4")}
+CHAT = "/v1/chat/completions"
 CONFIG = make_config(URLS, ensemble={"max_models_per_request": 3, "default_min_responses": 2})
 WITH_DEFAULTS = make_config(
     URLS, ensemble={"default_models": ["m1", "m2"], "default_strategy": "first_success"}
@@ -300,11 +301,36 @@ def test_profile_spec_carries_its_deadline() -> None:
 
 
 def test_body_is_requested_only_when_a_source_reads_it() -> None:
-    view = RequestView("/v1/chat/completions", {})
+    view = RequestView(CHAT, {":method": "POST", ":path": CHAT})
     headers_only = make_config(URLS)
     assert isinstance(DecisionPolicy(headers_only).decide(view, body_pending=True), Passthrough)
     with_rules = policy_config(rules=RULES)
     assert isinstance(DecisionPolicy(with_rules).decide(view, body_pending=True), NeedBody)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "ensembled"),
+    [
+        ("POST", CHAT, True),
+        ("POST", CHAT + "?api-version=1", True),
+        ("GET", CHAT, False),
+        ("GET", "/v1/models", False),
+        ("GET", "/metrics", False),
+        ("GET", "/openapi.json", False),
+        ("POST", "/v1/completions", False),
+        ("POST", "/v1/chat/completions/", False),
+    ],
+)
+def test_only_a_chat_completion_post_can_be_ensembled(
+    method: str, path: str, ensembled: bool
+) -> None:
+    """Ensemble headers elsewhere are not an ensemble: Envoy proxies or refuses the request
+    as plain traffic (and the ensemble route carries only the chat completion POST)."""
+    headers = {":method": method, ":path": path, "x-ensemble-enable": "true"}
+    decision = DecisionPolicy(WITH_DEFAULTS).decide(RequestView(path, headers), body_pending=False)
+    assert isinstance(decision, Reroute) is ensembled
+    if not ensembled:
+        assert decision == Passthrough("not a chat completion")
 
 
 def test_any_profile_or_body_rule_means_the_body_is_read() -> None:

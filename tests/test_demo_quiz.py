@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -163,6 +164,23 @@ def test_every_style_states_exactly_its_answer() -> None:
     assert quiz.STYLE_COUNT >= 8
 
 
+def test_every_long_style_is_a_chain_of_thought_stating_its_answer() -> None:
+    sizes = []
+    for index, problem in enumerate(QUESTIONS[:200]):
+        for answer in (problem.correct, *problem.distractors):
+            for style in range(quiz.LONG_STYLE_COUNT):
+                rendered = quiz.render_long(problem, answer, style, random.Random(index))
+                sizes.append(len(rendered))
+                assert quiz.final_answer(problem, rendered) == answer, rendered[-200:]
+                # Other numbers come before the answer.
+                assert len(re.findall(r"[0-9]+", rendered)) >= 4
+    assert min(sizes) >= 1000
+    assert max(sizes) <= 4096
+    choice = next(p for p in QUESTIONS if p.kind == "choice")
+    with pytest.raises(ValueError, match="A-D"):
+        quiz.render_long(choice, "9", 0, random.Random(0))
+
+
 def test_render_examples_and_bad_answers() -> None:
     arithmetic = quiz.parse("What is 37 + 45?")
     choice = quiz.parse("Which number is 12 \u00d7 7?\n(A) 84\n(B) 86\n(C) 74\n(D) 94")
@@ -256,6 +274,18 @@ async def test_quiz_question_inside_a_longer_message_is_answered(
     content = f"Solve this, please:\n\n{problem.prompt}\n\nReply briefly."
     reply = await ask(session, servers.urls["quiz-perfect"], content)
     assert quiz.final_answer(problem, text(reply)) == problem.correct
+
+
+async def test_step_by_step_prompts_get_a_chain_of_thought(
+    servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    problem = QUESTIONS[0]
+    content = f"{problem.prompt}\n\n{quiz.STEP_BY_STEP}"
+    reply = await ask(session, servers.urls["quiz-perfect"], content)
+    assert len(text(reply)) >= 1000
+    assert quiz.final_answer(problem, text(reply)) == problem.correct
+    short = await ask(session, servers.urls["quiz-perfect"], problem.prompt)
+    assert len(text(short)) < 200
 
 
 async def test_non_quiz_prompts_and_models_keep_canned_answers(

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from deploy.render_plain_envoy import (
 )
 
 from ensemble_extproc.config import Config, ConfigError, compile_config
-from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_bootstrap import RUNTIME_FLAGS, bootstrap
 from ensemble_extproc.headers import ROUTE, ROUTE_VALUE
 from ensemble_extproc.stack import envoy_binary
 
@@ -431,6 +432,32 @@ def test_gateway_exists_for_every_route_and_policy() -> None:
             assert policy["metadata"]["namespace"] == gateway["metadata"]["namespace"]
 
 
+def test_gateway_envoys_get_the_bootstrap_runtime_flags() -> None:
+    """Envoy Gateway has no field for runtime flags: its EnvoyProxy merges one more static
+    runtime layer, holding the rendered bootstrap's flags, into its default bootstrap
+    (merged lists are appended: the layer comes last and wins), and the Gateway names
+    that EnvoyProxy."""
+    docs = gateway_variant()
+    gateway = named(docs, "Gateway", "llm-gateway")
+    ref = gateway["spec"]["infrastructure"]["parametersRef"]
+    assert (ref["group"], ref["kind"]) == ("gateway.envoyproxy.io", "EnvoyProxy")
+    proxy = named(docs, "EnvoyProxy", ref["name"])
+    assert proxy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    assert proxy["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    merge = proxy["spec"]["bootstrap"]
+    assert merge["type"] == "Merge"
+    fragment = yaml.safe_load(merge["value"])
+    # A well-formed piece of Envoy's Bootstrap (Envoy Gateway rejects a merge that is not).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
+    assert Bootstrap.from_dict(fragment).layered_runtime is not None
+    [layer] = fragment["layered_runtime"]["layers"]
+    assert layer["static_layer"] == RUNTIME_FLAGS
+    rendered = bootstrap(pod_config())["layered_runtime"]["layers"][0]["static_layer"]
+    assert rendered == RUNTIME_FLAGS
+
+
 def only_rule(route: Manifest) -> Manifest:
     rules = route["spec"]["rules"]
     assert len(rules) == 1
@@ -614,6 +641,21 @@ def test_plain_envoy_configmap_is_up_to_date() -> None:
         "run 'python deploy/render_plain_envoy.py'"
     )
     assert PLACEHOLDER not in expected, "the bootstrap must not carry a secret"
+
+
+def test_plain_envoy_gets_every_variable_its_bootstrap_reads_from_a_secret() -> None:
+    """The default route's key: the bootstrap names the variable, the Envoy pod has it."""
+    [configmap] = load_docs(PLAIN_CONFIGMAP)
+    wanted = set(re.findall(r"%ENVIRONMENT\(([A-Z0-9_]+)\)%", configmap["data"][BOOTSTRAP_KEY]))
+    default = plain_raw()["default_model"]
+    [model] = [m for m in plain_raw()["models"] if m["name"] == default]
+    assert wanted == {model["api_key_env"]}
+    refs = env_refs(named(plain_variant(), "Deployment", ENVOY))
+    assert wanted <= refs.keys()
+    secrets = secret_template()
+    for variable in wanted:
+        secret, key = refs[variable]
+        assert key in secrets.get(secret, {}), f"{variable} -> {secret}/{key}"
 
 
 def test_plain_envoy_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:

@@ -79,6 +79,18 @@ def assert_still_serving(parts: Parts) -> None:
     assert payload["choices"][0]["message"]["content"] == "Paris."
 
 
+def assert_serving_again(parts: Parts, within: float = 15.0) -> None:
+    """A restarted part serves once Envoy's health check (0.5 s interval) has seen it: ask
+    until then, and fail if it never comes back."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        status, _, _, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert_still_serving(parts)
+
+
 @pytest.mark.parametrize(
     ("model", "reason"),
     [
@@ -146,12 +158,14 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
         status, _, payload, elapsed = ask(parts)
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
+        # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
+        assert "ext_proc" in payload["error"]["message"]
         assert elapsed < 1.0
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
         assert status >= 500
         parts.start("extproc")
-        assert_still_serving(parts)
+        assert_serving_again(parts)
 
 
 def test_processor_down_fail_open(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Gateway, running_gateway
 from ensemble_extproc import headers as h
-from ensemble_extproc.internal import sign
+from ensemble_extproc.internal import Binding, sign
 from test_e2e_envoy import QUESTION, curl
 
 pytestmark = pytest.mark.e2e
@@ -142,7 +142,11 @@ async def test_the_upstream_rejects_unsigned_internal_headers(
 
 async def test_a_signature_with_another_key_is_rejected(gateway: Gateway) -> None:
     values = {h.MODELS: "demo-fast", h.STRATEGY: "voting", h.MIN_RESPONSES: "1"}
-    forged = {**values, h.SIGNATURE: sign(b"not-the-gateway-secret!", values, time.time())}
+    binding = Binding("", "POST", "/v1/chat/completions")
+    forged = {
+        **values,
+        h.SIGNATURE: sign(b"not-the-gateway-secret!", values, binding, time.time()),
+    }
     status, answer = await direct(gateway, forged)
     assert status == 403
     assert "does not match" in answer["error"]["message"]

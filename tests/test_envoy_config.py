@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -10,18 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
+import yaml
 
-from ensemble_extproc.config import load_config
+from ensemble_extproc import headers as h
+from ensemble_extproc.config import Config, compile_config, load_config
 from ensemble_extproc.envoy_bootstrap import (
+    DEFAULT_CLUSTER,
     EXT_PROC,
     EXTPROC_CLUSTER,
+    FALLBACK_DEFAULT_CLUSTER,
+    FALLBACK_LISTENER,
+    GRACEFUL_GRPC_CLOSE,
     HCM,
     HTTP_PROTOCOL_OPTIONS,
+    LOCAL_REPLIES,
+    RUNTIME_FLAGS,
     TLS_CONTEXT,
     TYPE,
     bootstrap,
     render_yaml,
 )
+from ensemble_extproc.envoy_types import system_ca_bundle
 from ensemble_extproc.stack import envoy_binary
 
 from helpers import make_config
@@ -131,3 +142,187 @@ def test_servers_import_the_shared_names_without_envoy_data_plane() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr or "envoy_data_plane was imported"
+
+
+def test_runtime_flags_sit_in_a_static_layer_and_the_admin_layer_stays() -> None:
+    """Envoy without a layered_runtime has an admin layer (/runtime_modify); declaring
+    the static layer must not take it away."""
+    layers = bootstrap(make_config({"m": "http://127.0.0.1:8001/v1"}))["layered_runtime"]
+    assert layers == {
+        "layers": [
+            {"name": "static", "static_layer": RUNTIME_FLAGS},
+            {"name": "admin", "admin_layer": {}},
+        ]
+    }
+    assert RUNTIME_FLAGS == {GRACEFUL_GRPC_CLOSE: True}
+
+
+# --- the default model's policy, TLS, DNS, request ids, local replies (issue 12) ----------
+
+
+def compile_models(models: list[dict[str, Any]], **extra: Any) -> Config:
+    raw = {"models": models, "default_model": models[0]["name"], **extra}
+    return compile_config(raw, {"PROVIDER_KEY": "sk-not-in-the-bootstrap"})
+
+
+def gateway_routes(rendered: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [host] = hcm["route_config"]["virtual_hosts"]
+    return {route["name"]: route for route in host["routes"]}
+
+
+def cluster(rendered: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [c for c in rendered["static_resources"]["clusters"] if c["name"] == name]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("url", "chat", "models"),
+    [
+        ("http://provider.example/base/v1", "/base/v1/chat/completions", "/base/v1/models"),
+        ("http://provider.example:8080", None, None),  # /v1 is added: nothing to rewrite
+        (
+            "http://h/openai/deployments/x/chat/completions",
+            "/openai/deployments/x/chat/completions",
+            "/openai/deployments/x/models",
+        ),
+    ],
+)
+def test_the_default_route_applies_the_urls_path_prefix_and_host(
+    url: str, chat: str | None, models: str | None
+) -> None:
+    routes = gateway_routes(bootstrap(compile_models([{"name": "m", "url": url}])))
+    chat_route, list_route = routes["default_model"]["route"], routes["default_model_list"]["route"]
+    assert chat_route.get("prefix_rewrite") == chat
+    rewrite = list_route.get("regex_rewrite")
+    assert (rewrite["substitution"] if rewrite else None) == models
+    host = url.split("//")[1].split("/")[0]
+    assert chat_route["host_rewrite_literal"] == list_route["host_rewrite_literal"] == host
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_the_default_route_sends_the_key_by_name_and_no_client_credential(forward: bool) -> None:
+    model: dict[str, Any] = {"name": "m", "url": "https://api.example.com/v1"}
+    model |= {"forward_client_auth": True} if forward else {"api_key_env": "PROVIDER_KEY"}
+    rendered = bootstrap(compile_models([model]))
+    assert "sk-not-in-the-bootstrap" not in json.dumps(rendered)
+    for name in ("default_model", "default_model_list"):
+        route = gateway_routes(rendered)[name]
+        removed = set(route["request_headers_to_remove"])
+        assert set(h.INTERNAL) | set(h.REQUEST_HEADERS) <= removed
+        assert set(h.CLIENT_CREDENTIALS) - {"authorization"} <= removed
+        assert ("authorization" in removed) is not forward
+        added = route.get("request_headers_to_add", [])
+        if forward:
+            assert added == []
+        else:
+            [header] = added
+            assert header["header"] == {
+                "key": "authorization",
+                "value": "Bearer %ENVIRONMENT(PROVIDER_KEY)%",
+            }
+            assert header["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def test_only_the_chat_completion_post_takes_the_ensemble_route() -> None:
+    route = gateway_routes(bootstrap(make_config({"m": "http://127.0.0.1:1/v1"})))["ensemble"]
+    assert route["match"]["path"] == "/v1/chat/completions"
+    headers = {m["name"]: m["string_match"]["exact"] for m in route["match"]["headers"]}
+    assert headers == {h.ROUTE: h.ROUTE_VALUE, ":method": "POST"}
+
+
+@pytest.mark.parametrize(
+    ("url", "ca_file", "san_type", "sni"),
+    [
+        ("https://api.example.com/v1", None, "DNS", "api.example.com"),
+        ("https://10.1.2.3:8443/v1", "CA", "IP_ADDRESS", None),
+    ],
+)
+def test_https_default_models_are_verified(
+    tmp_path: Path, url: str, ca_file: str | None, san_type: str, sni: str | None
+) -> None:
+    model: dict[str, Any] = {"name": "m", "url": url}
+    if ca_file:
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        model["ca_file"] = str(tmp_path / "ca.pem")
+    rendered = bootstrap(compile_models([model]))
+    socket_config = cluster(rendered, DEFAULT_CLUSTER)["transport_socket"]["typed_config"]
+    validation = socket_config["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": model.get("ca_file", system_ca_bundle())}
+    host = url.split("//")[1].split("/")[0].split(":")[0]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": san_type, "matcher": {"exact": host}}
+    ]
+    assert socket_config.get("sni") == sni
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(rendered))
+    assert validate(path).returncode == 0
+
+
+def test_dns_clusters_prefer_ipv4() -> None:
+    """Envoy's default took only ::1 for localhost: an IPv4-only server got a 503."""
+    rendered = bootstrap(compile_models([{"name": "m", "url": "http://localhost:8000/v1"}]))
+    default = cluster(rendered, DEFAULT_CLUSTER)
+    assert default["type"] == "STRICT_DNS"
+    assert default["dns_lookup_family"] == "V4_PREFERRED"
+    static = bootstrap(make_config({"m": "http://127.0.0.1:8000/v1"}))
+    assert "dns_lookup_family" not in cluster(static, DEFAULT_CLUSTER)
+
+
+def test_envoy_makes_every_request_id_itself() -> None:
+    rendered = bootstrap(make_config({"m": "http://127.0.0.1:1/v1"}))
+    [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    [early] = hcm["early_header_mutation_extensions"]
+    assert early["typed_config"]["mutations"] == [{"remove": "x-request-id"}]
+    assert hcm.get("generate_request_id", True) is not False
+
+
+def test_every_local_reply_status_has_a_json_mapper_and_the_processors_are_kept() -> None:
+    rendered = bootstrap(make_config({"m": "http://127.0.0.1:1/v1"}))
+    [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
+    mappers = listener["filter_chains"][0]["filters"][0]["typed_config"]["local_reply_config"][
+        "mappers"
+    ]
+    keep = mappers[0]
+    assert "body_format_override" not in keep
+    assert "ensemble_extproc_" in json.dumps(keep["filter"])
+    bodies = [m["body_format_override"]["json_format"]["error"] for m in mappers[1:]]
+    assert {b["code"] for b in bodies} == {r.code for r in LOCAL_REPLIES} | {"invalid_request"}
+    for body in bodies:
+        assert body["message"], body
+        assert (
+            "%RESPONSE_CODE_DETAILS%" in body["message"] or "%LOCAL_REPLY_BODY%" in body["message"]
+        )
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
+    fallback: bool,
+) -> None:
+    config = compile_models(
+        [{"name": "m", "url": "http://provider.example/base/v1", "api_key_env": "PROVIDER_KEY"}],
+        envoy={"fallback_to_default": fallback},
+    )
+    rendered = bootstrap(config)
+    listeners = {x["name"]: x for x in rendered["static_resources"]["listeners"]}
+    assert (FALLBACK_LISTENER in listeners) is fallback
+    assert bool(rendered.get("bootstrap_extensions")) is fallback
+    if not fallback:
+        return
+    internal = listeners[FALLBACK_LISTENER]
+    hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
+    [host] = hcm["route_config"]["virtual_hosts"]
+    assert host["routes"] == list(gateway_routes(rendered).values())[1:]
+    aggregate = cluster(rendered, "ensemble_or_default")
+    assert aggregate["cluster_type"]["typed_config"]["clusters"] == [
+        "ensemble_upstream",
+        FALLBACK_DEFAULT_CLUSTER,
+    ]
+    [endpoint] = cluster(rendered, FALLBACK_DEFAULT_CLUSTER)["load_assignment"]["endpoints"][0][
+        "lb_endpoints"
+    ]
+    assert endpoint["endpoint"]["address"] == {
+        "envoy_internal_address": {"server_listener_name": FALLBACK_LISTENER}
+    }

@@ -17,7 +17,7 @@ from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from ensemble_extproc.config import Address, compile_config
 from ensemble_extproc.extproc import create_server
-from ensemble_extproc.internal import verify
+from ensemble_extproc.internal import Binding, verify
 
 from helpers import make_config
 
@@ -183,7 +183,7 @@ async def test_a_rule_on_the_body_reroutes_in_the_body_response(
     chat = {"model": "x", "messages": [{"role": "user", "content": "Max dosage?"}]}
     first, second = await exchange(
         policy_stub,
-        headers_message({"x-ensemble-profile": "spoofed"}),
+        headers_message({"x-ensemble-profile": "spoofed", "x-request-id": "rid-1"}),
         body_message(json.dumps(chat).encode()),
     )
     # Headers: the body is wanted (no mode override), the spoofed header goes.
@@ -199,8 +199,12 @@ async def test_a_rule_on_the_body_reroutes_in_the_body_response(
     assert values["x-ensemble-profile"] == "critical"
     assert values["x-ensemble-decision"] == "rule:medical"
     assert values["x-ensemble-timeout"] == "7"
-    assert verify(SECRET, values, time.time()).ok
-    assert not verify(b"another-secret-entirely", values, time.time()).ok
+    # Signed for this request: its Envoy request id, method and path.
+    binding = Binding("rid-1", "POST", "/v1/chat/completions")
+    assert verify(SECRET, values, binding, time.time(), 10).ok
+    assert not verify(b"another-secret-entirely", values, binding, time.time(), 10).ok
+    other = Binding("rid-2", "POST", "/v1/chat/completions")
+    assert not verify(SECRET, values, other, time.time(), 10).ok
     facts = second.dynamic_metadata.fields["ensemble_extproc"].struct_value.fields
     assert facts["decision"].string_value == "rule:medical"
     assert facts["profile"].string_value == "critical"

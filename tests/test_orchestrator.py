@@ -11,8 +11,9 @@ import pytest
 
 from ensemble_extproc.config import Endpoint
 from ensemble_extproc.spec import EnsembleSpec
-from ensemble_extproc.strategies import Candidate, Status, Usage
+from ensemble_extproc.strategies import Candidate, Failure, Selection, Status, Usage
 from ensemble_extproc.upstream import Fanout
+from ensemble_extproc.upstream.orchestrator import stop_reason
 
 from helpers import make_config
 
@@ -43,7 +44,13 @@ class FakeClient:
             self.cancelled.append(endpoint.name)
             raise
         if script.content is None:
-            return Candidate(endpoint.name, Status.ERROR, error="HTTP 500: boom")
+            return Candidate(
+                endpoint.name,
+                Status.ERROR,
+                error="HTTP 500: boom",
+                failure=Failure.HTTP,
+                http_status=500,
+            )
         message = {"role": "assistant", "content": script.content}
         usage = Usage(10, 2, 12)
         return Candidate(endpoint.name, Status.OK, message, "stop", usage, script.delay * 1000)
@@ -94,6 +101,38 @@ async def test_quorum_not_met_answers_as_soon_as_it_is_impossible() -> None:
     assert outcome.selection is None
     assert outcome.deadline_exceeded is False
     assert client.cancelled == ["c"]
+
+
+def reasons(outcome: Any) -> dict[str, tuple[Status, str | None]]:
+    return {c.model: (c.status, c.error) for c in outcome.candidates}
+
+
+async def test_calls_cut_short_by_an_impossible_quorum_say_so() -> None:
+    client = FakeClient({"a": Script(0.01, None), "b": Script(5)})
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b"), "voting", 2), {})
+    assert outcome.selection is None
+    assert reasons(outcome)["b"] == (
+        Status.CANCELLED,
+        "cancelled: the quorum could no longer be met",
+    )
+
+
+async def test_a_quorum_made_impossible_by_an_open_circuit_is_not_called_an_answer() -> None:
+    """Issue 12: the other members were reported as "the ensemble had its answer"."""
+    client = FakeClient({"a": Script(0.01, None), "b": Script(5)})
+    ensemble = fanout(client, circuit_breaker={"failures": 1, "cooldown_seconds": 60})
+    await ensemble.run(EnsembleSpec(("a",), "voting", 1), {})  # opens a's circuit
+    outcome = await ensemble.run(EnsembleSpec(("a", "b"), "voting", 2), {})
+    assert outcome.selection is None
+    got = reasons(outcome)
+    assert got["a"][0] is Status.SKIPPED
+    assert got["b"] == (Status.CANCELLED, "cancelled: the quorum could no longer be met")
+
+
+def test_the_stop_reason_says_whether_the_ensemble_had_an_answer() -> None:
+    winner = Candidate("a", Status.OK, {"role": "assistant", "content": "x"})
+    assert stop_reason(Selection(winner, reason="only one")) == "the ensemble had its answer"
+    assert stop_reason(None) == "the quorum could no longer be met"
 
 
 async def test_deadline_stops_everything() -> None:

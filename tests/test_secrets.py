@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from aiohttp import web
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
 from ensemble_extproc.demo import DemoModel, DemoServers, start_demo_servers
-from ensemble_extproc.internal import sign
+from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.observability import logs
 from ensemble_extproc.redact import MASK, Redactor, client_credentials, config_redactor
 from ensemble_extproc.upstream import create_app
@@ -199,9 +200,11 @@ async def ask(
         "x-ensemble-strategy": strategy,
         "x-ensemble-min-responses": str(quorum),
         "authorization": f"Bearer {CLIENT_KEY}",
+        h.REQUEST_ID: uuid.uuid4().hex,
     }
-    # Signed as the processor signs (the upstream has the internal secret).
-    headers[h.SIGNATURE] = sign(INTERNAL.encode(), headers, time.time())
+    # Signed as the processor signs, for this one request (the upstream has the secret).
+    binding = Binding(headers[h.REQUEST_ID], "POST", "/v1/chat/completions")
+    headers[h.SIGNATURE] = sign(INTERNAL.encode(), headers, binding, time.time())
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{url}/v1/chat/completions", json=chat(**body), headers=headers) as resp,

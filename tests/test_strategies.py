@@ -111,14 +111,32 @@ def test_voting_merges_near_identical_free_text() -> None:
 
 
 def test_weighted_log_odds_lets_one_strong_model_outvote_two_weak_ones() -> None:
-    # log-odds: 0.95 -> 2.94; 0.6 -> 0.41 each: the strong model wins 2.94 vs 0.81.
+    # alternatives 1, log-odds: 0.95 -> 2.94; 0.6 -> 0.41 each: 2.94 vs 0.81.
     replies = {"a": r("1"), "b": r("2"), "c": r("2")}
-    ctx = context(ABC, accuracies={"a": 0.95, "b": 0.6, "c": 0.6})
+    ctx = context(ABC, accuracies={"a": 0.95, "b": 0.6, "c": 0.6}, weighted_alternatives=1)
     trace = simulate("weighted", ctx, replies)
     assert trace.selection is not None
     assert trace.selection.winner.model == "a"
     # Plain voting would follow the two weak models.
     assert simulate("voting", ctx, replies).selection.winner.content == "2"  # type: ignore[union-attr]
+
+
+def test_weighted_default_counts_votes_first_and_breaks_ties_by_accuracy() -> None:
+    accuracies = {"a": 0.6, "b": 0.6, "c": 0.95, "d": 0.6}
+    ctx = context(("a", "b", "c", "d"), accuracies=accuracies)
+    # Two votes beat one, however strong: the default never overrules a majority.
+    majority = {"a": r("1"), "b": r("1"), "c": r("2"), "d": r("3")}
+    trace = simulate("weighted", ctx, majority)
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "1"
+    # Equal votes: the answer of the more accurate voters wins, not the first in order
+    # (voting would pick a's "1").
+    tie = {"a": r("1"), "b": r("2"), "c": r("2"), "d": r("1")}
+    trace = simulate("weighted", ctx, tie)
+    assert trace.selection is not None
+    assert trace.selection.winner.model == "b"
+    assert simulate("voting", ctx, tie).selection.winner.model == "a"  # type: ignore[union-attr]
+    assert trace.selection.details["groups"][0]["tiebreak"] > 0
 
 
 def test_weighted_uses_configured_weights_and_confidence() -> None:
@@ -132,9 +150,29 @@ def test_weighted_uses_configured_weights_and_confidence() -> None:
 
 def test_weighted_stops_early_by_weight() -> None:
     replies = {"a": r("1", 10), "b": r("2", 500), "c": r("3", 600)}
-    ctx = context(ABC, accuracies={"a": 0.99, "b": 0.6, "c": 0.6})
+    ctx = context(ABC, accuracies={"a": 0.99, "b": 0.6, "c": 0.6}, weighted_alternatives=1)
     trace = simulate("weighted", ctx, replies)
     assert sorted(trace.cancelled) == ["b", "c"]
+
+
+def test_a_negative_weight_running_keeps_the_vote_open() -> None:
+    # alternatives 1: accuracy 0.2 weighs log(0.25) = -1.39: its vote counts against its
+    # answer. a (0.85) answers first; b (-1.39) will vote with a, c (0.41) against.
+    accuracies = {"a": 0.7, "b": 0.2, "c": 0.6}
+    ctx = context(ABC, accuracies=accuracies, weighted_alternatives=1, min_responses=1)
+    replies = {"a": r("1", 10), "b": r("1", 500), "c": r("2", 600)}
+    trace = simulate("weighted", ctx, replies)
+    # Ignoring b's negative weight, a's 0.85 > c's 0.41 would have stopped early with "1";
+    # in full, "1" has 0.85 - 1.39 = -0.54 and "2" wins with 0.41.
+    assert trace.cancelled == []
+    assert trace.selection is not None
+    assert trace.selection.winner.content == "2"
+    # Far enough ahead, a negative weight still running does not hold the vote open:
+    # 2 x 2.2 - 1.39 (d) > 0.41 (c).
+    accuracies = {"a": 0.9, "b": 0.9, "c": 0.6, "d": 0.2}
+    ctx = context(("a", "b", "c", "d"), accuracies=accuracies, weighted_alternatives=1)
+    replies = {"a": r("1", 10), "b": r("1", 20), "c": r("2", 300), "d": r("1", 500)}
+    assert sorted(simulate("weighted", ctx, replies).cancelled) == ["c", "d"]
 
 
 # --------------------------------------------------------------------- first_success

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from ensemble_extproc.errors import ConfigError
 from ensemble_extproc.strategies.weighted import log_odds
 
 from helpers import make_config
@@ -22,3 +23,18 @@ def test_log_odds(p: float, k: int, weight: float) -> None:
 def test_alternatives_come_from_config() -> None:
     config = make_config({"a": "http://127.0.0.1:9/v1"}, ensemble={"weighted": {"alternatives": 3}})
     assert config.ensemble.strategy.weighted_alternatives == 3
+
+
+def test_alternatives_default_to_auto() -> None:
+    config = make_config({"a": "http://127.0.0.1:9/v1"})
+    assert config.ensemble.strategy.weighted_alternatives is None
+    auto = make_config(
+        {"a": "http://127.0.0.1:9/v1"}, ensemble={"weighted": {"alternatives": "auto"}}
+    )
+    assert auto.ensemble.strategy.weighted_alternatives is None
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "three", True])
+def test_bad_alternatives_name_the_key(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"ensemble\.weighted\.alternatives.*auto"):
+        make_config({"a": "http://127.0.0.1:9/v1"}, ensemble={"weighted": {"alternatives": value}})

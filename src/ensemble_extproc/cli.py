@@ -1,4 +1,4 @@
-"""Command line: ``ensemble-extproc <command> --config FILE``."""
+"""Command line: ``ensemble-extproc <command> --config FILE``; ``group`` reads stdin."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvloop
 
+from . import group_command
 from .config import Address, Config, ConfigError, load_config
 from .envoy_bootstrap import render_yaml
 from .observability import logs
@@ -50,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
                 default=0,
                 help="replica number: listens on the configured port + this",
             )
+    text = "print how a JSON list of answers on stdin groups, as voting counts them"
+    group = commands.add_parser("group", help=text, description=text)
+    group.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config file whose ensemble.similarity_threshold applies (default: 0.9)",
+    )
+    group.add_argument(
+        "--similarity", type=float, default=None, help="free-text similarity in (0, 1]"
+    )
     return parser
 
 
@@ -101,8 +113,25 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _group(args: argparse.Namespace) -> int:
+    similarity = args.similarity
+    try:
+        if similarity is None:
+            config = load_config(args.config) if args.config is not None else None
+            similarity = config.ensemble.strategy.similarity_threshold if config else 0.9
+        if not 0 < similarity <= 1:
+            raise group_command.InputError(f"--similarity must be in (0, 1], got {similarity}")
+        group_command.run(sys.stdin, sys.stdout, similarity)
+    except (ConfigError, group_command.InputError) as exc:
+        print(f"ensemble-extproc group: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "group":
+        return _group(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

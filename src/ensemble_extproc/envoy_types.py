@@ -10,18 +10,33 @@ servers, which import ``envoy_bootstrap``'s constants, do not need envoy-data-pl
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TypeAlias
+from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.accesslog import v3 as al
-from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.bootstrap.v3 import (
+    Admin,
+    Bootstrap,
+    BootstrapStaticResources,
+    LayeredRuntime,
+    RuntimeLayer,
+    RuntimeLayerAdminLayer,
+)
 from envoy_data_plane.envoy.config.cluster import v3 as cl
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
+    HeaderMutation as HeaderMutationRule,
+)
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as ep
 from envoy_data_plane.envoy.config.listener import v3 as lis
 from envoy_data_plane.envoy.config.route import v3 as rt
+from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import InternalListener
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ExternalProcessor,
@@ -39,10 +54,13 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     LocalReplyConfig,
     ResponseMapper,
 )
+from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    HeaderMutation as EarlyHeaderMutation,
+)
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
     PreviousHostsPredicate,
 )
-from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import UpstreamTlsContext
+from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as tls
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
@@ -52,20 +70,30 @@ from envoy_data_plane.envoy.type.matcher import v3 as matcher
 from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 
 from . import headers as h
-from .config import Address, Config
+from . import paths
+from .config import Address, Config, Endpoint
 from .envoy_bootstrap import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
     EXTPROC_CLUSTER,
     FALLBACK_CLUSTER,
+    FALLBACK_DEFAULT_CLUSTER,
+    FALLBACK_LISTENER,
     HTTP_PROTOCOL_OPTIONS,
-    LOCAL_REPLY_ERRORS,
+    LOCAL_REPLIES,
+    LOCAL_REPLY_OTHER_4XX,
+    LOCAL_REPLY_OTHER_5XX,
+    PROCESSOR_REPLY,
+    RUNTIME_FLAGS,
     SERVED_BY_NS,
+    SYSTEM_CA_BUNDLES,
+    LocalReply,
     replica_addresses,
 )
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def _seconds(value: float) -> timedelta:
@@ -128,17 +156,66 @@ def _aggregate(name: str, clusters: list[str]) -> cl.Cluster:
     )
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _served_by(name: str) -> core.Metadata:
+    # Read back by x-ensemble-served-by: which cluster answered, also through the fallback
+    # (aggregate) cluster.
+    return core.Metadata(filter_metadata={SERVED_BY_NS: _struct({"served_by": name})})
+
+
+def system_ca_bundle() -> str:
+    return next((path for path in SYSTEM_CA_BUNDLES if os.path.exists(path)), SYSTEM_CA_BUNDLES[0])
+
+
+def _tls_socket(host: str, ca_file: str | None) -> core.TransportSocket:
+    """Verified TLS, as a client library would do it: the chain against the system CAs (or
+    the model's ca_file only), the certificate must name the host, and SNI names it too.
+    (Envoy checks neither the chain nor the name without a validation context.)"""
+    ip = _is_ip(host)
+    san = tls.SubjectAltNameMatcher(
+        san_type=(
+            tls.SubjectAltNameMatcherSanType.IP_ADDRESS
+            if ip
+            else tls.SubjectAltNameMatcherSanType.DNS
+        ),
+        matcher=matcher.StringMatcher(exact=host),
+    )
+    validation = tls.CertificateValidationContext(
+        trusted_ca=core.DataSource(filename=ca_file or system_ca_bundle()),
+        match_typed_subject_alt_names=[san],
+    )
+    context = tls.UpstreamTlsContext(
+        # SNI carries host names only (RFC 6066).
+        sni="" if ip else host,
+        common_tls_context=tls.CommonTlsContext(validation_context=validation),
+    )
+    return core.TransportSocket(name="envoy.transport_sockets.tls", typed_config=Any.pack(context))
+
+
 def _cluster(
-    name: str, address: Address | list[Address], *, http2: bool = False, tls: bool = False
+    name: str,
+    address: Address | list[Address],
+    *,
+    http2: bool = False,
+    transport_socket: core.TransportSocket | None = None,
 ) -> cl.Cluster:
     addresses = address if isinstance(address, list) else [address]
     host = addresses[0].host
+    dns = not _is_ip(host)
     return cl.Cluster(
         name=name,
-        type=(
-            cl.ClusterDiscoveryType.STATIC
-            if host.replace(".", "").isdigit()
-            else cl.ClusterDiscoveryType.STRICT_DNS
+        type=cl.ClusterDiscoveryType.STRICT_DNS if dns else cl.ClusterDiscoveryType.STATIC,
+        # Envoy's default (AUTO) takes only the IPv6 answer when there is one: "localhost"
+        # became ::1 alone, and a server listening on 127.0.0.1 got no request at all.
+        dns_lookup_family=(
+            cl.ClusterDnsLookupFamily.V4_PREFERRED if dns else cl.ClusterDnsLookupFamily.AUTO
         ),
         connect_timeout=_seconds(1),
         load_assignment=ep.ClusterLoadAssignment(
@@ -148,25 +225,14 @@ def _cluster(
                     lb_endpoints=[
                         ep.LbEndpoint(
                             endpoint=ep.Endpoint(address=_address(each)),
-                            # Read back by x-ensemble-served-by: which cluster answered,
-                            # also through the fallback (aggregate) cluster.
-                            metadata=core.Metadata(
-                                filter_metadata={SERVED_BY_NS: _struct({"served_by": name})}
-                            ),
+                            metadata=_served_by(name),
                         )
                         for each in addresses
                     ]
                 )
             ],
         ),
-        transport_socket=(
-            core.TransportSocket(
-                name="envoy.transport_sockets.tls",
-                typed_config=Any.pack(UpstreamTlsContext(sni=host)),
-            )
-            if tls
-            else None
-        ),
+        transport_socket=transport_socket,
         typed_extension_protocol_options=(
             {
                 HTTP_PROTOCOL_OPTIONS: Any.pack(
@@ -183,13 +249,16 @@ def _cluster(
     )
 
 
-# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, null, objects.
-Json: TypeAlias = "str | Mapping[str, Json] | None"
+# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, booleans,
+# null, objects.
+Json: TypeAlias = "str | bool | Mapping[str, Json] | None"
 
 
 def _value(item: Json) -> Value:
     if item is None:
         return Value(null_value=NullValue.NULL_VALUE)
+    if isinstance(item, bool):
+        return Value(bool_value=item)
     if isinstance(item, str):
         return Value(string_value=item)
     return Value(struct_value=_struct(item))
@@ -248,28 +317,66 @@ def _ext_proc_filter(config: Config) -> HttpFilter:
     )
 
 
+def _status_is(op: al.ComparisonFilterOp, status: int) -> al.AccessLogFilter:
+    comparison = al.ComparisonFilter(
+        op=op, value=core.RuntimeUInt32(default_value=status, runtime_key=f"lr_{status}")
+    )
+    return al.AccessLogFilter(status_code_filter=al.StatusCodeFilter(comparison=comparison))
+
+
+def _cel(expression: str) -> al.AccessLogFilter:
+    return al.AccessLogFilter(
+        extension_filter=al.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=Any.pack(ExpressionFilter(expression=expression)),
+        )
+    )
+
+
+def _error_mapper(
+    when: al.AccessLogFilter, reply: LocalReply, message: str, status: int | None = None
+) -> ResponseMapper:
+    error: Json = {"message": message, "type": reply.type, "param": None, "code": reply.code}
+    return ResponseMapper(
+        filter=when,
+        status_code=status,
+        body_format_override=core.SubstitutionFormatString(
+            json_format=_struct({"error": error}), content_type="application/json"
+        ),
+    )
+
+
 def _local_reply_config() -> LocalReplyConfig:
-    """Envoy's own local replies (body over the buffer limit, processor or upstream
-    unreachable, route timeout) become OpenAI-style JSON. The processor's immediate
-    responses are already JSON and use other statuses, so they are left alone."""
-    mappers = []
-    for status, kind, code in LOCAL_REPLY_ERRORS:
-        comparison = al.ComparisonFilter(
-            op=al.ComparisonFilterOp.EQ,
-            value=core.RuntimeUInt32(default_value=status, runtime_key=f"lr_{status}"),
-        )
-        error: Json = {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": None, "code": code}
-        mappers.append(
-            ResponseMapper(
-                filter=al.AccessLogFilter(
-                    status_code_filter=al.StatusCodeFilter(comparison=comparison)
-                ),
-                body_format_override=core.SubstitutionFormatString(
-                    json_format=_struct({"error": error}),
-                    content_type="application/json",
-                ),
+    """Every reply Envoy makes itself (a request it cannot parse, HTTP/1.0, headers too
+    large, no such path, the processor or an upstream failing, a timeout) is an
+    OpenAI-style JSON error whose message says what happened, then Envoy's response code
+    details, so it is never empty. The first mapper that matches wins."""
+    details = "%RESPONSE_CODE_DETAILS%"
+    # The processor's replies are JSON already: kept as they are.
+    mappers = [
+        ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
+    ]
+    for reply in LOCAL_REPLIES:
+        if reply.details_contain is not None:
+            when = _cel(f"response.code_details.contains('{reply.details_contain}')")
+            mappers.append(_error_mapper(when, reply, f"{reply.what} ({details})", reply.status))
+    for reply in LOCAL_REPLIES:
+        if reply.details_contain is not None:
+            continue
+        status = _status_is(al.ComparisonFilterOp.EQ, reply.status)
+        if reply.status in (404, 405):
+            # The gateway's own 404/405 routes say which paths and methods it serves.
+            direct = al.AccessLogFilter(
+                and_filter=al.AndFilter(
+                    filters=[status, _cel("response.code_details == 'direct_response'")]
+                )
             )
-        )
+            message = "%REQ(:METHOD)% %REQ(:PATH):200%: %LOCAL_REPLY_BODY%"
+            mappers.append(_error_mapper(direct, reply, message))
+        mappers.append(_error_mapper(status, reply, f"{reply.what} ({details})"))
+    for other, floor in ((LOCAL_REPLY_OTHER_5XX, 500), (LOCAL_REPLY_OTHER_4XX, 400)):
+        when = _status_is(al.ComparisonFilterOp.GE, floor)
+        mappers.append(_error_mapper(when, other, f"{other.what} ({details})"))
     return LocalReplyConfig(mappers=mappers)
 
 
@@ -329,16 +436,146 @@ def _access_log(config: Config) -> list[al.AccessLog]:
     ]
 
 
+def _header_is(name: str, value: str) -> rt.HeaderMatcher:
+    return rt.HeaderMatcher(name=name, string_match=matcher.StringMatcher(exact=value))
+
+
+def _base_path(endpoint: Endpoint) -> str:
+    """The path the endpoint's URL puts before ``/chat/completions``: ``/v1``, or with a
+    prefix, e.g. ``/base/v1`` for ``http://host/base/v1``."""
+    return urlsplit(endpoint.url).path.removesuffix("/chat/completions")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelPolicy:
+    """What every request Envoy sends to one model endpoint gets: the endpoint's own Host,
+    the configured key (which Envoy reads from its environment, so the bootstrap never
+    holds it), and no x-ensemble-* header or client credential (but the client's
+    Authorization where forward_client_auth says so)."""
+
+    host: str
+    add: list[core.HeaderValueOption]
+    remove: list[str]
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> _ModelPolicy:
+        keep = {h.AUTHORIZATION} if endpoint.forward_client_auth else set()
+        add = []
+        if endpoint.api_key_env:
+            key = f"Bearer %ENVIRONMENT({endpoint.api_key_env})%"
+            add.append(
+                core.HeaderValueOption(
+                    header=core.HeaderValue(key=h.AUTHORIZATION, value=key),
+                    append_action=OVERWRITE,
+                )
+            )
+        return cls(
+            host=urlsplit(endpoint.url).netloc.rpartition("@")[2],
+            add=add,
+            remove=[
+                # No x-ensemble-* header is for a model (the processor's signed copies of
+                # the client's ones included), nor a client's credential.
+                *h.REQUEST_HEADERS,
+                *h.INTERNAL,
+                *(n for n in h.CLIENT_CREDENTIALS if n not in keep),
+            ],
+        )
+
+
+def _not_served(
+    name: str, match: rt.RouteMatch, status: int, body: str, allow: str = ""
+) -> rt.Route:
+    return rt.Route(
+        name=name,
+        match=match,
+        direct_response=rt.DirectResponseAction(
+            status=status, body=core.DataSource(inline_string=body)
+        ),
+        response_headers_to_add=(
+            [core.HeaderValueOption(header=core.HeaderValue(key="allow", value=allow))]
+            if allow
+            else []
+        ),
+    )
+
+
+def _default_model_routes(config: Config) -> list[rt.Route]:
+    """The OpenAI paths served for plain traffic, to the default model with its policy:
+    ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]``, at the endpoint's own
+    path prefix. The other methods on them get a 405, every other path a 404."""
+    endpoint = config.endpoints[config.default_model]
+    policy = _ModelPolicy.of(endpoint)
+    base = _base_path(endpoint)
+    chat_path = f"{base}/chat/completions"
+    models_rewrite = (
+        matcher.RegexMatchAndSubstitute(
+            pattern=matcher.RegexMatcher(regex=f"^{paths.MODELS}"), substitution=f"{base}/models"
+        )
+        if base != paths.MODELS.removesuffix("/models")
+        else None
+    )
+    chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
+    models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
+    served = f"this gateway serves POST {paths.CHAT_COMPLETIONS} and GET {paths.MODELS}"
+    return [
+        rt.Route(
+            name="default_model",
+            match=dataclasses.replace(
+                chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)]
+            ),
+            # Model answers can take minutes; streams are bounded by the idle timeout.
+            route=rt.RouteAction(
+                cluster=DEFAULT_CLUSTER,
+                timeout=_seconds(300),
+                prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
+                host_rewrite_literal=policy.host,
+            ),
+            request_headers_to_add=policy.add,
+            request_headers_to_remove=policy.remove,
+        ),
+        rt.Route(
+            name="default_model_list",
+            match=dataclasses.replace(
+                models_match, headers=[_header_is(":method", paths.MODELS_METHOD)]
+            ),
+            route=rt.RouteAction(
+                cluster=DEFAULT_CLUSTER,
+                timeout=_seconds(30),
+                regex_rewrite=models_rewrite,
+                host_rewrite_literal=policy.host,
+            ),
+            request_headers_to_add=policy.add,
+            request_headers_to_remove=policy.remove,
+        ),
+        _not_served(
+            "chat_method_not_allowed",
+            chat_match,
+            405,
+            f"use {paths.CHAT_METHOD}",
+            paths.CHAT_METHOD,
+        ),
+        _not_served(
+            "models_method_not_allowed",
+            models_match,
+            405,
+            f"use {paths.MODELS_METHOD}",
+            paths.MODELS_METHOD,
+        ),
+        _not_served("not_found", rt.RouteMatch(prefix="/"), 404, f"not found; {served}"),
+    ]
+
+
 def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
+    """The ensemble route, for the one request it serves and only when the processor set
+    the internal header, then the default model's routes."""
     return [
         rt.Route(
             name="ensemble",
             match=rt.RouteMatch(
-                prefix="/",
+                path=paths.CHAT_COMPLETIONS,
                 headers=[
-                    rt.HeaderMatcher(
-                        name=h.ROUTE, string_match=matcher.StringMatcher(exact=h.ROUTE_VALUE)
-                    )
+                    _header_is(h.ROUTE, h.ROUTE_VALUE),
+                    _header_is(":method", paths.CHAT_METHOD),
                 ],
             ),
             route=rt.RouteAction(
@@ -363,12 +600,19 @@ def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
                 ),
             ),
         ),
-        rt.Route(
-            name="default_model",
-            match=rt.RouteMatch(prefix="/"),
-            # Model answers can take minutes; streams are bounded by the idle timeout.
-            route=rt.RouteAction(cluster=DEFAULT_CLUSTER, timeout=_seconds(300)),
-        ),
+        *_default_model_routes(config),
+    ]
+
+
+def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
+    """Drop a client's x-request-id before Envoy looks for one, so Envoy always makes its
+    own: the internal signature is bound to it, and clients must not choose it."""
+    mutation = EarlyHeaderMutation(mutations=[HeaderMutationRule(remove=h.REQUEST_ID)])
+    return [
+        core.TypedExtensionConfig(
+            name="envoy.http.early_header_mutation.header_mutation",
+            typed_config=Any.pack(mutation),
+        )
     ]
 
 
@@ -385,6 +629,11 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
         common_http_protocol_options=core.HttpProtocolOptions(
             idle_timeout=_seconds(envoy.idle_timeout_seconds)
         ),
+        early_header_mutation_extensions=_request_ids_from_envoy(),
+        # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
+        # the same request.
+        normalize_path=True,
+        merge_slashes=True,
         route_config=rt.RouteConfiguration(
             name="gateway",
             virtual_hosts=[
@@ -405,12 +654,79 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
     )
 
 
+def _runtime() -> LayeredRuntime:
+    """The static layer holds the bootstrap's runtime flags; the admin layer (Envoy's
+    default when no runtime is configured) stays, for operators' /runtime_modify."""
+    return LayeredRuntime(
+        layers=[
+            RuntimeLayer(name="static", static_layer=_struct(RUNTIME_FLAGS)),
+            RuntimeLayer(name="admin", admin_layer=RuntimeLayerAdminLayer()),
+        ]
+    )
+
+
+def _hcm_filter(manager: HttpConnectionManager) -> lis.Filter:
+    return lis.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager)
+    )
+
+
+def _fallback_listener(config: Config) -> lis.Listener:
+    """Where the ensemble route's fallback sends requests: an internal listener (no socket)
+    whose routes are the default route's, so the default model gets its key and path
+    prefix, and never the internal headers or client credentials, on this path too."""
+    manager = HttpConnectionManager(
+        stat_prefix="default_model_fallback",
+        route_config=rt.RouteConfiguration(
+            name="default_model_fallback",
+            virtual_hosts=[
+                rt.VirtualHost(name="llm", domains=["*"], routes=_default_model_routes(config))
+            ],
+        ),
+        local_reply_config=_local_reply_config(),
+        http_filters=[
+            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
+        ],
+    )
+    return lis.Listener(
+        name=FALLBACK_LISTENER,
+        internal_listener=lis.ListenerInternalListenerConfig(),
+        filter_chains=[lis.FilterChain(filters=[_hcm_filter(manager)])],
+    )
+
+
+def _fallback_cluster() -> cl.Cluster:
+    internal = core.Address(
+        envoy_internal_address=core.EnvoyInternalAddress(server_listener_name=FALLBACK_LISTENER)
+    )
+    return cl.Cluster(
+        name=FALLBACK_DEFAULT_CLUSTER,
+        connect_timeout=_seconds(1),
+        load_assignment=ep.ClusterLoadAssignment(
+            cluster_name=FALLBACK_DEFAULT_CLUSTER,
+            endpoints=[
+                ep.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        ep.LbEndpoint(
+                            endpoint=ep.Endpoint(address=internal),
+                            # The default model answers, as on the default route.
+                            metadata=_served_by(DEFAULT_CLUSTER),
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+
+
 def typed_bootstrap(
     config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
 ) -> Bootstrap:
     """The whole bootstrap: one listener (the gateway), the processor, ensemble and
-    default-model clusters, and the fallback aggregate when it applies."""
+    default-model clusters, and the fallback (an aggregate cluster and an internal
+    listener) when it applies."""
     default_model = config.endpoints[config.default_model]
+    address = default_model.address
     clusters = [
         _health_checked(
             _cluster(
@@ -424,28 +740,38 @@ def typed_bootstrap(
             _cluster(ENSEMBLE_CLUSTER, replica_addresses(config.listen.upstream, upstream_replicas))
         ),
         _cluster(
-            DEFAULT_CLUSTER, default_model.address, tls=default_model.url.startswith("https:")
+            DEFAULT_CLUSTER,
+            address,
+            transport_socket=(
+                _tls_socket(address.host, default_model.ca_file)
+                if default_model.url.startswith("https:")
+                else None
+            ),
         ),
     ]
-    if _falls_back(config, upstream_replicas):
-        clusters.append(_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, DEFAULT_CLUSTER]))
     gateway = lis.Listener(
         name="gateway",
         address=_address(config.listen.envoy),
         # Chat bodies are buffered for the processor: room for the largest allowed.
         per_connection_buffer_limit_bytes=config.ensemble.max_body_bytes + 65536,
         filter_chains=[
-            lis.FilterChain(
-                filters=[
-                    lis.Filter(
-                        name="envoy.filters.network.http_connection_manager",
-                        typed_config=Any.pack(_connection_manager(config, upstream_replicas)),
-                    )
-                ]
-            )
+            lis.FilterChain(filters=[_hcm_filter(_connection_manager(config, upstream_replicas))])
         ],
     )
+    listeners = [gateway]
+    extensions = []
+    if _falls_back(config, upstream_replicas):
+        clusters.append(_fallback_cluster())
+        clusters.append(_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER]))
+        listeners.append(_fallback_listener(config))
+        extensions.append(
+            core.TypedExtensionConfig(
+                name="envoy.bootstrap.internal_listener", typed_config=Any.pack(InternalListener())
+            )
+        )
     return Bootstrap(
         admin=Admin(address=_address(config.listen.envoy_admin)),
-        static_resources=BootstrapStaticResources(listeners=[gateway], clusters=clusters),
+        static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
+        bootstrap_extensions=extensions,
+        layered_runtime=_runtime(),
     )

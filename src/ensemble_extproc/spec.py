@@ -16,7 +16,6 @@ from . import headers as h
 from .config import Config
 from .config.model import Profile
 from .errors import ApiError, bad_request
-from .internal import verify
 from .strategies import STRATEGIES
 
 _DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
@@ -167,18 +166,9 @@ def _seconds(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def upstream_spec(headers: Mapping[str, str], config: Config, now: float) -> EnsembleSpec:
-    """The spec of a request reaching the upstream: signed by the processor when a secret is
-    configured (else 403), with the profile's name and deadline when a profile decided."""
-    if config.internal_secret is not None:
-        verdict = verify(config.internal_secret, headers, now)
-        if not verdict.ok:
-            raise ApiError(
-                403,
-                f"ensemble request not signed by the processor: {verdict.reason}",
-                type="permission_error",
-                code="unsigned_internal_headers",
-            )
+def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
+    """The spec of a request reaching the upstream (its signature already checked, see
+    ``upstream.auth``), with the profile's name and deadline when a profile decided."""
     spec = spec_from_headers(headers, config)
     timeout = None
     raw_timeout = headers.get(h.TIMEOUT, "")

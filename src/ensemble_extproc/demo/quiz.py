@@ -30,6 +30,8 @@ from typing import Final, Literal
 
 __all__ = [
     "LETTERS",
+    "LONG_STYLE_COUNT",
+    "STEP_BY_STEP",
     "STYLE_COUNT",
     "TIMES",
     "Problem",
@@ -39,6 +41,8 @@ __all__ = [
     "is_correct",
     "parse",
     "render",
+    "render_long",
+    "wants_steps",
 ]
 
 Kind = Literal["arithmetic", "choice"]
@@ -226,21 +230,26 @@ def is_correct(problem: Problem, extracted_key: str) -> bool:
 
 
 _BOXED_RE: Final = re.compile(r"\\boxed\{([^{}]*)\}")
+_HASHES_RE: Final = re.compile(r"^####\s*(\S[^\n]*)$", re.MULTILINE)
+_LAST_LINE_LETTER_RE: Final = re.compile(r"\(([A-Da-d])\)|\b([A-D])\b")
 _STATEMENT_RE: Final = re.compile(r"\b[Aa]nswer(?:\s+is|\s*:)\s*([^\n]{0,40})")
 _NUMBER_RE: Final = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_LETTER_RE: Final = re.compile(r"\(([A-D])\)|\b([A-D])\b")
+_LETTER_RE: Final = re.compile(r"\(([A-Da-d])\)|\b([A-D])\b")
 
 
 def final_answer(problem: Problem, text: str) -> str | None:
     """The final answer a reply states, canonical; None when it states none.
 
-    A small local rule set, in priority order: the last ``\\boxed{...}``, the last
-    "answer is ..." / "Answer: ..." statement, a reply that is just a letter (choice),
-    then the last number in the reply.
+    A small local rule set, in priority order: the last ``\\boxed{...}``, GSM8K's last
+    ``#### n``, the last "answer is ..." / "Answer: ..." statement, a reply that is just a
+    letter (choice), a letter in the reply's last line (choice), then the last number.
     """
     boxed = _BOXED_RE.findall(text)
     if boxed:
         return canonical(problem, boxed[-1])
+    hashes = _HASHES_RE.findall(text)
+    if hashes:
+        return canonical(problem, hashes[-1])
     statements = _STATEMENT_RE.findall(text)
     if statements:
         found = _first_key(problem, statements[-1])
@@ -250,6 +259,9 @@ def final_answer(problem: Problem, text: str) -> str | None:
         whole = canonical(problem, text)
         if whole is not None:
             return whole
+        letters = _LAST_LINE_LETTER_RE.findall(text.strip().rsplit("\n", 1)[-1])
+        if letters:
+            return "".join(letters[-1]).upper()
     numbers = _NUMBER_RE.findall(text)
     return canonical(problem, numbers[-1]) if numbers else None
 
@@ -258,7 +270,7 @@ def _first_key(problem: Problem, fragment: str) -> str | None:
     if problem.kind == "choice":
         letter = _LETTER_RE.search(fragment)
         if letter:
-            return letter.group(1) or letter.group(2)
+            return (letter.group(1) or letter.group(2)).upper()
     number = _NUMBER_RE.search(fragment)
     return canonical(problem, number.group(0)) if number else None
 
@@ -309,3 +321,105 @@ def render(problem: Problem, answer: str, style: int) -> str:
     if _integer(answer) is None:
         raise ValueError(f"an arithmetic answer must be an integer, got {answer!r}")
     return _NUMBER_STYLES[style % STYLE_COUNT](answer, expression, "")
+
+
+# ------------------------------------------------------------ chains of thought
+
+# A prompt that asks for reasoning gets a chain of thought of 1-4 KB, as real models write
+# one: steps with other numbers in them (operands, partial results, a wrong value tried
+# first), then the answer in one of the styles of GSM8K, MATH, Minerva, markdown,
+# <think> blocks or multiple-choice phrasings. Every style keeps the answer recoverable by
+# ``final_answer`` (a box, "####", an answer statement, a letter in the last line, or the
+# last number).
+STEP_BY_STEP: Final = "Think step by step."
+_LONG_MIN, _LONG_MAX = 1200, 4000
+
+_STEPS: Final = (
+    "First, let me restate the problem: we need {e}.",
+    "The two numbers involved are {a} and {b}.",
+    "Let me break {a} into tens and units: {a_tens} and {a_units}.",
+    "A quick sanity check: the result should be close to {estimate}.",
+    "At first glance one might say {wrong}, but that comes from a slip in the last digit.",
+    "Working it digit by digit, the units give {units} and the tens carry over.",
+    "We can double-check by estimating: {a} is about {a_round} and {b} is about {b_round}.",
+    "Careful with the carries here, since a mistake of 1 or 10 is easy to make.",
+    "Note that {b} has {b_digits} digits, so the partial results line up as follows.",
+    "Writing the computation out in full keeps track of every step.",
+    "Let me verify once more by going the other way around.",
+    "Some people would answer {wrong} here, but the check below rules that out.",
+    "Rounding first gives a rough value of {estimate}, so the exact value is near it.",
+)
+_NUMBER_ENDINGS: Final[tuple[str, ...]] = (
+    "\n\nPutting it together: {e} = {n}.\n#### {n}",
+    "\n\nTherefore, the answer is $\\boxed{{{n}}}$.",
+    "\n\nFinal Answer: The final answer is ${n}$. I hope it is correct.",
+    "\n\nSo the answer is {n}, not {wrong}.",
+    "\n\n### Final answer\n**{n_commas}**",
+    "\n\nAnswer: {n} (that is, {e}).",
+    "\n\nPutting it all together, the total comes to {n} in all.",
+    "\n\nSo {e} = {n}.",
+)
+_LETTER_ENDINGS: Final[tuple[str, ...]] = (
+    "\n\nI would choose {x}.",
+    "\n\nTherefore the answer is $\\boxed{{{x}}}$.",
+    "\n\n{x} is correct.",
+    "\n\nThe correct option is {x}) {v}",
+    "\n\n**Answer: ({x})**",
+    "\n\nSo the answer is ({x_lower}).",
+    "\n\nFinal answer: **{x}**",
+    "\n\nThe answer is {x}, since {e} = {v}.",
+)
+LONG_STYLE_COUNT: Final = len(_NUMBER_ENDINGS)
+assert len(_LETTER_ENDINGS) == LONG_STYLE_COUNT
+
+
+def wants_steps(prompt: str) -> bool:
+    """Whether a prompt asks for reasoning (the demo models then write a chain of thought)."""
+    return STEP_BY_STEP.casefold() in prompt.casefold()
+
+
+def render_long(problem: Problem, answer: str, style: int, rng: random.Random) -> str:
+    """A 1-4 KB chain of thought ending with ``answer`` in format ``style``."""
+    expression = _expression(problem)
+    numbers = [int(n) for n in re.findall(r"\d+", expression)] or [0, 0]
+    a, b = numbers[0], numbers[-1]
+    wrong = problem.distractors[0]
+    if problem.kind == "choice":  # a wrong option's value, not its letter
+        wrong = problem.options[LETTERS.index(wrong)]
+    fields = {
+        "e": expression,
+        "a": a,
+        "b": b,
+        "a_tens": a // 10 * 10,
+        "a_units": a % 10,
+        "a_round": round(a, -1),
+        "b_round": round(b, -1),
+        "b_digits": len(str(b)),
+        "units": (a + b) % 10,
+        "estimate": round(int(problem.correct) if problem.kind == "arithmetic" else a, -1),
+        "wrong": wrong,
+    }
+    target = rng.randint(_LONG_MIN, _LONG_MAX)
+    steps: list[str] = []
+    length = 0
+    while length < target - 200:
+        step = rng.choice(_STEPS).format(**fields)
+        steps.append(step)
+        length += len(step) + 1
+    reasoning = " ".join(steps)
+    if style % 4 == 3:  # reasoning inside a <think> block, as reasoning models write it
+        reasoning = f"<think>\n{reasoning}\n</think>\n\nHere is the worked solution."
+    if problem.kind == "choice":
+        if answer not in LETTERS:
+            raise ValueError(f"a choice answer must be one of A-D, got {answer!r}")
+        value = problem.options[LETTERS.index(answer)]
+        ending = _LETTER_ENDINGS[style % LONG_STYLE_COUNT].format(
+            x=answer, x_lower=answer.lower(), v=value, e=expression
+        )
+        return reasoning + ending
+    if _integer(answer) is None:
+        raise ValueError(f"an arithmetic answer must be an integer, got {answer!r}")
+    ending = _NUMBER_ENDINGS[style % LONG_STYLE_COUNT].format(
+        n=answer, n_commas=f"{int(answer):,}", e=expression, wrong=wrong
+    )
+    return reasoning + ending

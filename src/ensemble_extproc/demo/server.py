@@ -5,7 +5,8 @@ deterministic, failures are seeded, and everything a user sees is labelled demo.
 
 Quiz mode (``DemoModel.quiz_accuracy``): quiz questions (``demo.quiz``) are answered
 right with a known probability, judge prompts pick a right candidate with it, and
-``"logprobs": true`` reports a confidence that depends on whether the answer is right.
+``"logprobs": true`` reports a confidence that depends on whether the answer is right. A
+prompt that says "Think step by step." gets a 1-4 KB chain of thought (``quiz.render_long``).
 
 Tool calls (``DemoModel.tool_call``), paced streams (``token_delay_ms``) and faults
 (``DemoModel.fault``): see ``demo.payloads``, ``demo.streaming`` and ``demo.faults``.
@@ -469,7 +470,7 @@ def _reply(model: DemoModel, prompt: str) -> _Reply:
                 if verdict is not None:
                     return verdict
             # A question, or an aggregator prompt about one: answer it.
-            return _quiz_answer(problem, model.quiz_accuracy, rng)
+            return _quiz_answer(problem, model.quiz_accuracy, rng, quiz.wants_steps(prompt))
     return _Reply(_choose_answer(model, prompt), right=True)
 
 
@@ -483,10 +484,15 @@ def _prompt_rng(model: DemoModel, prompt: str, purpose: str = "") -> random.Rand
     return random.Random(f"{model.seed}:{_prompt_digest(prompt).hex()}{purpose}")
 
 
-def _quiz_answer(problem: quiz.Problem, accuracy: float, rng: random.Random) -> _Reply:
+def _quiz_answer(
+    problem: quiz.Problem, accuracy: float, rng: random.Random, steps: bool = False
+) -> _Reply:
     # Draw order (fixed, for reproducibility): right or wrong, the distractor, the style.
     right = rng.random() < accuracy
     answer = problem.correct if right else rng.choice(problem.distractors)
+    if steps:  # "Think step by step.": a 1-4 KB chain of thought
+        style = rng.randrange(quiz.LONG_STYLE_COUNT)
+        return _Reply(quiz.render_long(problem, answer, style, rng), right)
     return _Reply(quiz.render(problem, answer, rng.randrange(quiz.STYLE_COUNT)), right)
 
 

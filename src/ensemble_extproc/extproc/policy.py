@@ -19,7 +19,8 @@ from ..adaptive.signals import build_signals
 from ..body import check_content_encoding, parse_json_object
 from ..config import Config
 from ..errors import ApiError
-from ..internal import sign
+from ..internal import Binding, sign
+from ..paths import is_chat_completion
 from ..rules import RequestView
 from . import responses
 from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
@@ -44,10 +45,16 @@ class DecisionPolicy:
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
+        headers = view.headers
+        if not is_chat_completion(headers.get(":method", ""), headers.get(":path", view.path)):
+            # Only a chat completion can be ensembled: anything else is plain traffic, which
+            # Envoy proxies to the default model (or answers 404/405), whatever it asks.
+            return Passthrough("not a chat completion")
         if body_pending:
-            # Whether or not a source reads it, the upstream or a model will: one rule for all.
+            # A chat completion's body may be read here, by the upstream or by neither: one
+            # rule for all of them, whatever the route.
             try:
-                check_content_encoding(view.headers)
+                check_content_encoding(headers)
             except ApiError as error:
                 return Reject(error)
         pending = body_pending and self._needs_body
@@ -59,7 +66,8 @@ class DecisionPolicy:
     def _admit(self, view: RequestView) -> tuple[bool, str]:
         return self._gate.admit(view.headers.get("x-request-id"))
 
-    def internal_headers(self, decision: Reroute) -> dict[str, str]:
+    def internal_headers(self, decision: Reroute, view: RequestView) -> dict[str, str]:
+        """What the upstream is told, signed for this one request (``view``'s headers)."""
         spec = decision.spec
         values = {
             h.ROUTE: h.ROUTE_VALUE,
@@ -71,7 +79,12 @@ class DecisionPolicy:
             h.TIMEOUT: f"{spec.timeout_seconds:g}" if spec.timeout_seconds else "",
         }
         if self.config.internal_secret is not None:
-            values[h.SIGNATURE] = sign(self.config.internal_secret, values, self._clock())
+            binding = Binding(
+                view.headers.get(h.REQUEST_ID, ""),
+                view.headers.get(":method", ""),
+                view.headers.get(":path", view.path),
+            )
+            values[h.SIGNATURE] = sign(self.config.internal_secret, values, binding, self._clock())
         # Absent values are signed as "" and read back as "" by the upstream.
         return {name: value for name, value in values.items() if value}
 

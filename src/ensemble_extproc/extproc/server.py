@@ -74,9 +74,9 @@ class StreamHandler:
         REQUEST_ID.set(headers.get("x-request-id"))
         # Internal headers a client sent are removed, whatever the decision.
         self._spoofed = tuple(name for name in h.INTERNAL if name in headers)
-        self._view = RequestView(path=headers.get(":path", ""), headers=headers)
+        view = self._view = RequestView(path=headers.get(":path", ""), headers=headers)
         pending = not request.request_headers.end_of_stream
-        return self._answer(self._policy.decide(self._view, body_pending=pending), "headers")
+        return self._answer(self._policy.decide(view, body_pending=pending), "headers", view)
 
     def _request_body(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if not self._awaiting_body or self._view is None:
@@ -85,10 +85,12 @@ class StreamHandler:
         try:
             view = with_body(self._view, request.request_body.body)
         except ApiError as error:
-            return self._answer(Reject(error), "body")
-        return self._answer(self._policy.decide(view, body_pending=False), "body")
+            return self._answer(Reject(error), "body", self._view)
+        return self._answer(self._policy.decide(view, body_pending=False), "body", view)
 
-    def _answer(self, decision: Decision, phase: responses.Phase) -> pb.ProcessingResponse:
+    def _answer(
+        self, decision: Decision, phase: responses.Phase, view: RequestView
+    ) -> pb.ProcessingResponse:
         self.decision = decision
         log.debug("decision %s", decision)
         if self._metrics is not None:
@@ -100,7 +102,7 @@ class StreamHandler:
             case Reject(error):
                 return responses.reject(error)
             case Reroute():
-                internal = self._policy.internal_headers(decision)
+                internal = self._policy.internal_headers(decision, view)
                 facts = self._policy.facts(decision)
                 return responses.reroute(phase, internal, self._spoofed, facts)
             case Passthrough():

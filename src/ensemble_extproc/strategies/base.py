@@ -82,6 +82,13 @@ class Candidate:
     http_status: int | None = None
     retry_after: float | None = None
     attempts: int = 1
+    # The extracted answer, computed once when the candidate is made (its answer arrived)
+    # and carried along by dataclasses.replace; pass None with a new message to redo it.
+    extracted: Answer | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.extracted is None:
+            object.__setattr__(self, "extracted", message_answer(self.message))
 
     @property
     def content(self) -> str:
@@ -104,7 +111,8 @@ class Candidate:
 
     @property
     def answer(self) -> Answer:
-        return message_answer(self.message)
+        extracted = self.extracted
+        return extracted if extracted is not None else message_answer(self.message)
 
     @property
     def invalid_reason(self) -> str:
@@ -212,9 +220,11 @@ class StrategySettings:
 
     similarity_threshold: float = 0.9
     weighted_use_confidence: bool = False
-    # Plausible wrong answers per question: log-odds weights become log(k p / (1 - p)),
-    # the optimal weights for independent voters whose errors spread over k answers.
-    weighted_alternatives: int = 1
+    # Plausible wrong answers per question (k): log-odds weights become log(k p / (1 - p)),
+    # the optimal weights for independent voters whose errors spread over k answers. None
+    # (the default): the limit of large k, votes first and log-odds break ties, which is
+    # never worse than voting whatever the number of wrong answers (see weighted.py).
+    weighted_alternatives: int | None = None
     hedge_delay_seconds: float | None = None
     numeric_aggregate: str = "none"  # none | mean | median
     judge_model: str | None = None

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from ..answers import Answer, group
 from .base import Candidate
 
+# Sums of float weights that differ by less than this count as equal.
+_EPSILON = 1e-9
+
 
 @dataclass(frozen=True, slots=True)
 class Group:
@@ -17,6 +20,14 @@ class Group:
     answer: Answer
     members: tuple[Candidate, ...]  # in the request's model order
     weight: float
+    # Decides between equal weights before model order (weighted: summed log-odds).
+    tiebreak: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        """All members share one exact answer: no later answer can split this group."""
+        first = self.members[0].answer
+        return all(c.answer == first for c in self.members)
 
 
 def ordered(candidates: Sequence[Candidate], model_order: Sequence[str]) -> list[Candidate]:
@@ -29,28 +40,52 @@ def tally(
     model_order: Sequence[str],
     similarity: float,
     weight_of: Callable[[Candidate], float] = lambda _: 1.0,
+    tiebreak_of: Callable[[Candidate], float] = lambda _: 0.0,
 ) -> list[Group]:
     """Groups of agreeing answers, strongest first.
 
-    Grouping runs in the request's model order, and ties in weight go to the group whose
-    first member comes earliest in it, so the result never depends on arrival times.
+    Grouping depends only on the set of answers (``answers.group``). Groups are ranked by
+    weight, then tiebreak, then the position of their first member in the request's model
+    order, so the result never depends on arrival times.
     """
     candidates = ordered(valid, model_order)
     indices = group([c.answer for c in candidates], similarity)
     members: dict[int, list[Candidate]] = {}
     for index, candidate in zip(indices, candidates, strict=True):
         members.setdefault(index, []).append(candidate)
-    groups = [Group(m[0].answer, tuple(m), sum(weight_of(c) for c in m)) for m in members.values()]
-    # sorted() is stable: among equal weights, first-appearance (model) order is kept.
-    return sorted(groups, key=lambda g: -g.weight)
+    groups = [
+        Group(
+            m[0].answer,
+            tuple(m),
+            sum(weight_of(c) for c in m),
+            sum(tiebreak_of(c) for c in m),
+        )
+        for m in members.values()
+    ]
+    # Weights within _EPSILON are equal: rank by rounded weight, then tiebreak; sorted()
+    # is stable, so among equal ones first-appearance (model) order is kept.
+    return sorted(groups, key=lambda g: (-round(g.weight / _EPSILON), -g.tiebreak))
 
 
-def leader_is_safe(groups: Sequence[Group], remaining_weight: float) -> bool:
-    """True when the calls still running cannot overtake or tie the leading group."""
-    if not groups:
+def leader_is_safe(groups: Sequence[Group], remaining: Sequence[float]) -> bool:
+    """True when no answers of the calls still running can change the winner.
+
+    ``remaining`` holds the largest weight each running call's vote may carry (a vote
+    weighs between 0 and its model's weight, which may be negative). The leader must be
+    one exact answer (a merged free-text group could still be split by a later answer),
+    and must stay strictly ahead when every running vote goes against it: its negative
+    votes to itself, every positive vote to the strongest other group, existing or new.
+    Existing groups never merge (``answers.group``), so that is the worst case.
+    """
+    if not groups or not groups[0].exact:
         return False
-    runner_up = groups[1].weight if len(groups) > 1 else 0.0
-    return groups[0].weight > runner_up + remaining_weight + 1e-12
+    gain = sum(w for w in remaining if w > 0)
+    loss = sum(w for w in remaining if w < 0)
+    leader_low = groups[0].weight + loss
+    rivals = [g.weight + gain for g in groups[1:]]
+    if remaining:
+        rivals.append(gain if gain > 0 else max(remaining))  # a group of new answers only
+    return all(leader_low > rival + _EPSILON for rival in rivals)
 
 
 def representative(members: Sequence[Candidate]) -> Candidate:
@@ -68,6 +103,7 @@ def summary(groups: Sequence[Group]) -> list[Mapping[str, object]]:
             "kind": g.answer.kind,
             "models": [c.model for c in g.members],
             "weight": round(g.weight, 6),
+            **({"tiebreak": round(g.tiebreak, 6)} if g.tiebreak else {}),
         }
         for g in groups
     ]

@@ -1,15 +1,17 @@
 """voting: the most common *extracted* answer wins.
 
-Answers are compared after extraction (``answers.extract``: numbers, choice letters,
-yes/no, ``\\boxed{}``, "the answer is ..."), near-identical free text counting as one.
-The plan stops early, cancelling the calls still running, once they can no longer
-overtake the leading answer and ``min_responses`` valid answers are in.
+Answers are compared after extraction (``answers``: numbers by value, choice letters,
+yes/no, formulas, ``\\boxed{}``, "the answer is ...", chains of thought), near-identical free
+text counting as one. The plan stops early, cancelling the calls still running, only when
+their answers could not change the winner whatever they are (``tally.leader_is_safe``) and
+``min_responses`` valid answers are in: the answer with early stop is the answer without.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .base import (
     Call,
@@ -25,21 +27,31 @@ from .base import (
 from .tally import leader_is_safe, representative, summary, tally
 
 
-def vote_plan(
-    ctx: Context, model_weight: Callable[[str], float], use_confidence: bool, name: str
-) -> Plan:
-    """Launch every member, then count as answers arrive (shared by voting and weighted).
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """How much a model's vote counts: ``weight`` (may be negative), times the answer's
+    mean token probability with ``use_confidence``; ``tiebreak`` decides equal weights."""
 
-    A vote weighs ``model_weight(model)``, times the answer's mean token probability when
-    ``use_confidence`` is set and the endpoint returned logprobs.
-    """
+    weight: Callable[[str], float] = lambda _: 1.0
+    tiebreak: Callable[[str], float] = lambda _: 0.0
+    use_confidence: bool = False
+    unit: str = "votes"
 
-    def weight_of(candidate: Candidate) -> float:
-        weight = model_weight(candidate.model)
-        if use_confidence and candidate.mean_logprob is not None:
+    def weight_of(self, candidate: Candidate) -> float:
+        weight = self.weight(candidate.model)
+        if self.use_confidence and candidate.mean_logprob is not None:
             weight *= math.exp(candidate.mean_logprob)
         return weight
 
+    def tiebreak_of(self, candidate: Candidate) -> float:
+        return self.tiebreak(candidate.model)
+
+
+VOTES = Ballot()
+
+
+def vote_plan(ctx: Context, ballot: Ballot, name: str) -> Plan:
+    """Launch every member, then count as answers arrive (shared by voting and weighted)."""
     yield Launch(tuple(Call(model) for model in ctx.models))
     early = False
     while True:
@@ -50,34 +62,42 @@ def vote_plan(
             return None  # the quorum can no longer be met
         if not running or progress.deadline_passed:
             break
-        groups = tally(valid, ctx.models, ctx.settings.similarity_threshold, weight_of)
-        # Upper bound of what the running calls can still add (confidence is at most 1).
-        remaining = sum(max(model_weight(m), 0.0) for m in running)
-        if len(valid) >= ctx.min_responses and leader_is_safe(groups, remaining):
+        if len(valid) < ctx.min_responses:
+            continue
+        groups = tally(
+            valid,
+            ctx.models,
+            ctx.settings.similarity_threshold,
+            ballot.weight_of,
+            ballot.tiebreak_of,
+        )
+        # A running call's vote weighs between 0 and its model's weight (confidence <= 1).
+        if leader_is_safe(groups, [ballot.weight(m) for m in running]):
             early = True
             yield CancelRest("the leading answer could no longer be overtaken")
             break
     if len(valid) < ctx.min_responses:
         return None
-    return majority(ctx, valid, weight_of, name, early)
+    return majority(ctx, valid, ballot, name, early)
 
 
 def majority(
     ctx: Context,
     valid: Sequence[Candidate],
-    weight_of: Callable[[Candidate], float] = lambda _: 1.0,
+    ballot: Ballot = VOTES,
     name: str = "voting",
     early: bool = False,
 ) -> Selection:
     """The (weighted) majority among valid answers; also the fallback of other strategies."""
-    groups = tally(valid, ctx.models, ctx.settings.similarity_threshold, weight_of)
+    groups = tally(
+        valid, ctx.models, ctx.settings.similarity_threshold, ballot.weight_of, ballot.tiebreak_of
+    )
     leader = groups[0]
     total = sum(g.weight for g in groups)
-    unit = "weight" if name == "weighted" else "votes"
     return Selection(
         winner=representative(leader.members),
         agreement=len(leader.members) / len(valid),
-        reason=f"{name}: {leader.weight:g} of {total:g} {unit} for {leader.answer.key!r}"
+        reason=f"{name}: {leader.weight:g} of {total:g} {ballot.unit} for {leader.answer.key!r}"
         + (", stopped early" if early else ""),
         details={"groups": summary(groups), "stopped_early": early},
     )
@@ -91,4 +111,4 @@ class Voting:
         return None
 
     def plan(self, ctx: Context) -> Plan:
-        return vote_plan(ctx, lambda _: 1.0, False, self.name)
+        return vote_plan(ctx, VOTES, self.name)

@@ -1,10 +1,22 @@
 """weighted: a weighted vote over extracted answers.
 
-A model's weight is ``log(p / (1 - p))`` when config gives its accuracy ``p`` (the optimal
-rule for independent voters; ``log(k p / (1 - p))`` with
-``ensemble.weighted.alternatives`` = k when wrong answers spread over k alternatives),
-else its configured ``weight``; optionally multiplied by the
-answer's confidence (mean token probability) when the endpoint returned logprobs.
+With ``ensemble.weighted.alternatives`` = k, a model of configured accuracy ``p`` votes
+with ``log(k p / (1 - p))``: the optimal weight of independent voters whose wrong answers
+spread evenly over k alternatives (k = 1: the classic log-odds). It may be negative (a
+model below chance, p < 1 / (k + 1)): its vote then counts against its answer. Models
+without an accuracy vote with their configured ``weight``.
+
+The default (``alternatives`` unset or ``auto``) is the limit of large k: answers are
+ranked by their number of votes, and equal numbers by the summed log-odds
+``log(p / (1 - p))`` of their voters, then by model order. Among answers with equal votes
+the log-odds sum is the most likely answer for ANY k (the k terms cancel), and otherwise it
+ranks as voting does, so it is never worse than voting however many wrong answers there
+are. A fixed k does better when k is right (on the quiz benchmark's 3 distractors) and can
+do worse than voting when wrong answers are more spread out than k says; see
+bench/RESULTS.md.
+
+Optionally every vote is multiplied by the answer's confidence (mean token probability)
+when the endpoint returned logprobs.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from __future__ import annotations
 import math
 
 from .base import Context, Plan, StrategySettings
-from .voting import vote_plan
+from .voting import Ballot, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
 _P_MIN, _P_MAX = 0.01, 0.99
@@ -26,10 +38,29 @@ def log_odds(p: float, alternatives: int = 1) -> float:
 
 
 def model_weight(ctx: Context, model: str) -> float:
+    """The vote weight with a fixed number of alternatives (or the configured weight)."""
     accuracy = ctx.accuracies.get(model)
-    if accuracy is None:
+    alternatives = ctx.settings.weighted_alternatives
+    if accuracy is None or alternatives is None:
         return ctx.weights.get(model, 1.0)
-    return log_odds(accuracy, ctx.settings.weighted_alternatives)
+    return log_odds(accuracy, alternatives)
+
+
+def model_tiebreak(ctx: Context, model: str) -> float:
+    """With the default: the log-odds that decide between answers of equal votes."""
+    accuracy = ctx.accuracies.get(model)
+    if accuracy is None or ctx.settings.weighted_alternatives is not None:
+        return 0.0
+    return log_odds(accuracy)
+
+
+def ballot(ctx: Context) -> Ballot:
+    return Ballot(
+        weight=lambda model: model_weight(ctx, model),
+        tiebreak=lambda model: model_tiebreak(ctx, model),
+        use_confidence=ctx.settings.weighted_use_confidence,
+        unit="weight",
+    )
 
 
 class Weighted:
@@ -40,9 +71,4 @@ class Weighted:
         return None
 
     def plan(self, ctx: Context) -> Plan:
-        return vote_plan(
-            ctx,
-            lambda model: model_weight(ctx, model),
-            ctx.settings.weighted_use_confidence,
-            self.name,
-        )
+        return vote_plan(ctx, ballot(ctx), self.name)

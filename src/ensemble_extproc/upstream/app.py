@@ -17,10 +17,12 @@ from prometheus_client import CollectorRegistry
 
 from ..config import Config
 from ..errors import ApiError
+from ..internal import ReplayGuard
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..redact import Redactor, client_credentials, config_redactor
 from ..spec import EnsembleSpec, upstream_spec
+from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
@@ -129,7 +131,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ensemble = config.ensemble
     raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
     body = parse_chat_request(raw)
-    spec = upstream_spec(request.headers, config, time.time())
+    spec = upstream_spec(request.headers, config)
     with request.app[IN_FLIGHT].slot():
         return await _chat_completions(request, body, spec, started)
 
@@ -259,8 +261,10 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     # inflated (a compressed one is a 415, body.py): without auto_decompress aiohttp does
     # not decode one either, not even the rest of a refused body it reads to keep the
     # connection (a broken gzip body logged a traceback per request there).
+    # Signatures are checked (once each) before a handler reads the body.
+    signed = signed_ensembles(config, ReplayGuard(), time.time)
     app = web.Application(
-        middlewares=[openai_errors],
+        middlewares=[openai_errors, signed],
         client_max_size=config.ensemble.max_body_bytes,
         handler_args={"auto_decompress": False},
     )

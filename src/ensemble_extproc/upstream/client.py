@@ -7,6 +7,7 @@ import email.utils
 import json
 import math
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -274,12 +275,25 @@ class HttpEndpointClient:
         self._max_response_bytes = max_response_bytes
         # Masks the config's secrets in what endpoints answer (redact.config_redactor).
         self._redact = redact
+        # One TLS context per configured CA file, made at its first use.
+        self._contexts: dict[str, ssl.SSLContext] = {}
 
     def _masked(self, candidate: Candidate) -> Candidate:
         """Every failed call's error, whatever built it (an exception's text included)."""
         if candidate.error is None:
             return candidate
         return replace(candidate, error=self._redact(candidate.error))
+
+    def _tls(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
+        """An https endpoint's certificate and host name are verified, with SNI: against
+        the system CAs (aiohttp's default, ``True``), or only the endpoint's ``ca_file``."""
+        if endpoint.ca_file is None:
+            return True
+        context = self._contexts.get(endpoint.ca_file)
+        if context is None:
+            context = ssl.create_default_context(cafile=endpoint.ca_file)
+            self._contexts[endpoint.ca_file] = context
+        return context
 
     @staticmethod
     def _headers(endpoint: Endpoint, client_headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -303,7 +317,10 @@ class HttpEndpointClient:
         watch = _Stopwatch(endpoint.name)
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
+                endpoint.url,
+                json=body,
+                headers=self._headers(endpoint, client_headers),
+                ssl=self._tls(endpoint),
             ) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
@@ -330,7 +347,10 @@ class HttpEndpointClient:
         acc = Accumulator()
         try:
             async with self._session.post(
-                endpoint.url, json=body, headers=self._headers(endpoint, client_headers)
+                endpoint.url,
+                json=body,
+                headers=self._headers(endpoint, client_headers),
+                ssl=self._tls(endpoint),
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)

@@ -19,13 +19,14 @@ from .. import __version__
 from .. import headers as h
 from ..config import Config, EnsembleSettings
 from ..envoy_bootstrap import LOCAL_REPLY_ERRORS
+from ..paths import CHAT_COMPLETIONS, MODELS
 from ..spec import _FALSE, _TRUE
 from ..strategies import STRATEGIES, Role, Status
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
-CHAT_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
+CHAT_PATH = CHAT_COMPLETIONS
+MODELS_PATH = MODELS
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
 
@@ -125,7 +126,9 @@ _CODES: dict[int, dict[str, str]] = {
     },
     403: {
         "unsigned_internal_headers": "the upstream has an internal secret and the request was "
-        "not signed by the processor: only requests through the gateway are served",
+        "not signed by the processor for this very request (its `x-request-id`, method and "
+        "path), within `security.signature_lifetime_seconds`, or the signature was already "
+        "used once: only requests through the gateway are served",
         "ensemble_headers_not_allowed": "through the gateway: `header_control` restricts the "
         "`x-ensemble-*` headers to other clients (API key or header value)",
     },
@@ -153,6 +156,10 @@ _CODES: dict[int, dict[str, str]] = {
     502: {
         "ensemble_quorum_not_met": "fewer valid answers than the quorum (`min_responses`); the "
         "message names each failed model and why, `ensemble` has the per-model breakdown",
+    },
+    503: {
+        "replay_window_full": "more signed requests within `security.signature_lifetime_seconds` "
+        "than one upstream process remembers (100,000); retry after `Retry-After` seconds",
     },
     504: {
         "ensemble_deadline_exceeded": "the quorum was not met by `ensemble.timeout_seconds` "
@@ -184,11 +191,14 @@ _STATUS_TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
-    408: "The body arrived too slowly",
+    408: "The request (its body) arrived too slowly",
     413: "Body too large",
     415: "Compressed body",
+    426: "Through the gateway: HTTP/1.0 is not supported",
     429: "Too many ensembles in flight",
+    431: "Through the gateway: request headers too large",
     500: "Internal error",
+    501: "Through the gateway: an HTTP feature it does not implement",
     502: "The ensemble failed",
     503: "Through the gateway: upstream unavailable",
     504: "The ensemble's deadline passed",
@@ -764,7 +774,7 @@ def _chat_operation(config: Config | None) -> Schema:
                     SSE: {"schema": _ref("ServerSentEvent")},
                 },
             },
-            **_errors(400, 403, 408, 413, 415, 429, 500, 502, 503, 504),
+            **_errors(400, 403, 408, 413, 415, 426, 429, 431, 500, 501, 502, 503, 504),
         },
     }
 

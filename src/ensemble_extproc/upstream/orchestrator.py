@@ -235,6 +235,15 @@ class Fanout:
         )
 
 
+def stop_reason(selection: Selection | None) -> str:
+    """Why the calls still running when a plan ends are cancelled: the plan either chose an
+    answer, or gave up because the quorum became impossible (members failed, or were
+    skipped by an open circuit), and the others' answers could not change that."""
+    if selection is not None:
+        return "the ensemble had its answer"
+    return "the quorum could no longer be met"
+
+
 class _Run:
     """The state of one ensemble request while its plan runs."""
 
@@ -269,6 +278,9 @@ class _Run:
         return Progress(tuple(self.finished), running, self.deadline_passed)
 
     async def drive(self, plan: Plan) -> Selection | None:
+        # What the calls still running are told when the plan ends (the request itself
+        # may also end first: the client went away, or a bug).
+        reason = "the request ended before the ensemble did"
         try:
             step = next(plan)
             for _ in range(MAX_STEPS):
@@ -276,10 +288,11 @@ class _Run:
             raise RuntimeError(f"strategy plan did not finish in {MAX_STEPS} steps")
         except StopIteration as done:
             result: Selection | None = done.value
+            reason = stop_reason(result)
             return result
         finally:
             plan.close()
-            await self._stop_running(Status.CANCELLED, "cancelled: the ensemble had its answer")
+            await self._stop_running(Status.CANCELLED, f"cancelled: {reason}")
 
     async def _do(self, step: Step) -> Progress:
         match step:
