@@ -123,6 +123,7 @@ async def test_echo_headers_answers_its_failure_status_with_every_header(
     url = chat_url(servers, "demo-echo-headers")
     async with session.post(url, json=HELLO, headers=headers) as resp:
         assert resp.status == 401
+        assert resp.headers["x-echo-authorization"] == "Bearer sk-echoed-1234"
         data = await resp.json()
     assert data["error"]["type"] == "invalid_request_error"
     assert "Bearer sk-echoed-1234" in data["error"]["message"]

@@ -306,3 +306,25 @@ def test_echoed_keys_are_not_in_a_stream(gateway: Gateway) -> None:
     assert status == 502
     assert_nowhere(gateway, raw, json.dumps(headers))
     assert "echo-500: error event (server_error)" in json_error(raw)["message"]
+
+
+@pytest.fixture(scope="module")
+def echo_default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway whose default model echoes every header (Envoy sends it the key)."""
+    raw = hostile_config()
+    raw["default_model"] = "echo-401"
+    tmp = tmp_path_factory.mktemp("echo-default")
+    with running_gateway(tmp, {}, raw=raw, env=ENV) as running:
+        yield running
+
+
+def test_the_default_routes_echoed_key_is_masked_by_envoy(echo_default: Gateway) -> None:
+    """Envoy relays the default model's answer: its Lua filter masks the key in response
+    headers and error bodies (the upstream never serves this route)."""
+    status, headers, raw = post(echo_default, BODY, {})
+    assert status == 401  # the model's own status, relayed
+    assert_nowhere(echo_default, raw, json.dumps(headers))
+    # The key was sent (Envoy adds it) and echoed, in the body and in a header.
+    assert "Bearer [redacted]" in json_error(raw)["message"]
+    assert headers["x-echo-authorization"] == "Bearer [redacted]"
+    assert int(headers["content-length"]) == len(raw)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,11 +23,14 @@ import pytest
 from aiohttp import web
 
 from ensemble_extproc import headers as h
-from ensemble_extproc.config import compile_config
+from ensemble_extproc.config import ConfigError, compile_config
 from ensemble_extproc.demo import DemoModel, DemoServers, start_demo_servers
+from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
+from ensemble_extproc.envoy_redact import lua_source
 from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.observability import logs
 from ensemble_extproc.redact import MASK, Redactor, client_credentials, config_redactor
+from ensemble_extproc.stack import envoy_binary
 from ensemble_extproc.upstream import create_app
 from ensemble_extproc.upstream.client import MAX_DETAIL, error_summary
 
@@ -259,3 +265,62 @@ async def test_streamed_error_events_are_summarised(
     assert_no_secret(text, json.dumps(headers), logged(caplog))
     assert status == 502
     assert "error event (server_error)" in text
+
+
+# --- Envoy: the default model's key in what Envoy relays ---------------------------------
+
+
+def http_filters(config: Any) -> list[dict[str, Any]]:
+    listener = bootstrap(config)["static_resources"]["listeners"][0]
+    filters: list[dict[str, Any]] = listener["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"
+    ]
+    return filters
+
+
+def test_envoy_masks_model_keys_only_when_a_model_has_one(tmp_path: Path) -> None:
+    keyed = compile_config(
+        {
+            "models": [
+                {"name": "m", "url": "http://127.0.0.1:9/v1", "api_key_env": "ECHO_KEY"},
+                {"name": "n", "url": "http://127.0.0.1:9/v1"},
+            ]
+        },
+        environ=ENV,
+    )
+    names = [f["name"] for f in http_filters(keyed)]
+    assert names == [
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.router",
+    ]
+    [lua] = [f for f in http_filters(keyed) if f["name"] == "envoy.filters.http.lua"]
+    script = lua["typed_config"]["default_source_code"]["inline_string"]
+    # The variable's name, never its value: the bootstrap holds no secret.
+    assert "os.getenv(name)" in script
+    assert '"ECHO_KEY"' in script
+    assert ENDPOINT_KEY not in json.dumps(bootstrap(keyed))
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_yaml(keyed, "test"))
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **ENV},
+    )
+    assert checked.returncode == 0, checked.stderr
+    plain = compile_config({"models": [{"name": "n", "url": "http://127.0.0.1:9/v1"}]})
+    assert "envoy.filters.http.lua" not in [f["name"] for f in http_filters(plain)]
+
+
+@pytest.mark.parametrize("name", ["MY-KEY", "1KEY", "KEY NAME", 'K")os.exit()--'])
+def test_a_key_variable_must_be_a_plain_name(name: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        compile_config(
+            {"models": [{"name": "m", "url": "http://127.0.0.1:9/v1", "api_key_env": name}]},
+            environ={name: "x" * 20},
+        )
+    assert raised.value.key == "models[0].api_key_env"
+    with pytest.raises(ValueError, match="not an environment variable name"):
+        lua_source([name])

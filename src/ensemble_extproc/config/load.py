@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,9 @@ from .model import (
 from .reader import Section, type_name
 
 log = logging.getLogger(__name__)
+
+# Envoy reads model keys from its environment by these names (%ENVIRONMENT(NAME)%, Lua).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TOP_KEYS = frozenset(
     {
@@ -477,6 +481,12 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
         )
     api_key = None
     api_key_env = section.get("api_key_env", str, "")
+    if api_key_env and not ENV_NAME.fullmatch(api_key_env):
+        raise ConfigError(
+            section.key("api_key_env"),
+            f"{api_key_env!r} is not an environment variable name",
+            "letters, digits and _, not starting with a digit",
+        )
     if api_key_env and section.get("forward_client_auth", bool, False):
         raise ConfigError(
             section.key("forward_client_auth"),

@@ -26,9 +26,9 @@ after ``latency_ms``; bad requests are still answered 400. The kinds:
     of the stream as usual. Not streaming: no fault.
 ``echo_headers``
     A careless provider: HTTP ``failure_status`` (default 500) with an OpenAI error body
-    whose message lists every request header it received, credentials included.
-    Streaming: a 200 stream whose first event after the role chunk is such an error
-    event, then ``[DONE]``.
+    whose message lists every request header it received, credentials included, and each
+    of them back as an ``x-echo-<name>`` response header. Streaming: a 200 stream whose
+    first event after the role chunk is such an error event, then ``[DONE]``.
 
 In ``/demo/stats`` a request is counted under ``faults`` when its fault applied, and
 under its outcome as any other: ``failed`` for an error status, ``cancelled`` when the
@@ -109,7 +109,8 @@ async def _echo_headers(
     kind = "server_error" if model.failure_status >= 500 else "invalid_request_error"
     error = ApiError(model.failure_status, message, type=kind, code=None)
     if not stream:
-        return await send_json(request, error.body(), error.status, Outcome.FAILED)
+        echoed = {f"x-echo-{name.lower()}": value for name, value in request.headers.items()}
+        return await send_json(request, error.body(), error.status, Outcome.FAILED, echoed)
     head = {"object": "chat.completion.chunk", "model": model.name}
     role = {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
     events = sse_event(role) + sse_event(error.body()) + DONE_EVENT
