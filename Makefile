@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst
 
 all: test
 
@@ -88,6 +88,11 @@ bench-peer: install
 # Throughput with 1 and 2 processor processes behind one Envoy (~1 min).
 bench-scaleout: install
 	$(PY) -m bench.scaleout
+
+# Plain requests' latency while 300 ensembles are kept in flight, against the same plain
+# requests alone, in one run (prints tables, ~2 min).
+bench-burst: install
+	$(PY) -m bench.burst --seconds 15 --rate 50 --ensembles 300 --rounds 2
 
 # Memory over 200k requests per gateway (10 % aborted by the client), against a baseline
 # gateway without Envoy's graceful ext_proc close, taking turns (prints tables, ~15 min).

@@ -171,9 +171,14 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def running_gateway(
-    tmp: Path, extra: dict[str, Any], args: tuple[str, ...] = (), raw: dict[str, Any] | None = None
+    tmp: Path,
+    extra: dict[str, Any],
+    args: tuple[str, ...] = (),
+    raw: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
-    """The whole stack via ``ensemble-extproc run``, as ``make run`` starts it."""
+    """The whole stack via ``ensemble-extproc run``, as ``make run`` starts it; ``env``
+    adds environment variables (the secrets a config names)."""
     raw = raw or gateway_config(extra)
     config_path = tmp / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -184,6 +189,7 @@ def running_gateway(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown stops every child
+            env={**os.environ, **(env or {})},
         )
     try:
         deadline = time.monotonic() + 60

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -64,3 +66,59 @@ def http_post(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, raw
     finally:
         connection.close()
+
+
+async def trickle_post(
+    host: str,
+    port: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    pause: float,
+    path: str = "/v1/chat/completions",
+) -> tuple[int, bytes]:
+    """A slow client: the request line and headers at once, then the body one byte every
+    ``pause`` seconds until the server answers or closes. Returns the status (0 when the
+    server closed without answering) and the raw response."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(head.encode() + b"\r\n")
+        await writer.drain()
+        answer = asyncio.ensure_future(reader.read(65536))
+        for index in range(len(body)):
+            done, _ = await asyncio.wait({answer}, timeout=pause)
+            if done:
+                break
+            writer.write(body[index : index + 1])
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        raw = await answer
+        # The rest of the answer: its content-length, or up to the server's close.
+        while raw and not _complete(raw):
+            try:
+                more = await asyncio.wait_for(reader.read(65536), 5.0)
+            except TimeoutError:
+                break
+            if not more:
+                break
+            raw += more
+    except ConnectionError:
+        return 0, b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    status = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
+    return status, raw
+
+
+def _complete(raw: bytes) -> bool:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False

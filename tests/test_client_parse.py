@@ -31,8 +31,23 @@ def completion(**choice: object) -> bytes:
         (200, b'{"choices": [{"index": 0}]}', False, "choice has no message"),
         (200, completion(message={"role": "assistant", "content": ""}), False, "empty answer"),
         (200, completion(finish_reason="content_filter"), False, "finish_reason 'content_filter'"),
-        (500, b'{"error": {"message": "overloaded"}}', False, "HTTP 500: overloaded"),
-        (429, b"slow down", False, "HTTP 429: slow down"),
+        # Error bodies are summarised: the status, the error's code (else type), and only
+        # for a mistake in the request its message (see tests/test_secrets.py).
+        (500, b'{"error": {"message": "overloaded"}}', False, "HTTP 500 Internal Server Error"),
+        (429, b"slow down", False, "HTTP 429 Too Many Requests"),
+        (
+            401,
+            b'{"error": {"message": "bad key sk-1", "type": "auth", "code": "invalid_api_key"}}',
+            False,
+            "HTTP 401 Unauthorized (invalid_api_key)",
+        ),
+        (
+            400,
+            b'{"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}',
+            False,
+            "HTTP 400 Bad Request (invalid_request_error): max_tokens is too large",
+        ),
+        (599, b"", False, "HTTP 599"),
     ],
 )
 def test_answers_that_cannot_be_used(status: int, raw: bytes, valid: bool, reason: str) -> None:

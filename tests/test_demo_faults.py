@@ -44,6 +44,7 @@ async def servers() -> AsyncIterator[DemoServers]:
         fault_model("stream_stop"),
         fault_model("no_done"),
         fault_model("malformed_sse"),
+        fault_model("echo_headers", failure_status=401),
         DemoModel("demo-ok", 0, answers=(WORDS,)),
     ]
     async with await start_demo_servers(models) as running:
@@ -113,6 +114,34 @@ async def test_status_500(
     assert data["error"]["type"] == "server_error"
     assert "demo model demo-status-500: simulated fault status_500" in data["error"]["message"]
     assert await stats(session, servers, "demo-status-500") == counters(1, 1, failed=1)
+
+
+async def test_echo_headers_answers_its_failure_status_with_every_header(
+    servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": "Bearer sk-echoed-1234", "X-Extra": "seen"}
+    url = chat_url(servers, "demo-echo-headers")
+    async with session.post(url, json=HELLO, headers=headers) as resp:
+        assert resp.status == 401
+        assert resp.headers["x-echo-authorization"] == "Bearer sk-echoed-1234"
+        data = await resp.json()
+    assert data["error"]["type"] == "invalid_request_error"
+    assert "Bearer sk-echoed-1234" in data["error"]["message"]
+    assert '"X-Extra": "seen"' in data["error"]["message"]
+    assert await stats(session, servers, "demo-echo-headers") == counters(1, 1, failed=1)
+
+
+async def test_echo_headers_streams_an_error_event_with_every_header(
+    servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    url = chat_url(servers, "demo-echo-headers")
+    async with session.post(url, json=STREAM, headers={"Authorization": "Bearer k-9"}) as resp:
+        assert resp.status == 200
+        lines = [line for line in (await resp.text()).splitlines() if line]
+    assert json.loads(lines[0].removeprefix("data: "))["choices"][0]["delta"]["role"]
+    error = json.loads(lines[1].removeprefix("data: "))["error"]
+    assert "Bearer k-9" in error["message"]
+    assert lines[2] == "data: [DONE]"
 
 
 @pytest.mark.parametrize("body", [HELLO, STREAM], ids=["json", "stream"])

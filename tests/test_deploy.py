@@ -552,6 +552,16 @@ def test_client_traffic_policy_buffers_the_largest_allowed_body() -> None:
     assert limit >= max_body + 65536
 
 
+def test_client_traffic_policy_times_out_slow_clients_as_the_config_says() -> None:
+    [policy] = of_kind(gateway_variant(), "ClientTrafficPolicy")
+    envoy = pod_config().envoy
+    assert policy["spec"]["timeout"]["http"] == {
+        "requestReceivedTimeout": f"{envoy.request_timeout_seconds:g}s",
+        "idleTimeout": f"{envoy.idle_timeout_seconds:g}s",
+        "streamIdleTimeout": f"{envoy.stream_idle_timeout_seconds:g}s",
+    }
+
+
 def test_backend_traffic_policy_retries_the_ensemble_route_as_the_bootstrap_does() -> None:
     [policy] = of_kind(gateway_variant(), "BackendTrafficPolicy")
     assert policy["spec"]["targetRefs"] == [

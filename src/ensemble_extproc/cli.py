@@ -14,6 +14,7 @@ from . import group_command
 from .config import Address, Config, ConfigError, load_config
 from .envoy_bootstrap import render_yaml
 from .observability import logs
+from .redact import config_redactor
 from .serve import SERVICES
 from .stack import Replicas, run_stack
 
@@ -137,5 +138,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
     component = args.command + (f"-{args.replica}" if getattr(args, "replica", 0) else "")
-    logs.configure(component, args.log_level, config.log_format)
+    logs.configure(component, args.log_level, config.log_format, config_redactor(config))
     return _execute(args, config)

@@ -46,6 +46,7 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
 )
+from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -90,6 +91,7 @@ from .envoy_bootstrap import (
     LocalReply,
     replica_addresses,
 )
+from .envoy_redact import lua_source
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
@@ -617,9 +619,18 @@ def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
 
 
 def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectionManager:
+    envoy = config.envoy
     return HttpConnectionManager(
         stat_prefix="gateway",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        # Slow clients: a trickled request is cut (408) instead of holding a stream;
+        # request_timeout is disarmed once the answer starts, so streams are not cut.
+        request_headers_timeout=_seconds(envoy.request_headers_timeout_seconds),
+        request_timeout=_seconds(envoy.request_timeout_seconds),
+        stream_idle_timeout=_seconds(envoy.stream_idle_timeout_seconds),
+        common_http_protocol_options=core.HttpProtocolOptions(
+            idle_timeout=_seconds(envoy.idle_timeout_seconds)
+        ),
         early_header_mutation_extensions=_request_ids_from_envoy(),
         # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
         # the same request.
@@ -640,9 +651,23 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
         access_log=_access_log(config),
         http_filters=[
             _ext_proc_filter(config),
+            *_key_masking_filter(config),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
+
+
+def _key_masking_filter(config: Config) -> list[HttpFilter]:
+    """Model keys masked in what Envoy relays (envoy_redact): only when a model has one."""
+    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
+    if not names:
+        return []
+    source = core.DataSource(inline_string=lua_source(names))
+    return [
+        HttpFilter(
+            name="envoy.filters.http.lua", typed_config=Any.pack(Lua(default_source_code=source))
+        )
+    ]
 
 
 def _runtime() -> LayeredRuntime:

@@ -23,6 +23,11 @@ from .upstream.app import DRAINING
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
+# Envoy opens one connection per concurrent HTTP/1.1 request: a burst of ensembles opens
+# hundreds at once. aiohttp's default backlog (128) dropped the excess SYNs, and Envoy's
+# 1 s connect timeout turned them into 503s (bench/burst.py, 300 at once). The kernel caps
+# it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 # After SIGTERM, report unhealthy this long before closing the listener, so Envoy's health
 # checks (every 0.5 s) move new requests to other replicas first.
 DRAIN_SECONDS = 1.5
@@ -77,7 +82,7 @@ async def serve_upstream(config: Config) -> None:
     )
     await runner.setup()
     address = config.listen.upstream
-    site = web.TCPSite(runner, address.host, address.port, reuse_port=False)
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=False, backlog=LISTEN_BACKLOG)
     await site.start()
     log.info("ensemble upstream listening on http://%s", address)
     try:

@@ -7,6 +7,8 @@ or an ``ApiError`` out. Only model *names* from config are accepted, never URLs.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -16,6 +18,7 @@ from .config.model import Profile
 from .errors import ApiError, bad_request
 from .strategies import STRATEGIES
 
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -129,22 +132,38 @@ def _models(value: str | None, config: Config) -> tuple[str, ...]:
     return names
 
 
+# Header values are echoed in error messages up to this many characters.
+_ECHO = 40
+
+
 def _min_responses(value: str, model_count: int) -> int:
     text = value.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or not text.strip("0"):
         raise bad_request(
-            f"{h.MIN_RESPONSES} must be a positive integer, got {value!r}",
+            f"{h.MIN_RESPONSES} must be a positive integer, got {value[:_ECHO]!r}",
             code="invalid_min_responses",
             param=h.MIN_RESPONSES,
         )
-    number = int(text)
-    if number > model_count:
+    # Compared as text first: int() of thousands of digits is slow, then refused by Python.
+    digits = text.lstrip("0")
+    if len(digits) > len(str(model_count)) or int(digits) > model_count:
         raise bad_request(
-            f"{h.MIN_RESPONSES} is {number} but only {model_count} model(s) are requested",
+            f"{h.MIN_RESPONSES} is {digits[:_ECHO]}{'...' if len(digits) > _ECHO else ''} "
+            f"but only {model_count} model(s) are requested",
             code="invalid_min_responses",
             param=h.MIN_RESPONSES,
         )
-    return number
+    return int(digits)
+
+
+def _seconds(text: str) -> float | None:
+    """A finite decimal number (``30``, ``2.5``, ``1e+06`` as the processor's ``%g`` writes
+    it); None for the rest that Python's float() accepts (``nan``, ``inf``, ``1e999``,
+    ``1_0``, non-ASCII digits)."""
+    if _DECIMAL.fullmatch(text.strip()) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
@@ -154,12 +173,12 @@ def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
     timeout = None
     raw_timeout = headers.get(h.TIMEOUT, "")
     if raw_timeout:
-        try:
-            timeout = min(float(raw_timeout), config.ensemble.timeout_seconds)
-        except ValueError:
+        seconds = _seconds(raw_timeout)
+        if seconds is None or not seconds > 0:
             raise bad_request(
-                f"{h.TIMEOUT} is not a number", code="invalid_header", param=h.TIMEOUT
-            ) from None
-        if not timeout > 0:
-            raise bad_request(f"{h.TIMEOUT} must be > 0", code="invalid_header", param=h.TIMEOUT)
+                f"{h.TIMEOUT} must be a positive number of seconds",
+                code="invalid_header",
+                param=h.TIMEOUT,
+            )
+        timeout = min(seconds, config.ensemble.timeout_seconds)
     return replace(spec, profile=headers.get(h.PROFILE) or None, timeout_seconds=timeout)

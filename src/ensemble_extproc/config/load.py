@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,9 @@ from .reader import Section, type_name
 
 log = logging.getLogger(__name__)
 
+# Envoy reads model keys from its environment by these names (%ENVIRONMENT(NAME)%, Lua).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 TOP_KEYS = frozenset(
     {
         "models",
@@ -52,7 +56,17 @@ TOP_KEYS = frozenset(
         "envoy",
     }
 )
-ENVOY_KEYS = frozenset({"failure_mode", "message_timeout_ms", "fallback_to_default"})
+ENVOY_KEYS = frozenset(
+    {
+        "failure_mode",
+        "message_timeout_ms",
+        "fallback_to_default",
+        "request_headers_timeout_seconds",
+        "request_timeout_seconds",
+        "stream_idle_timeout_seconds",
+        "idle_timeout_seconds",
+    }
+)
 PROFILE_KEYS = frozenset({"models", "strategy", "min_responses", "timeout_seconds"})
 RULE_KEYS = frozenset({"name", "profile", "match"})
 HEADER_CONTROL_KEYS = frozenset({"enabled", "api_keys_env", "require_header"})
@@ -104,6 +118,7 @@ ENSEMBLE_KEYS = frozenset(
         "similarity_threshold",
         "stream_keepalive_seconds",
         "max_in_flight",
+        "body_timeout_seconds",
         "retries",
         "circuit_breaker",
         *STRATEGY_KEYS,
@@ -163,17 +178,38 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
             "signature_lifetime_seconds", float, 10.0
         ),
         metadata_namespace=namespace,
-        envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS)),
+        envoy=_envoy(Section(top.raw.get("envoy"), "envoy", ENVOY_KEYS), settings),
         log_format=_choice(logging_section, "format", ("json", "text")),
         log_include_text=logging_section.get("include_text", bool, False),
     )
 
 
-def _envoy(section: Section) -> EnvoySettings:
+def _envoy(section: Section, ensemble: EnsembleSettings) -> EnvoySettings:
+    defaults = EnvoySettings()
+    stream_idle = section.positive(
+        "stream_idle_timeout_seconds", float, defaults.stream_idle_timeout_seconds
+    )
+    if stream_idle <= ensemble.timeout_seconds:
+        raise ConfigError(
+            section.key("stream_idle_timeout_seconds"),
+            f"{stream_idle:g} s would cut non-streamed ensembles, which send nothing until "
+            f"their answer (ensemble.timeout_seconds is {ensemble.timeout_seconds:g} s)",
+            "raise it above ensemble.timeout_seconds",
+        )
     return EnvoySettings(
         failure_mode=_choice(section, "failure_mode", ("closed", "open")),
         message_timeout_seconds=section.positive("message_timeout_ms", float, 500.0) / 1000,
         fallback_to_default=section.get("fallback_to_default", bool, True),
+        request_headers_timeout_seconds=section.positive(
+            "request_headers_timeout_seconds", float, defaults.request_headers_timeout_seconds
+        ),
+        request_timeout_seconds=section.positive(
+            "request_timeout_seconds", float, defaults.request_timeout_seconds
+        ),
+        stream_idle_timeout_seconds=stream_idle,
+        idle_timeout_seconds=section.positive(
+            "idle_timeout_seconds", float, defaults.idle_timeout_seconds
+        ),
     )
 
 
@@ -445,6 +481,12 @@ def _endpoint(section: Section, environ: Mapping[str, str]) -> Endpoint:
         )
     api_key = None
     api_key_env = section.get("api_key_env", str, "")
+    if api_key_env and not ENV_NAME.fullmatch(api_key_env):
+        raise ConfigError(
+            section.key("api_key_env"),
+            f"{api_key_env!r} is not an environment variable name",
+            "letters, digits and _, not starting with a digit",
+        )
     if api_key_env and section.get("forward_client_auth", bool, False):
         raise ConfigError(
             section.key("forward_client_auth"),
@@ -571,6 +613,9 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         max_response_bytes=section.positive("max_response_bytes", int, defaults.max_response_bytes),
         stream_keepalive_seconds=section.positive("stream_keepalive_seconds", float, 5.0),
         max_in_flight=section.positive("max_in_flight", int, defaults.max_in_flight),
+        body_timeout_seconds=section.positive(
+            "body_timeout_seconds", float, defaults.body_timeout_seconds
+        ),
         retry=_retry(section.raw.get("retries"), "ensemble.retries", RetryPolicy())
         or RetryPolicy(),
         breaker=_breaker(section.raw.get("circuit_breaker")),

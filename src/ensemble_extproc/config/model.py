@@ -91,6 +91,9 @@ class EnsembleSettings:
     max_response_bytes: int = 8 * 1024 * 1024
     # Ensemble requests served at once by one upstream process; more get a 429.
     max_in_flight: int = 256
+    # The whole request body must arrive within this (else a 408); read before a request
+    # takes one of the max_in_flight slots, so slow clients cannot hold them.
+    body_timeout_seconds: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # None: no circuit breaking.
     breaker: BreakerPolicy | None = field(default_factory=BreakerPolicy)
@@ -157,6 +160,18 @@ class EnvoySettings:
     message_timeout_seconds: float = 0.5
     # The ensemble upstream unhealthy -> ensemble requests go to the default model.
     fallback_to_default: bool = True
+    # Slow or idle clients (the HTTP connection manager's timeouts):
+    # a request's headers must be complete within this of their first byte (else the
+    # connection is closed),
+    request_headers_timeout_seconds: float = 10.0
+    # the whole request (headers and body) within this (disarmed once the answer starts,
+    # so long streamed answers are not cut),
+    request_timeout_seconds: float = 30.0
+    # a request with nothing sent either way for this long is ended (longer than any
+    # silent wait: a non-streamed answer, default model or ensemble),
+    stream_idle_timeout_seconds: float = 300.0
+    # and a connection with no request for this long is closed.
+    idle_timeout_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -58,6 +59,9 @@ class Section:
 
     def positive(self, name: str, kind: type[T], default: T) -> T:
         value = self.get(name, kind, default)
-        if value <= 0:  # type: ignore[operator]
+        # YAML's .nan passes "> 0" unnoticed and .inf overflows every duration.
+        if not value > 0:  # type: ignore[operator]
             raise ConfigError(self.key(name), f"must be > 0, got {value!r}")
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ConfigError(self.key(name), f"must be a finite number, got {value!r}")
         return value

@@ -24,6 +24,11 @@ after ``latency_ms``; bad requests are still answered 400. The kinds:
 ``malformed_sse``
     Streaming: a ``data:`` line that is not JSON after the first piece, then the rest
     of the stream as usual. Not streaming: no fault.
+``echo_headers``
+    A careless provider: HTTP ``failure_status`` (default 500) with an OpenAI error body
+    whose message lists every request header it received, credentials included, and each
+    of them back as an ``x-echo-<name>`` response header. Streaming: a 200 stream whose
+    first event after the role chunk is such an error event, then ``[DONE]``.
 
 In ``/demo/stats`` a request is counted under ``faults`` when its fault applied, and
 under its outcome as any other: ``failed`` for an error status, ``cancelled`` when the
@@ -41,11 +46,13 @@ from aiohttp import web
 from ensemble_extproc.demo.models import DemoModel, FaultKind
 from ensemble_extproc.demo.payloads import JSONObject
 from ensemble_extproc.demo.streaming import (
+    DONE_EVENT,
     Outcome,
     reset_connection,
     send_bytes,
     send_dripping,
     send_json,
+    sse_event,
     wait_forever,
 )
 from ensemble_extproc.errors import ApiError
@@ -89,7 +96,25 @@ async def serve_fault(
         return web.Response(status=500), Outcome.COMPLETED
     if fault == "hang":
         await wait_forever()
+    if fault == "echo_headers":
+        return await _echo_headers(request, model, stream)
     return None
+
+
+async def _echo_headers(
+    request: web.Request, model: DemoModel, stream: bool
+) -> tuple[web.StreamResponse, Outcome]:
+    received = json.dumps(dict(request.headers))
+    message = f"demo model {model.name} received these headers: {received}"
+    kind = "server_error" if model.failure_status >= 500 else "invalid_request_error"
+    error = ApiError(model.failure_status, message, type=kind, code=None)
+    if not stream:
+        echoed = {f"x-echo-{name.lower()}": value for name, value in request.headers.items()}
+        return await send_json(request, error.body(), error.status, Outcome.FAILED, echoed)
+    head = {"object": "chat.completion.chunk", "model": model.name}
+    role = {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    events = sse_event(role) + sse_event(error.body()) + DONE_EVENT
+    return await send_bytes(request, events, 200, Outcome.FAILED, "text/event-stream")
 
 
 async def drip_json(

@@ -46,6 +46,7 @@ FaultKind = Literal[
     "stream_stop",
     "no_done",
     "malformed_sse",
+    "echo_headers",
 ]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 

@@ -609,7 +609,9 @@ class DemoServers:
         )
         await runner.setup()
         self._runners.append(runner)  # before binding, so close() cleans it up
-        site = web.TCPSite(runner, self.host, model.port)
+        # As a provider would: a burst of connections is queued, not dropped (aiohttp's
+        # default backlog is 128).
+        site = web.TCPSite(runner, self.host, model.port, backlog=4096)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
         self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"

@@ -6,7 +6,6 @@ decision into what Envoy and the upstream are told (internal headers, dynamic me
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,27 +16,21 @@ from .. import headers as h
 from ..adaptive.difficulty import prompt_text
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
+from ..body import check_content_encoding, parse_json_object
 from ..config import Config
-from ..errors import bad_request
+from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
 from . import responses
-from .decision import Decision, Passthrough, Reroute, decide, decision_label, needs_body
+from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
 
 log = logging.getLogger(__name__)
 
 
 def with_body(view: RequestView, raw: bytes) -> RequestView:
-    """The view once the body is in: parsed once, here. Not JSON: the client's 400."""
-    try:
-        body = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    except RecursionError:  # absurdly deep nesting: still the client's mistake
-        raise bad_request("request body is nested too deeply", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_json")
+    """The view once the body is in: parsed once, here. Not standard JSON: the client's 400."""
+    body = parse_json_object(raw) if raw else {}
     last_user, system = prompt_text(body)
     return RequestView(view.path, view.headers, body, last_user, system)
 
@@ -57,6 +50,13 @@ class DecisionPolicy:
             # Only a chat completion can be ensembled: anything else is plain traffic, which
             # Envoy proxies to the default model (or answers 404/405), whatever it asks.
             return Passthrough("not a chat completion")
+        if body_pending:
+            # A chat completion's body may be read here, by the upstream or by neither: one
+            # rule for all of them, whatever the route.
+            try:
+                check_content_encoding(headers)
+            except ApiError as error:
+                return Reject(error)
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:

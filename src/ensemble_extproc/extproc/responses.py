@@ -96,7 +96,13 @@ def reject(error: ApiError) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status.HttpStatus(code=error.status),  # type: ignore[arg-type]
-            headers=pb.HeaderMutation(set_headers=[_set("content-type", "application/json")]),
+            headers=pb.HeaderMutation(
+                set_headers=[
+                    _set("content-type", "application/json"),
+                    # e.g. Accept-Encoding with a 415, Retry-After with a 429.
+                    *(_set(key.lower(), value) for key, value in error.headers.items()),
+                ]
+            ),
             body=error.body_bytes(),
             details=f"{PROCESSOR_REPLY}{error.code}",
         )

@@ -25,6 +25,18 @@ HELPER_CALL_DROPS: Mapping[str, Any] = {
 
 _CANDIDATE = re.compile(r"candidate\s*(?:number\s*)?#?\s*(\d+)", re.IGNORECASE)
 _INTEGER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+# A number longer than this names no candidate; int() would refuse thousands of digits.
+_MAX_DIGITS = 9
+
+
+def _number(text: str) -> int:
+    """A verdict's number; 0 (never a candidate) for one that cannot be one: too long, or
+    digits int() does not read (such as '²', which str.isdigit() accepts; int() reads
+    exactly the str.isdecimal() ones)."""
+    text = text.strip()
+    if not text.isdecimal() or len(text) > _MAX_DIGITS:
+        return 0
+    return int(text)
 
 
 def message_text(content: object) -> str:
@@ -75,7 +87,7 @@ def _from_json(text: str) -> int | None:
             if isinstance(item, int) and not isinstance(item, bool):
                 return item
             if isinstance(item, str) and item.strip().isdigit():
-                return int(item.strip())
+                return _number(item)
     return None
 
 
@@ -90,11 +102,12 @@ def parse_verdict(text: str, count: int) -> int | None:
         stripped = stripped[4:].strip()
     found = _from_json(stripped)
     if found is None:
-        named = {int(n) for n in _CANDIDATE.findall(stripped)}
+        named = {_number(n) for n in _CANDIDATE.findall(stripped)}
         if len(named) == 1:
             found = named.pop()
         elif not named:
-            numbers = {int(n) for n in _INTEGER.findall(stripped) if 1 <= int(n) <= count}
+            numbers = {_number(n) for n in _INTEGER.findall(stripped)}
+            numbers = {n for n in numbers if 1 <= n <= count}
             found = numbers.pop() if len(numbers) == 1 else None
     return found if found is not None and 1 <= found <= count else None
 

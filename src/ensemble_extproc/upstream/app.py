@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,11 +18,12 @@ from prometheus_client import CollectorRegistry
 from ..config import Config
 from ..errors import ApiError
 from ..internal import ReplayGuard
-from ..observability.logs import REQUEST_ID
+from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
-from ..spec import upstream_spec
+from ..redact import Redactor, client_credentials, config_redactor
+from ..spec import EnsembleSpec, upstream_spec
 from .auth import signed_ensembles
-from .client import EndpointClient, HttpEndpointClient, forwardable
+from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import parse_chat_request, read_body
@@ -59,6 +62,7 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+REDACT = web.AppKey("redact", Redactor)
 METRICS = web.AppKey("metrics", UpstreamMetrics)
 # Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
 DRAINING = web.AppKey("draining", asyncio.Event)
@@ -66,9 +70,17 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        error.body(), status=error.status, headers={**error.headers, **(headers or {})}
+def error_response(
+    error: ApiError,
+    headers: dict[str, str] | None = None,
+    redact: Callable[[str], str] = NO_SECRETS,
+) -> web.Response:
+    # Candidate errors are masked where they are made; this masks whatever else got in.
+    return web.Response(
+        text=redact(json.dumps(error.body())),
+        status=error.status,
+        content_type="application/json",
+        headers={**error.headers, **(headers or {})},
     )
 
 
@@ -76,11 +88,17 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> we
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer that is not a completion is an OpenAI-style JSON error."""
     REQUEST_ID.set(request.headers.get("x-request-id"))
+    REQUEST_SECRETS.set(client_credentials(request.headers))
     try:
         return await handler(request)
     except ApiError as error:
         request.app[METRICS].rejected.labels(error.code or "none").inc()
-        return error_response(error)
+        response = error_response(error, redact=request.app[REDACT])
+        if error.status in (408, 413, 415):
+            # The body was not read (or not all of it): the connection cannot carry another
+            # request.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,6 +108,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(
             ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code),
             allow,
+            request.app[REDACT],
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -104,8 +123,17 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    started = time.monotonic()
+    # Everything the client sends is in and checked before the request takes a slot: a
+    # client trickling its body holds a connection (for body_timeout_seconds at most),
+    # never one of the max_in_flight slots that ensembles need.
+    ensemble = config.ensemble
+    raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
+    body = parse_chat_request(raw)
+    spec = upstream_spec(request.headers, config)
     with request.app[IN_FLIGHT].slot():
-        return await _chat_completions(request)
+        return await _chat_completions(request, body, spec, started)
 
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
@@ -152,16 +180,22 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     log.info("ensemble %s", result, extra={"ensemble": summary})
 
 
-async def _chat_completions(request: web.Request) -> web.StreamResponse:
+async def _chat_completions(
+    request: web.Request, body: dict[str, Any], spec: EnsembleSpec, started: float
+) -> web.StreamResponse:
     config = request.app[CONFIG]
-    started = time.monotonic()
-    body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
-    spec = upstream_spec(request.headers, config)
     client_headers = forwardable(request.headers)
+    redact = request.app[REDACT]
     if body.get("stream") is True:
         keepalive = config.ensemble.stream_keepalive_seconds
         response, streamed = await stream_completion(
-            request, request.app[FANOUT], spec, body, keepalive, error_response, client_headers
+            request,
+            request.app[FANOUT],
+            spec,
+            body,
+            keepalive,
+            functools.partial(error_response, redact=redact),
+            client_headers,
         )
         record(request, streamed, started)
         return response
@@ -169,7 +203,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     record(request, outcome, started)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
-        return error_response(failure(outcome), headers)
+        return error_response(failure(outcome), headers, redact)
     return web.json_response(
         completion_body(outcome, outcome.selection, int(time.time())), headers=headers
     )
@@ -212,7 +246,9 @@ def _fanout_context(
         limit = config.ensemble.max_concurrent_requests
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
         async with aiohttp.ClientSession(connector=connector) as session:
-            http_client = HttpEndpointClient(session, config.ensemble.max_response_bytes)
+            http_client = HttpEndpointClient(
+                session, config.ensemble.max_response_bytes, config_redactor(config)
+            )
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client)
             yield
 
@@ -221,13 +257,19 @@ def _fanout_context(
 
 def create_app(config: Config, client: EndpointClient | None = None) -> web.Application:
     """The upstream app; ``client`` replaces the HTTP endpoint client (tests)."""
-    # The body limit is enforced by read_body with an OpenAI-style 413.
+    # The body limit is enforced by read_body with an OpenAI-style 413. Bodies are never
+    # inflated (a compressed one is a 415, body.py): without auto_decompress aiohttp does
+    # not decode one either, not even the rest of a refused body it reads to keep the
+    # connection (a broken gzip body logged a traceback per request there).
     # Signatures are checked (once each) before a handler reads the body.
     signed = signed_ensembles(config, ReplayGuard(), time.time)
     app = web.Application(
-        middlewares=[openai_errors, signed], client_max_size=config.ensemble.max_body_bytes
+        middlewares=[openai_errors, signed],
+        client_max_size=config.ensemble.max_body_bytes,
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
+    app[REDACT] = config_redactor(config)
     app[DRAINING] = asyncio.Event()
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
     app[METRICS] = UpstreamMetrics(CollectorRegistry())

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import aiohttp
 
 from ..config import Endpoint
+from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
 from .sse import Accumulator, MalformedStream, is_done, parse_data_line
 
@@ -76,15 +81,62 @@ def mean_logprob(choice: Mapping[str, Any]) -> float | None:
     numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(numbers) != len(content):
         return None
-    return sum(numbers) / len(numbers)
+    return _mean(numbers)
 
 
-def _error_detail(payload: object, raw: bytes) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        message = payload["error"].get("message")
-        if isinstance(message, str):
-            return message[:200]
-    return raw[:200].decode("utf-8", "replace")
+def _mean(logprobs: list[float]) -> float | None:
+    """None for what is not a log-probability: Python reads an endpoint's NaN and Infinity,
+    and the confidence made of them would reach the client as non-standard JSON. (-inf is
+    one: probability 0.)"""
+    if not logprobs:
+        return None
+    mean = sum(logprobs) / len(logprobs)
+    return None if math.isnan(mean) or mean == math.inf else mean
+
+
+# Statuses whose message describes the request as sent: the client can act on it, so it is
+# kept (masked, shortened). Other bodies (401 and 403 echo keys, 5xx dump internals) are not.
+REQUEST_FAULTS = frozenset({400, 404, 409, 413, 415, 422})
+MAX_DETAIL = 200
+# An OpenAI error's code or type, as a short reason: an identifier, never free text.
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}", re.ASCII)
+NO_SECRETS = Redactor()
+
+
+def _reason(error: object) -> str | None:
+    """The endpoint's error code (else type), when it is a plain identifier."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+            return value
+    return None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def error_summary(status: int, payload: object, redact: Callable[[str], str]) -> str:
+    """An endpoint's error answer in a few words: ``HTTP 401 Unauthorized (invalid_api_key)``.
+
+    The body is the endpoint's text and may echo anything it received (the configured key,
+    every header): only its status, its error code and, for a mistake in the request, its
+    message (secrets masked, then shortened) are kept.
+    """
+    try:
+        summary = f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        summary = f"HTTP {status}"
+    error = payload.get("error") if isinstance(payload, dict) else None
+    reason = _reason(error)
+    if reason is not None:
+        summary += f" ({reason})"
+    message = error.get("message") if isinstance(error, Mapping) else None
+    if status in REQUEST_FAULTS and isinstance(message, str) and message.strip():
+        summary += ": " + _shorten(" ".join(redact(message).split()))
+    return redact(summary)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -92,7 +144,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # float() refuses other digits such as '²'.
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -102,7 +154,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def candidate_from_response(
-    model: str, status: int, raw: bytes, latency_ms: float, retry_after: float | None = None
+    model: str,
+    status: int,
+    raw: bytes,
+    latency_ms: float,
+    retry_after: float | None = None,
+    redact: Callable[[str], str] = NO_SECRETS,
 ) -> Candidate:
     """Interpret an endpoint's HTTP answer as an OpenAI chat completion."""
     try:
@@ -110,8 +167,7 @@ def candidate_from_response(
     except ValueError:
         payload = None
     if status != 200:
-        detail = _error_detail(payload, raw)
-        error = f"HTTP {status}: {detail}"
+        error = error_summary(status, payload, redact)
         return Candidate(
             model,
             Status.ERROR,
@@ -166,14 +222,16 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Candidate:
     if acc.error is not None:
+        # Mid-stream, as for an error status: the event's code or type, not its message.
+        reason = _reason(acc.error)
         return Candidate(
             model,
             Status.ERROR,
             latency_ms=latency_ms,
-            error=f"error event: {acc.error}",
+            error="error event" + (f" ({reason})" if reason else ""),
             failure=Failure.ERROR_EVENT,
         )
-    mean = sum(acc.logprobs) / len(acc.logprobs) if acc.logprobs else None
+    mean = _mean(acc.logprobs)
     return Candidate(
         model,
         Status.OK,
@@ -207,11 +265,24 @@ class StreamStopped(Exception):
 class HttpEndpointClient:
     """Calls OpenAI-compatible endpoints over the app's one ClientSession."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        max_response_bytes: int,
+        redact: Callable[[str], str],
+    ) -> None:
         self._session = session
         self._max_response_bytes = max_response_bytes
+        # Masks the config's secrets in what endpoints answer (redact.config_redactor).
+        self._redact = redact
         # One TLS context per configured CA file, made at its first use.
         self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def _masked(self, candidate: Candidate) -> Candidate:
+        """Every failed call's error, whatever built it (an exception's text included)."""
+        if candidate.error is None:
+            return candidate
+        return replace(candidate, error=self._redact(candidate.error))
 
     def _tls(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
         """An https endpoint's certificate and host name are verified, with SNI: against
@@ -260,8 +331,10 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
             error = f"request failed: {type(exc).__name__}: {exc}"
-            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
-        return candidate_from_response(endpoint.name, status, raw, watch.ms(), retry_after)
+            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
+        return candidate_from_response(
+            endpoint.name, status, raw, watch.ms(), retry_after, self._redact
+        )
 
     async def stream(
         self,
@@ -281,7 +354,9 @@ class HttpEndpointClient:
             ) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
-                    return candidate_from_response(endpoint.name, response.status, raw, watch.ms())
+                    return candidate_from_response(
+                        endpoint.name, response.status, raw, watch.ms(), redact=self._redact
+                    )
                 await self._relay(response, acc, offer)
         except StreamStopped:
             return watch.failed(Status.CANCELLED, "cancelled: another model streamed first")
@@ -293,8 +368,8 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
             error = f"stream failed: {type(exc).__name__}: {exc}"
-            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
-        return candidate_from_stream(endpoint.name, acc, watch.ms())
+            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
+        return self._masked(candidate_from_stream(endpoint.name, acc, watch.ms()))
 
     async def _relay(
         self, response: aiohttp.ClientResponse, acc: Accumulator, offer: Offer

@@ -97,7 +97,10 @@ DECIMAL_PATTERN = "^[0-9]+$"
 # and the processor is listed here; Envoy's own replies are added from its bootstrap below.
 _CODES: dict[int, dict[str, str]] = {
     400: {
-        "invalid_json": "the body is not JSON, or not a JSON object",
+        "incomplete_body": "the client closed the connection before its body arrived (no "
+        "one reads this answer; it is counted and not logged as an error)",
+        "invalid_json": "the body is not standard JSON (`NaN`, `Infinity` and numbers out of a "
+        "double's range are not), or not a JSON object",
         "missing_messages": "`messages` is missing",
         "invalid_messages": "`messages` is empty, or an entry is not an object with a "
         "non-empty string `role`, or its `content` is not a string, null or an array of "
@@ -131,8 +134,16 @@ _CODES: dict[int, dict[str, str]] = {
     },
     404: {"not_found": "no such route"},
     405: {"method_not_allowed": "the route exists but not with this method"},
+    408: {
+        "request_timeout": "the body did not arrive within `ensemble.body_timeout_seconds` "
+        "(through the gateway: Envoy's `envoy.request_timeout_seconds`)"
+    },
     413: {
         "request_too_large": "the body is larger than `ensemble.max_body_bytes` (or Envoy's buffer)"
+    },
+    415: {
+        "unsupported_content_encoding": "the body has a `Content-Encoding` other than "
+        "`identity`: send it uncompressed"
     },
     429: {
         "too_many_ensembles": "the upstream serves `ensemble.max_in_flight` ensembles already; "
@@ -180,8 +191,9 @@ _STATUS_TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
-    408: "Through the gateway: the request came too slowly",
+    408: "The request (its body) arrived too slowly",
     413: "Body too large",
+    415: "Compressed body",
     426: "Through the gateway: HTTP/1.0 is not supported",
     429: "Too many ensembles in flight",
     431: "Through the gateway: request headers too large",
@@ -717,6 +729,11 @@ def _responses() -> dict[str, Schema]:
     out["Error429"]["headers"] = {
         "Retry-After": _header("seconds to wait", {"type": "string", "pattern": DECIMAL_PATTERN})
     }
+    out["Error415"]["headers"] = {
+        "Accept-Encoding": _header(
+            "the content codings accepted in requests", {"type": "string", "enum": ["identity"]}
+        )
+    }
     for status in (502, 504):
         out[f"Error{status}"]["headers"] = _ensemble_response_headers(outcome=False)
     return out
@@ -757,7 +774,7 @@ def _chat_operation(config: Config | None) -> Schema:
                     SSE: {"schema": _ref("ServerSentEvent")},
                 },
             },
-            **_errors(400, 403, 408, 413, 426, 429, 431, 500, 501, 502, 503, 504),
+            **_errors(400, 403, 408, 413, 415, 426, 429, 431, 500, 501, 502, 503, 504),
         },
     }
 

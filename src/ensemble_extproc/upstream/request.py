@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from ..body import check_content_encoding, parse_json_object
 from ..errors import ApiError, bad_request
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The whole body, uncompressed, within ``limit`` bytes and ``seconds``.
+
+    Bounded in time so that a client trickling its body cannot hold a connection for ever;
+    the caller reads it before taking an in-flight slot, so slow clients never hold one.
+    """
+    check_content_encoding(request.headers)
     too_large = ApiError(
         413,
         f"request body is larger than the limit of {limit} bytes",
@@ -20,21 +27,29 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     try:
-        return await request.read()
+        async with asyncio.timeout(seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies have no content-length
         raise too_large from exc
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the request body did not arrive within {seconds:g} s",
+            code="request_timeout",
+        ) from None
+    except ConnectionResetError:
+        # The client left mid-body: nobody reads this answer, but it is no internal error
+        # (a traceback per hang-up would let any client flood the log).
+        raise ApiError(
+            400, "the client closed the connection before its body arrived", code="incomplete_body"
+        ) from None
 
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
     """The request body, checked against the request schema of the OpenAPI document
     (``openapi.py``): a field of the wrong type is a 400 here, not one 400 per model and
-    then a 502."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_json")
+    then a 502. Standard JSON only (``body.parse_json_object``)."""
+    body = parse_json_object(raw)
     _check_messages(body.get("messages"))
     _check_fields(body)
     return body

@@ -35,7 +35,8 @@ def parse_data_line(line: bytes) -> dict[str, Any] | None:
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise MalformedStream(f"SSE data line is not JSON: {data[:80]!r}") from None
+        # The line itself is not echoed: it is the endpoint's text, which may hold anything.
+        raise MalformedStream(f"SSE data line is not JSON ({len(data)} bytes)") from None
     if not isinstance(chunk, dict):
         raise MalformedStream("SSE data line is not a JSON object")
     return chunk
@@ -54,11 +55,12 @@ class Accumulator:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     logprobs: list[float] = field(default_factory=list)
-    error: str | None = None
+    # The endpoint's error event (its "error" object), summarised by the client.
+    error: Mapping[str, Any] | None = None
 
     def add(self, chunk: Mapping[str, Any]) -> None:
         if isinstance(chunk.get("error"), dict):
-            self.error = str(chunk["error"].get("message", "error event"))[:200]
+            self.error = chunk["error"]
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         choices = chunk.get("choices")
