@@ -145,12 +145,14 @@ class TrustBook:
         own = 1 if key in self._keys else 0
         return own + sum(1 for saved in self._peers.values() if key in saved)
 
-    def view(self, key: str) -> TrustView | None:
-        """The current estimate of ``key`` (refitted when due); None if nothing is known."""
+    def view(self, key: str, refit: bool = False) -> TrustView | None:
+        """The current estimate of ``key`` (refitted when due, or now with ``refit``); None
+        if nothing is known."""
         cached = self._fits.get(key)
         observations = self._observations(key)
         if (
-            cached is not None
+            not refit
+            and cached is not None
             and cached.peers_version == self._peers_version
             and observations - cached.observations < self.settings.refit_every
         ):

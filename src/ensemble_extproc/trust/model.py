@@ -35,7 +35,7 @@ class TrustSettings:
     flag_z: float = 4.5
     min_excess: float = 0.05
     # No client holds more than this share of a key's full evidence (1: no cap).
-    max_client_share: float = 0.2
+    max_client_share: float = 0.05
     # Bounded memory: keys (LRU) and clients per key (smallest evicted).
     max_keys: int = 64
     max_clients: int = 4096

@@ -180,8 +180,9 @@ class KeyStats:
         self.rejected = 0
         # Per member: its change detector (None: detection off), and changes seen.
         half_life = math.log(0.5) / math.log(decay)
+        share = min(1.0, client_cap * (1.0 - decay))  # the cap as a share of full evidence
         self._detectors = (
-            {m: ChangeDetector(half_life, change_threshold) for m in self.members}
+            {m: ChangeDetector(half_life, change_threshold, share) for m in self.members}
             if change_threshold is not None
             else {}
         )
@@ -236,10 +237,10 @@ class KeyStats:
             if answers[a] == answers[b] == answers[c]:
                 counter[2] += g
         self.observations += 1
-        self._detect(answers)
+        self._detect(answers, observation.client)
         return True
 
-    def _detect(self, answers: Mapping[str, int]) -> None:
+    def _detect(self, answers: Mapping[str, int], client: str) -> None:
         if len(answers) < 2 or not self._detectors:
             return
         others = len(answers) - 1
@@ -247,7 +248,7 @@ class KeyStats:
             member
             for member, answer in answers.items()
             if self._detectors[member].update(
-                (sum(a == answer for a in answers.values()) - 1) / others
+                (sum(a == answer for a in answers.values()) - 1) / others, client
             )
         ]
         for member in changed:
