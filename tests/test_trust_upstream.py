@@ -173,6 +173,7 @@ async def test_one_api_key_cannot_fill_the_book(quiz_models: DemoServers) -> Non
     assert key["refused_by_client_cap"] == refused
     assert key["clients"]["largest_share"] == 1.0
     assert not any(m["learned"] for m in key["members"])
+    assert "raise ensemble.trust.max_client_share" in key["hint"]
 
 
 @pytest.mark.parametrize("trust", [{}, {"enabled": False, "half_life": 100}])

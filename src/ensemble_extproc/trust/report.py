@@ -106,7 +106,20 @@ def _key_report(service: TrustService, view: TrustView) -> dict[str, Any]:
             for p in view.flagged
         ],
         "groups": [list(g) for g in view.groups],
+        **_hint(service, view),
     }
+
+
+def _hint(service: TrustService, view: TrustView) -> dict[str, str]:
+    """Why nothing is learned, when the reason is the operator's to fix."""
+    share = service.settings.max_client_share
+    if view.top_client_share > max(0.5, share) or view.rejected > view.observations:
+        return {
+            "hint": "one client sends most of this traffic, so the per-client cap "
+            f"(max_client_share {share:g}) holds learning back; if all clients are trusted "
+            "(a single tenant), raise ensemble.trust.max_client_share (1 turns the cap off)"
+        }
+    return {}
 
 
 class TrustCollector(Collector):
