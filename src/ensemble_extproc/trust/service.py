@@ -85,12 +85,17 @@ class TrustService:
         """Feed one finished ensemble (every strategy; see trust.feed for what counts)."""
         if not self.enabled:
             return False
-        seen = observation(candidates, self._similarity, client)
-        if self.book.observe(ensemble_key(profile, models), models, seen):
+        try:
+            seen = observation(candidates, self._similarity, client)
+            counted = self.book.observe(ensemble_key(profile, models), models, seen)
+        except Exception:  # learning must never fail a request that was answered
+            log.exception("trust: could not count an ensemble of %s", ",".join(models))
+            counted = False
+        if counted:
             self.accepted += 1
-            return True
-        self.refused += 1
-        return False
+        else:
+            self.refused += 1
+        return counted
 
     # -------------------------------------------------------------- persistence
 
