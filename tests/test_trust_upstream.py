@@ -16,6 +16,7 @@ from aiohttp import web
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
 from ensemble_extproc.demo import DemoModel, DemoServers, quiz, start_demo_servers
+from ensemble_extproc.trust.book import TrustBook
 from ensemble_extproc.upstream import create_app
 
 # Quiz models: same seed = the same model behind two names (they agree on every answer).
@@ -196,3 +197,17 @@ async def test_the_endpoint_is_read_only(upstream: Callable[..., Any]) -> None:
             body = await resp.json()
         assert body["error"]["code"] == "method_not_allowed"
         assert resp.headers["Allow"] == "GET,HEAD"
+
+
+async def test_a_failure_in_learning_never_fails_the_answer(
+    quiz_models: DemoServers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any) -> bool:
+        raise RuntimeError("a bug in the trust book")
+
+    monkeypatch.setattr(TrustBook, "observe", broken)
+    async with upstream(config(quiz_models, TRUST)) as base:
+        await ask_quiz(base, 5)  # asserts every answer is a 200
+        report = await get_json(f"{base}/admin/trust")
+    assert report["observations"] == {"accepted": 0, "refused": 5}
+    assert "trust: could not count an ensemble" in caplog.text
