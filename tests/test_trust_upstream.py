@@ -211,3 +211,18 @@ async def test_a_failure_in_learning_never_fails_the_answer(
         report = await get_json(f"{base}/admin/trust")
     assert report["observations"] == {"accepted": 0, "refused": 5}
     assert "trust: could not count an ensemble" in caplog.text
+
+
+async def test_a_request_that_came_through_envoys_ensemble_route_gets_nothing(
+    upstream: Callable[..., Any],
+) -> None:
+    base = await upstream(trust={"enabled": True})
+    route = {h.ROUTE: h.ROUTE_VALUE}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/admin/trust", headers=route) as resp,
+    ):
+        assert resp.status == 404
+        body = await resp.json()
+    assert body["error"]["code"] == "not_found"
+    assert "keys" not in body

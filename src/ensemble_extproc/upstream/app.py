@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from .. import headers as h
 from ..config import Config
 from ..errors import ApiError
 from ..observability.logs import REQUEST_ID
@@ -202,7 +203,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def admin_trust(request: web.Request) -> web.Response:
-    """Read-only, for operators: what the trust book learned (docs/trust.md)."""
+    """Read-only, for operators: what the trust book learned (docs/trust.md).
+
+    Only asked directly on the upstream's port: a request that came through Envoy's
+    ensemble route carries the processor's route header (clients cannot forge it), and
+    is told there is nothing here."""
+    if h.ROUTE in request.headers:
+        raise web.HTTPNotFound()
     return web.json_response(trust_report(request.app[TRUST]))
 
 

@@ -872,9 +872,9 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
                 "operations",
                 "Learned trust: accuracies and correlated members",
                 "TrustReport",
-                "Read-only, for operators, on the upstream's own port (Envoy's public route "
-                "does not lead here). With ensemble.trust disabled: `enabled: false` and no "
-                "keys.",
+                "Read-only, for operators, on the upstream's own port: a request that came "
+                "through Envoy's ensemble route (it carries the processor's route header) "
+                "gets a 404. With ensemble.trust disabled: `enabled: false` and no keys.",
             )
         },
         OPENAPI_PATH: {
