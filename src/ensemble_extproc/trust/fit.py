@@ -17,17 +17,17 @@ rates make c identifiable too, even when every member has the same accuracy.
 ``fit`` finds p (and c) by weighted least squares over the observed rates, each weighted
 by its inverse variance A (1 - A) / n_eff, plus the priors (configured accuracies) as
 pseudo-observations worth ``prior_strength`` labelled questions; Gauss-Newton with
-Levenberg damping, warm-started from the previous fit. The inverse of the information
-matrix at the optimum gives each p_i a standard error, hence its 95 % interval and its
-*evidence*: the number of labelled questions that would give the same interval, minus
-the prior's own.
+Levenberg damping, warm-started from the previous fit. A sandwich covariance (the rates
+share questions, see ``_covariance``) gives each p_i a standard error, hence its 95 %
+interval and its *evidence*: the number of labelled questions that would give the same
+interval, minus the prior's own.
 
 Correlated members break the model: clones agree on every answer, right or wrong. A pair
 whose observed agreement exceeds the fitted expectation by at least ``min_excess`` and by
-``flag_z`` standard errors is *flagged*; flagged pairs (and the triples containing them)
-are left out of the fit and the fit is repeated, one pair at a time, until the flags
-settle. Members then keep their own accuracy, estimated from the pairs they form with
-independent members.
+``flag_z`` standard errors stands out; clusters of such members are *flagged* (chosen by
+``_Search``, whole clusters at a time), and their pairs (and the triples containing one)
+are left out of the fit. Members then keep their own accuracy, estimated from the pairs
+they form with independent members.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ class TrustSettings:
     # Prior of the learned c (probability that two wrong answers agree) and its weight.
     wrong_agreement_prior: float = 0.1
     wrong_agreement_prior_strength: float = 2.0
-    # A pair is flagged when its excess agreement is at least min_excess and at least
-    # flag_z standard errors above what independent members would show.
+    # A pair stands out (and its cluster may be flagged) when its excess agreement is at
+    # least min_excess and flag_z standard errors above what independent members show.
     flag_z: float = 4.5
     min_excess: float = 0.05
     # No client holds more than this share of a key's full evidence (1: no cap).
@@ -42,12 +42,12 @@ class TrustSettings:
     # Forget a member's old evidence when a CUSUM of its agreement with the others passes
     # this (a model update; see trust.change). None: only decay follows changes.
     change_threshold: float | None = 25.0
-    # Refit a key's estimate after this many new observations (or when read after any).
+    # A key's estimate is refitted when read after this many new observations.
     refit_every: int = 50
     # Persistence: <snapshot_dir>/<replica_id>.json, written every snapshot_interval.
     snapshot_dir: str | None = None
     snapshot_interval_seconds: float = 60.0
-    replica_id: str = ""
+    replica_id: str = ""  # empty: <hostname>-<upstream port>
     # Peers' snapshots older than this are ignored (a replica that is gone).
     peer_max_age_seconds: float = 3600.0
 

@@ -12,7 +12,9 @@ correlated pairs) is a function of these counts alone, so they are:
 
 Decay is per observation of the key: each new ensemble multiplies all older evidence by
 ``decay`` = 2^(-1 / half_life). It is applied lazily: increments are scaled up by
-decay^-t instead of scaling every count down at each step.
+decay^-t instead of scaling every count down at each step. Besides the counts, each
+member has a change detector (``trust.change``), local to the process: when it fires, the
+member's counts are scaled down (``forget``).
 """
 
 from __future__ import annotations
