@@ -73,6 +73,7 @@ def test_restoring_continues_where_the_replica_stopped(tmp_path: Path) -> None:
     assert before is not None
     assert after is not None
     assert after.observations == before.observations == 1500
+    assert path.stat().st_mode & 0o777 == 0o644  # peers under another user can read it
     for model in TRUTH:
         assert after.members[model].accuracy == pytest.approx(
             before.members[model].accuracy, abs=1e-6

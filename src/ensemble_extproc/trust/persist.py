@@ -177,6 +177,9 @@ def write_atomic(path: Path, snapshot: Snapshot) -> None:
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
+            # Readable by peers that run as another user on a shared volume (no secrets:
+            # clients appear as hashes).
+            os.fchmod(file.fileno(), 0o644)
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
