@@ -1,4 +1,5 @@
-"""Snapshots: saved atomically, restored at start-up, merged across replicas."""
+"""The trust service the upstream holds: snapshots saved atomically, restored at start-up,
+merged across replicas; and the weight plan it hands the strategies."""
 
 from __future__ import annotations
 
@@ -237,3 +238,23 @@ async def test_a_snapshot_that_cannot_be_written_is_reported_not_raised(tmp_path
         service.observe("p", list(TRUTH), candidates(dict.fromkeys(TRUTH, "1")), "c")
     assert service.status.last_error is not None
     assert "cannot write" in service.status.last_error
+
+
+def test_the_service_hands_strategies_a_weight_plan() -> None:
+    """What phase 2's strategies read: learned accuracies and clone groups of the key."""
+    settings_ = TrustSettings(enabled=True, min_evidence=50)
+    service = TrustService(settings_, {**dict.fromkeys(TRUTH), "d-copy": None}, 0.9, "r")
+    models = [*TRUTH, "d-copy"]
+    for o in stream(TRUTH, seed=3, count=1500, clones={"d-copy": "d"}):
+        texts = {m: str(a) for m, a in o.answers.items()}
+        service.observe(None, models, candidates(texts), o.client)
+    plan = service.weights(None, models, {"a": 0.9})
+    assert plan.key == "models:a,b,c,d,d-copy"
+    assert plan.source("a") == "learned"
+    assert plan.accuracy("a") == pytest.approx(0.85, abs=0.05)
+    assert plan.multiplier("d") == pytest.approx(0.5, abs=0.01)
+    assert plan.voices(["d", "d-copy"]) == 1
+    off = TrustService(TrustSettings(), dict.fromkeys(TRUTH), 0.9, "r")
+    plain = off.weights(None, list(TRUTH), {"a": 0.9})
+    assert (plain.source("a"), plain.source("b")) == ("configured", "weight")
+    assert plain.multiplier("a") == 1.0

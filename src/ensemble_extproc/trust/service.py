@@ -22,6 +22,7 @@ from .book import TrustBook, ensemble_key, priors_from
 from .feed import observation
 from .model import TrustSettings
 from .persist import Peers, Snapshot, SnapshotError, read, read_peers, snapshot_path, write_atomic
+from .weights import WeightPlan, plan_weights
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,21 @@ class TrustService:
         else:
             self.refused += 1
         return counted
+
+    def weights(
+        self,
+        profile: str | None,
+        models: Sequence[str],
+        configured: Mapping[str, float],
+        *,
+        learned: bool = True,
+        correlation: bool = True,
+    ) -> WeightPlan:
+        """The weights of one ensemble (``trust.weights.plan_weights``) from what its key
+        learned so far; with learning off, the configured accuracies and independent
+        members. What a strategy's context should carry."""
+        view = self.book.view(ensemble_key(profile, models)) if self.enabled else None
+        return plan_weights(view, models, configured, learned=learned, correlation=correlation)
 
     # -------------------------------------------------------------- persistence
 
