@@ -153,10 +153,10 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     if config.log_include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
-    client = client_identity(request.headers, request.remote)
-    request.app[TRUST].observe(
-        outcome.spec.profile, outcome.spec.models, outcome.candidates, client
-    )
+    trust = request.app[TRUST]
+    if trust.enabled:
+        client = client_identity(request.headers, request.remote)
+        trust.observe(outcome.spec.profile, outcome.spec.models, outcome.candidates, client)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
