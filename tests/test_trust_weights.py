@@ -167,3 +167,7 @@ def test_log_odds_and_learned_alternatives() -> None:
     assert alternatives_of(None, None) is None
     assert alternatives_of(None, 4) == 4
     assert alternatives_of(view({"a": 0.7}, c=0.25), None) == pytest.approx(4)
+    plan = plan_weights(view({"a": 0.7}, c=0.25), ["a"], {})
+    assert plan.alternatives(None) == pytest.approx(4)
+    assert plan.alternatives(3) == 3
+    assert plan_weights(None, ["a"], {}).alternatives(None) is None

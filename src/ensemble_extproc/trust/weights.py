@@ -14,6 +14,7 @@ one ensemble's members:
   count a third, together one vote; independent members count 1.
 - ``voices(models)``: how many independent voices a set of agreeing members is (members
   that move together count once): cascade's agreement check.
+- ``alternatives(configured)``: k for log-odds weights, configured or learned (1/c).
 - ``details()``: what the response's ``ensemble`` object reports.
 """
 
@@ -46,6 +47,12 @@ class WeightPlan:
     key: str | None
     members: Mapping[str, MemberWeight]
     groups: tuple[tuple[str, ...], ...]
+    # k learned from c (1/c) once c is learned; None before.
+    learned_alternatives: float | None = None
+
+    def alternatives(self, configured: int | None) -> float | None:
+        """k for log-odds weights: the configured one, else the learned one, else None."""
+        return float(configured) if configured is not None else self.learned_alternatives
 
     def accuracy(self, model: str) -> float | None:
         member = self.members.get(model)
@@ -136,7 +143,9 @@ def plan_weights(
             multiplier=1.0 / (1.0 + kappa[model]),
             group=group_of.get(model, (model,)),
         )
-    return WeightPlan(view.key if view is not None else None, members, groups)
+    return WeightPlan(
+        view.key if view is not None else None, members, groups, alternatives_of(view, None)
+    )
 
 
 def log_odds(accuracy: float, alternatives: float = 1.0) -> float:
