@@ -59,6 +59,12 @@ bench-quality-long: install
 bench-answers: install
 	$(PY) -m bench.answers
 
+# Learned trust, simulated (no servers): learned vs true accuracies, convergence, flagged
+# clones, accuracy against true-accuracy weighted, voting and the best model; CPU (~1 min).
+.PHONY: bench-trust
+bench-trust: install
+	$(PY) -m bench.trust_sim --seeds 20 --warmup 500 --questions 2000
+
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision

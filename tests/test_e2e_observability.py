@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -82,3 +83,23 @@ def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(
             return
         time.sleep(0.1)
     raise AssertionError("no ensemble summary log line")
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_trust_report_is_not_served_through_the_gateway(gateway: Gateway) -> None:
+    """Asked through Envoy with ensemble headers, GET /admin/trust reaches the upstream on
+    the ensemble route, which refuses it: the report is for the upstream's own port."""
+    status, text = get(f"{gateway.url}/admin/trust", {"x-ensemble-models": "demo-fast,demo-medium"})
+    assert status == 404
+    assert json.loads(text)["error"]["code"] == "not_found"
+    direct, report = get(f"{gateway.upstream_url}/admin/trust", {})
+    assert direct == 200
+    assert "keys" in json.loads(report)

@@ -267,5 +267,6 @@ def test_fuzz_the_gateways_upstream_directly(gateway: Gateway, tmp_path: Path) -
     run = fuzz_sync("gateway-upstream", str(document), gateway.upstream_url, tmp_path)
     run.assert_clean()
 
-    # Loaded from a file, the document's own route is fuzzed too.
-    assert run.report["operations"]["tested"] == 5, run.summary()
+    # Loaded from a file, the document's own route is fuzzed too: every operation.
+    operations = sum(len(ops) for ops in json.loads(document.read_text())["paths"].values())
+    assert run.report["operations"]["tested"] == operations, run.summary()

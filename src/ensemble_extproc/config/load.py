@@ -18,6 +18,7 @@ from ..demo.models import DemoModel, parse_demo_models
 from ..errors import ConfigError
 from ..rules import Rule, compile_condition
 from ..strategies import STRATEGIES, StrategySettings
+from ..trust.model import TrustSettings
 from .model import (
     AdaptiveSettings,
     Address,
@@ -121,7 +122,29 @@ ENSEMBLE_KEYS = frozenset(
         "body_timeout_seconds",
         "retries",
         "circuit_breaker",
+        "trust",
         *STRATEGY_KEYS,
+    }
+)
+TRUST_KEYS = frozenset(
+    {
+        "enabled",
+        "half_life",
+        "min_evidence",
+        "prior_strength",
+        "default_accuracy",
+        "alternatives",
+        "flag_z",
+        "min_excess",
+        "max_client_share",
+        "change_threshold",
+        "max_keys",
+        "max_clients",
+        "refit_every",
+        "snapshot_dir",
+        "snapshot_interval_seconds",
+        "replica_id",
+        "peer_max_age_seconds",
     }
 )
 LISTEN_KEYS = frozenset({"envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics"})
@@ -620,6 +643,7 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         or RetryPolicy(),
         breaker=_breaker(section.raw.get("circuit_breaker")),
         strategy=strategy_settings,
+        trust=_trust(Section(section.raw.get("trust"), "ensemble.trust", TRUST_KEYS)),
     )
 
 
@@ -731,3 +755,68 @@ def _listeners(section: Section) -> Listeners:
 def _demo_models(top: Section) -> tuple[DemoModel, ...]:
     demo = Section(top.raw.get("demo"), "demo", frozenset({"models"}))
     return parse_demo_models(demo.raw.get("models") or [], "demo.models")
+
+
+def _trust(section: Section) -> TrustSettings:
+    """``ensemble.trust``: learned accuracies and correlated members (docs/trust.md)."""
+    base = TrustSettings()
+    alternatives = section.raw.get("alternatives", "auto")
+    if alternatives != "auto" and (
+        isinstance(alternatives, bool) or not isinstance(alternatives, int) or alternatives < 1
+    ):
+        raise ConfigError(
+            section.key("alternatives"),
+            f"must be auto or a whole number >= 1, got {alternatives!r}",
+            "the number of plausible wrong answers per question (3 for 4-option quizzes), "
+            "or auto to learn it",
+        )
+    change = section.raw.get("change_threshold", base.change_threshold)
+    if change is not False and (
+        isinstance(change, bool) or not isinstance(change, int | float) or change <= 0
+    ):
+        raise ConfigError(
+            section.key("change_threshold"),
+            f"must be a number > 0 or false, got {change!r}",
+            "false turns change detection off (decay alone then follows model updates)",
+        )
+    default_accuracy = section.get("default_accuracy", float, base.default_accuracy)
+    if not 0 < default_accuracy < 1:
+        raise ConfigError(
+            section.key("default_accuracy"), f"must be between 0 and 1, got {default_accuracy}"
+        )
+    min_excess = section.get("min_excess", float, base.min_excess)
+    if not 0 <= min_excess < 1:
+        raise ConfigError(section.key("min_excess"), f"must be in [0, 1), got {min_excess}")
+    min_evidence = section.get("min_evidence", float, base.min_evidence)
+    if min_evidence < 0:
+        raise ConfigError(section.key("min_evidence"), f"must be >= 0, got {min_evidence}")
+    interval = section.positive("snapshot_interval_seconds", float, base.snapshot_interval_seconds)
+    max_age = section.positive("peer_max_age_seconds", float, base.peer_max_age_seconds)
+    if max_age <= interval:
+        raise ConfigError(
+            section.key("peer_max_age_seconds"),
+            f"{max_age:g} is not longer than snapshot_interval_seconds {interval:g}",
+            "peers write a snapshot every interval: allow several intervals",
+        )
+    snapshot_dir = section.get("snapshot_dir", str, "")
+    if section.has("snapshot_dir") and not snapshot_dir.strip():
+        raise ConfigError(section.key("snapshot_dir"), "is empty", "name a directory, or remove it")
+    return TrustSettings(
+        enabled=section.get("enabled", bool, base.enabled),
+        half_life=section.positive("half_life", float, base.half_life),
+        min_evidence=min_evidence,
+        prior_strength=section.positive("prior_strength", float, base.prior_strength),
+        default_accuracy=default_accuracy,
+        alternatives=None if alternatives == "auto" else int(alternatives),
+        flag_z=section.positive("flag_z", float, base.flag_z),
+        min_excess=min_excess,
+        max_client_share=_fraction(section, "max_client_share", base.max_client_share),
+        change_threshold=None if change is False else float(change),
+        max_keys=section.positive("max_keys", int, base.max_keys),
+        max_clients=section.positive("max_clients", int, base.max_clients),
+        refit_every=section.positive("refit_every", int, base.refit_every),
+        snapshot_dir=snapshot_dir or None,
+        snapshot_interval_seconds=interval,
+        replica_id=section.get("replica_id", str, ""),
+        peer_max_age_seconds=max_age,
+    )

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from ..demo.models import DemoModel
 from ..rules import Rule
 from ..strategies.base import StrategySettings
+from ..trust.model import TrustSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class EnsembleSettings:
     stream_keepalive_seconds: float = 5.0
     # Settings of the individual strategies (``ensemble.<strategy>`` blocks).
     strategy: StrategySettings = field(default_factory=StrategySettings)
+    # Learned trust (``ensemble.trust``): accuracies and correlated members, learned.
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from .. import headers as h
 from ..config import Config
 from ..errors import ApiError
 from ..internal import ReplayGuard
@@ -22,9 +23,12 @@ from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..redact import Redactor, client_credentials, config_redactor
 from ..spec import EnsembleSpec, upstream_spec
+from ..trust.feed import client_identity
+from ..trust.report import TrustCollector, trust_report
+from ..trust.service import TrustService, default_replica_id
 from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
-from .openapi import OPENAPI_PATH, openapi_handler
+from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import parse_chat_request, read_body
 from .response import completion_body, ensemble_headers, failure
@@ -64,6 +68,7 @@ class InFlight:
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REDACT = web.AppKey("redact", Redactor)
 METRICS = web.AppKey("metrics", UpstreamMetrics)
+TRUST = web.AppKey("trust", TrustService)
 # Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
 DRAINING = web.AppKey("draining", asyncio.Event)
 
@@ -178,6 +183,10 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     if config.log_include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
+    trust = request.app[TRUST]
+    if trust.enabled:
+        client = client_identity(request.headers, request.remote)
+        trust.observe(outcome.spec.profile, outcome.spec.models, outcome.candidates, client)
 
 
 async def _chat_completions(
@@ -229,6 +238,35 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def admin_trust(request: web.Request) -> web.Response:
+    """Read-only, for operators: what the trust book learned (docs/trust.md).
+
+    Only asked directly on the upstream's port: a request that came through Envoy's
+    ensemble route carries the processor's route header (clients cannot forge it), and
+    is told there is nothing here."""
+    if h.ROUTE in request.headers:
+        raise web.HTTPNotFound()
+    return web.json_response(trust_report(request.app[TRUST]))
+
+
+def trust_service(config: Config) -> TrustService:
+    settings = config.ensemble.trust
+    return TrustService(
+        settings,
+        {name: endpoint.accuracy for name, endpoint in config.endpoints.items()},
+        config.ensemble.strategy.similarity_threshold,
+        settings.replica_id or default_replica_id(config.listen.upstream.port),
+    )
+
+
+def _trust_context(service: TrustService) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    return context
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
@@ -274,10 +312,14 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
     app[METRICS] = UpstreamMetrics(CollectorRegistry())
     app[METRICS].in_flight.set_function(lambda: in_flight.count)
+    app[TRUST] = trust = trust_service(config)
+    app[METRICS].registry.register(TrustCollector(trust))
     app.cleanup_ctx.append(_fanout_context(config, client))
+    app.cleanup_ctx.append(_trust_context(trust))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(TRUST_PATH, admin_trust)
     return app

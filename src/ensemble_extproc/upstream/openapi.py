@@ -29,6 +29,7 @@ CHAT_PATH = CHAT_COMPLETIONS
 MODELS_PATH = MODELS
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
+TRUST_PATH = "/admin/trust"
 
 JSON = "application/json"
 TEXT = "text/plain"
@@ -583,6 +584,67 @@ def _response_schemas() -> dict[str, Schema]:
             "required": ["openapi", "info", "paths"],
             "properties": {"openapi": {"type": "string"}},
         },
+        "TrustReport": _trust_report_schema(),
+    }
+
+
+def _trust_report_schema() -> Schema:
+    share: Schema = {"type": "number", "minimum": 0, "maximum": 1}
+    span: Schema = {"type": "array", "items": share, "minItems": 2, "maxItems": 2}
+    member: Schema = {
+        "type": "object",
+        "required": ["model", "accuracy", "interval", "evidence", "learned", "used", "source"],
+        "properties": {
+            "model": {"type": "string"},
+            "accuracy": share,
+            "interval": span,
+            "evidence": {"type": "number", "minimum": 0},
+            "learned": {"type": "boolean"},
+            "used": share,
+            "source": {"enum": ["learned", "configured", "default"]},
+            "prior": share,
+            "failure_rate": share,
+            "changes": {"type": "integer", "minimum": 0},
+            "client_influence": {"type": ["number", "null"], "minimum": 0},
+        },
+    }
+    pair: Schema = {
+        "type": "object",
+        "required": ["models", "observed", "expected", "excess"],
+        "properties": {
+            "models": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            "observed": share,
+            "expected": share,
+            "excess": {"type": "number"},
+            "z": {"type": "number"},
+            "kappa": share,
+            "evidence": {"type": "number", "minimum": 0},
+        },
+    }
+    key: Schema = {
+        "type": "object",
+        "required": ["key", "observations", "members", "flagged_pairs", "groups"],
+        "properties": {
+            "key": {"type": "string"},
+            "observations": {"type": "integer", "minimum": 0},
+            "members": {"type": "array", "items": member},
+            "flagged_pairs": {"type": "array", "items": pair},
+            "groups": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+        },
+    }
+    return {
+        "type": "object",
+        "description": "What the upstream learned about its members (ensemble.trust): per "
+        "trust key (a profile, or a set of models), each member's accuracy with its 95 % "
+        "interval and whether it replaced the configured one, and the pairs of members "
+        "flagged as moving together with their excess agreement. See docs/trust.md.",
+        "required": ["enabled", "keys"],
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "hint": {"type": "string"},
+            "replica": {"type": "string"},
+            "keys": {"type": "array", "items": key},
+        },
     }
 
 
@@ -832,6 +894,17 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
             "get": _get_operation("health", "operations", "Liveness of the upstream", "Health")
         },
         METRICS_PATH: {"get": _metrics_operation()},
+        TRUST_PATH: {
+            "get": _get_operation(
+                "trust",
+                "operations",
+                "Learned trust: accuracies and correlated members",
+                "TrustReport",
+                "Read-only, for operators, on the upstream's own port: a request that came "
+                "through Envoy's ensemble route (it carries the processor's route header) "
+                "gets a 404. With ensemble.trust disabled: `enabled: false` and no keys.",
+            )
+        },
         OPENAPI_PATH: {
             "get": _get_operation("openapi", "operations", "This document", "OpenApiDocument")
         },
