@@ -22,6 +22,7 @@ from ensemble_extproc.strategies.base import (
     Selection,
     Wait,
 )
+from ensemble_extproc.trust.weights import WeightPlan
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def context(
     request: Mapping[str, Any] | None = None,
     weights: Mapping[str, float] | None = None,
     accuracies: Mapping[str, float] | None = None,
+    weight_plan: WeightPlan | None = None,
     **settings: Any,
 ) -> Context:
     return Context(
@@ -75,6 +77,7 @@ def context(
         settings=StrategySettings(**settings),
         weights=weights or {},
         accuracies=accuracies or {},
+        weight_plan=weight_plan,
     )
 
 

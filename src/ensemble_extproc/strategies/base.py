@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..answers import Answer, message_answer
+
+if TYPE_CHECKING:  # trust imports this module (Candidate): no import cycle at run time
+    from ..trust.weights import WeightPlan
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
 # filtered one is not.
@@ -195,6 +198,10 @@ class Selection:
     details: Mapping[str, Any] = field(default_factory=dict)
     # Replaces the winner's message (e.g. a mean of numeric answers).
     message: Mapping[str, Any] | None = None
+    # The groups of agreeing answers the strategy counted (model names, every valid
+    # member answer in exactly one), handed to learned trust so that it does not group
+    # the same answers again. None: the strategy did not group them all.
+    groups: tuple[tuple[str, ...], ...] | None = None
 
 
 # None: the plan could not produce an answer (quorum not met).
@@ -212,6 +219,10 @@ class Context:
     # Per model: configured weight and (optional) accuracy.
     weights: Mapping[str, float] = field(default_factory=dict)
     accuracies: Mapping[str, float] = field(default_factory=dict)
+    # This ensemble's weights from learned trust (trust.weights): accuracies learned or
+    # configured, correlation multipliers, groups of members that move together. None:
+    # trust is off: configured accuracies, independent members (weighted.weight_plan).
+    weight_plan: WeightPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +236,9 @@ class StrategySettings:
     # (the default): the limit of large k, votes first and log-odds break ties, which is
     # never worse than voting whatever the number of wrong answers (see weighted.py).
     weighted_alternatives: int | None = None
+    # configured: the configured accuracies; learned: learned ones where there is enough
+    # evidence (ensemble.trust), the configured ones before, and k learned from c.
+    weighted_weights: str = "configured"  # configured | learned
     hedge_delay_seconds: float | None = None
     numeric_aggregate: str = "none"  # none | mean | median
     judge_model: str | None = None

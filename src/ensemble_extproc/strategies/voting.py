@@ -5,13 +5,17 @@ yes/no, formulas, ``\\boxed{}``, "the answer is ...", chains of thought), near-i
 text counting as one. The plan stops early, cancelling the calls still running, only when
 their answers could not change the winner whatever they are (``tally.leader_is_safe``) and
 ``min_responses`` valid answers are in: the answer with early stop is the answer without.
+
+With learned trust (``ensemble.trust``, correlation on), members that move together
+share a vote: each one counts its ``WeightPlan.multiplier`` (three clones a third each).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .base import (
     Call,
@@ -24,7 +28,7 @@ from .base import (
     StrategySettings,
     Wait,
 )
-from .tally import leader_is_safe, representative, summary, tally
+from .tally import leader_is_safe, names, representative, summary, tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Ballot:
     tiebreak: Callable[[str], float] = lambda _: 0.0
     use_confidence: bool = False
     unit: str = "votes"
+    # The ``weights`` object of the response's details (which weights, from where).
+    report: Callable[[], Mapping[str, Any]] | None = None
 
     def weight_of(self, candidate: Candidate) -> float:
         weight = self.weight(candidate.model)
@@ -48,6 +54,19 @@ class Ballot:
 
 
 VOTES = Ballot()
+
+
+def correlated_votes(ctx: Context) -> Ballot:
+    """One vote each, except that members that move together share one (learned trust);
+    plain votes when trust is off."""
+    plan = ctx.weight_plan
+    if plan is None:
+        return VOTES
+    shares = {model: plan.multiplier(model) for model in ctx.models}
+    return Ballot(
+        weight=lambda model: shares.get(model, 1.0),
+        report=lambda: plan.details(shares, rule="votes", accuracies=False),
+    )
 
 
 def vote_plan(ctx: Context, ballot: Ballot, name: str) -> Plan:
@@ -99,7 +118,12 @@ def majority(
         agreement=len(leader.members) / len(valid),
         reason=f"{name}: {leader.weight:g} of {total:g} {ballot.unit} for {leader.answer.key!r}"
         + (", stopped early" if early else ""),
-        details={"groups": summary(groups), "stopped_early": early},
+        details={
+            "groups": summary(groups),
+            "stopped_early": early,
+            **({"weights": ballot.report()} if ballot.report is not None else {}),
+        },
+        groups=names(groups),
     )
 
 
@@ -111,4 +135,4 @@ class Voting:
         return None
 
     def plan(self, ctx: Context) -> Plan:
-        return vote_plan(ctx, VOTES, self.name)
+        return vote_plan(ctx, correlated_votes(ctx), self.name)
