@@ -96,7 +96,7 @@ MODEL_KEYS = frozenset(
 RETRY_KEYS = frozenset({"attempts", "backoff_ms", "max_backoff_ms"})
 BREAKER_KEYS = frozenset({"failures", "window_seconds", "cooldown_seconds"})
 STRATEGY_KEYS = {
-    "weighted": frozenset({"use_confidence", "alternatives"}),
+    "weighted": frozenset({"use_confidence", "alternatives", "weights"}),
     "first_success": frozenset({"hedge_delay_ms"}),
     "score_averaging": frozenset({"numeric"}),
     "reranking": frozenset({"judge_model"}),
@@ -129,6 +129,7 @@ ENSEMBLE_KEYS = frozenset(
 TRUST_KEYS = frozenset(
     {
         "enabled",
+        "correlation",
         "half_life",
         "min_evidence",
         "prior_strength",
@@ -621,6 +622,13 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
             f"{strategy} needs {missing}",
             f"set {missing}, or choose another default strategy",
         )
+    trust = _trust(Section(section.raw.get("trust"), "ensemble.trust", TRUST_KEYS))
+    if strategy_settings.weighted_weights == "learned" and not trust.enabled:
+        raise ConfigError(
+            "ensemble.weighted.weights",
+            "is learned, but nothing is learned: ensemble.trust.enabled is false",
+            "set ensemble.trust.enabled: true, or weights: configured",
+        )
     return EnsembleSettings(
         enabled=section.get("enabled", bool, True),
         default_strategy=strategy,
@@ -643,7 +651,7 @@ def _ensemble_settings(section: Section, endpoints: Mapping[str, Endpoint]) -> E
         or RetryPolicy(),
         breaker=_breaker(section.raw.get("circuit_breaker")),
         strategy=strategy_settings,
-        trust=_trust(Section(section.raw.get("trust"), "ensemble.trust", TRUST_KEYS)),
+        trust=trust,
     )
 
 
@@ -700,6 +708,7 @@ def _strategy_settings(ensemble: Section, endpoints: Mapping[str, Endpoint]) -> 
         similarity_threshold=_fraction(ensemble, "similarity_threshold", 0.9),
         weighted_use_confidence=block("weighted").get("use_confidence", bool, False),
         weighted_alternatives=_alternatives(block("weighted")),
+        weighted_weights=_choice(block("weighted"), "weights", ("configured", "learned")),
         hedge_delay_seconds=hedge_ms / 1000 if first_success.has("hedge_delay_ms") else None,
         numeric_aggregate=_choice(block("score_averaging"), "numeric", ("none", "mean", "median")),
         judge_model=_model_name(block("reranking"), "judge_model", endpoints),
@@ -803,6 +812,7 @@ def _trust(section: Section) -> TrustSettings:
         raise ConfigError(section.key("snapshot_dir"), "is empty", "name a directory, or remove it")
     return TrustSettings(
         enabled=section.get("enabled", bool, base.enabled),
+        correlation=section.get("correlation", bool, base.correlation),
         half_life=section.positive("half_life", float, base.half_life),
         min_evidence=min_evidence,
         prior_strength=section.positive("prior_strength", float, base.prior_strength),

@@ -17,6 +17,9 @@ class TrustSettings:
 
     # Off: nothing is observed, learned or saved; /admin/trust says so.
     enabled: bool = False
+    # Members flagged as moving together share a vote (voting, weighted) and are one voice
+    # (cascade). Off: they are still flagged and reported, but count as independent.
+    correlation: bool = True
     # Questions (observations of one key) after which old evidence weighs half.
     half_life: float = 500.0
     # Labelled-question equivalents an estimate needs before it replaces the prior.

@@ -48,7 +48,9 @@ def trust_report(service: TrustService) -> dict[str, Any]:
             "peers": [{"replica": r, "written_at": t} for r, t in sorted(status.peers.items())],
             "ignored": list(status.ignored),
         },
-        "keys": [_key_report(service, view) for view in service.book.views()],
+        # Refitted now: strategies refit a key every refit_every ensembles, and the
+        # operator reads the current state (the strategies then use the same fit).
+        "keys": [_key_report(service, view) for view in service.book.views(refit=True)],
     }
 
 

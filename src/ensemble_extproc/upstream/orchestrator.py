@@ -32,6 +32,7 @@ from ..strategies.base import (
     Step,
     Wait,
 )
+from ..trust.service import TrustService
 from .client import EndpointClient
 from .resilience import CircuitBreaker, endpoint_failed, retry_delay, retryable
 
@@ -100,10 +101,14 @@ class Fanout:
         endpoints: Mapping[str, Endpoint],
         settings: EnsembleSettings,
         client: EndpointClient,
+        trust: TrustService | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._settings = settings
         self._client = client
+        # Learned trust: what each ensemble's weights are (None or disabled: configured).
+        self._trust = trust if trust is not None and trust.enabled else None
+        self._learned = settings.strategy.weighted_weights == "learned"
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         # Per-model facts the strategies read, derived once from config.
         self._weights = {name: e.weight for name, e in endpoints.items()}
@@ -121,6 +126,12 @@ class Fanout:
         return {name: b.state.value for name, b in self._breakers.items()}
 
     def context(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Context:
+        trust = self._trust
+        plan = (
+            trust.weights(spec.profile, spec.models, self._accuracies, learned=self._learned)
+            if trust is not None
+            else None
+        )
         return Context(
             models=spec.models,
             min_responses=spec.min_responses,
@@ -128,6 +139,7 @@ class Fanout:
             settings=self._settings.strategy,
             weights=self._weights,
             accuracies=self._accuracies,
+            weight_plan=plan,
         )
 
     async def call(
