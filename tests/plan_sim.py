@@ -68,6 +68,7 @@ def context(
     weights: Mapping[str, float] | None = None,
     accuracies: Mapping[str, float] | None = None,
     weight_plan: WeightPlan | None = None,
+    complete: bool = False,
     **settings: Any,
 ) -> Context:
     return Context(
@@ -78,6 +79,7 @@ def context(
         weights=weights or {},
         accuracies=accuracies or {},
         weight_plan=weight_plan,
+        complete=complete,
     )
 
 

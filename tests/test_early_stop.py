@@ -87,6 +87,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "weights": weights,
         "settings": settings,
         "plan": draw(st.none() | learned_plans(models, accuracies)),
+        # A learning sample: every member asked to the end, the same answer.
+        "complete": draw(st.booleans()),
     }
 
 
@@ -175,6 +177,7 @@ def test_early_stop_never_changes_the_answer(scenario: dict[str, Any]) -> None:
         weights=scenario["weights"],
         accuracies=scenario["accuracies"],
         weight_plan=scenario["plan"],
+        complete=scenario.get("complete", False),
         **scenario["settings"],
     )
     replies: dict[str, Reply] = scenario["replies"]
@@ -194,6 +197,8 @@ def test_early_stop_never_changes_the_answer(scenario: dict[str, Any]) -> None:
     winners = {c.model for c in groups[0].members}
     assert reference.winner.model in winners
     assert trace.selection.winner.model in winners, (trace.cancelled, reference.reason)
+    if ctx.complete:
+        assert trace.cancelled == []
     if not trace.cancelled:
         assert trace.selection.winner.model == reference.winner.model
 

@@ -29,6 +29,7 @@ def test_every_key() -> None:
         {
             "enabled": True,
             "correlation": False,
+            "sample_share": 0.5,
             "half_life": 200,
             "min_evidence": 50,
             "prior_strength": 20,
@@ -50,6 +51,7 @@ def test_every_key() -> None:
     assert settings == TrustSettings(
         enabled=True,
         correlation=False,
+        sample_share=0.5,
         half_life=200.0,
         min_evidence=50.0,
         prior_strength=20.0,
@@ -131,6 +133,10 @@ def test_weighted_weights_configured_or_learned() -> None:
         (
             {"trust": {"enabled": True, "correlation": "yes"}},
             r"ensemble\.trust\.correlation",
+        ),
+        (
+            {"trust": {"enabled": True, "sample_share": 0}},
+            r"'ensemble\.trust\.sample_share': must be in \(0, 1\], got 0",
         ),
     ],
 )

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from ensemble_extproc.strategies import STRATEGIES
 from ensemble_extproc.trust.weights import plan_weights
 from plan_sim import Reply, context, simulate
 from trust_sim import trust_view
@@ -226,3 +227,84 @@ def test_the_cascades_final_majority_shares_the_clones_vote() -> None:
     assert "all models asked" in trace.selection.reason
     # B: one vote (two halves), A: two votes.
     assert trace.selection.winner.content == "A"
+
+
+# ------------------------------------------------------- learning samples (complete)
+
+
+def test_which_strategies_may_stop_early() -> None:
+    five = context(CLONE_MODELS, min_responses=2)
+    everyone = context(CLONE_MODELS, min_responses=5)
+    alone = context(("strong",), min_responses=1)
+    expected = {
+        "voting": (True, False, False),
+        "weighted": (True, False, False),
+        "cascade": (True, True, False),
+        "first_success": (True, True, False),
+        "reranking": (False, False, False),
+        "fusion": (False, False, False),
+        "score_averaging": (False, False, False),
+    }
+    for name, (some, all_needed, single) in expected.items():
+        strategy = STRATEGIES[name]
+        assert strategy.may_stop_early(five) is some, name
+        assert strategy.may_stop_early(everyone) is all_needed, name
+        assert strategy.may_stop_early(alone) is single, name
+
+
+EARLY = {
+    "strong": Reply("A", 10),
+    "good": Reply("A", 11),
+    "c1": Reply("A", 12),
+    "c2": Reply("B", 80),
+    "c3": Reply("C", 90),
+}
+
+
+@pytest.mark.parametrize("strategy", ["voting", "weighted"])
+def test_a_learning_sample_waits_for_everyone_and_answers_the_same(strategy: str) -> None:
+    early = simulate(strategy, context(CLONE_MODELS, min_responses=2), EARLY)
+    assert early.cancelled == ["c2", "c3"]
+    ctx = context(CLONE_MODELS, min_responses=2, complete=True)
+    sample = simulate(strategy, ctx, EARLY)
+    assert sample.cancelled == []
+    assert sample.selection is not None
+    assert early.selection is not None
+    assert sample.selection.winner.model == early.selection.winner.model
+    assert sample.selection.details["learning_sample"] is True
+    assert sample.selection.details["stopped_early"] is False
+    assert "learning_sample" not in early.selection.details
+
+
+def test_a_cascade_sample_asks_the_rest_and_keeps_its_answer() -> None:
+    models = ("c1", "c2", "good", "strong")
+    replies = {
+        "c1": Reply("B", confidence=0.6),
+        "c2": Reply("B", confidence=0.6),
+        "good": Reply("A", confidence=0.95),
+        "strong": Reply("A", confidence=0.95),
+    }
+    plain = simulate("cascade", context(models), replies)
+    assert plain.launched_models == ["c1", "c2"]
+    sample = simulate("cascade", context(models, complete=True), replies)
+    assert sample.launched_models == ["c1", "c2", "good", "strong"]
+    assert sample.cancelled == []
+    assert sample.selection is not None
+    assert plain.selection is not None
+    assert sample.selection.winner.model == plain.selection.winner.model == "c1"
+    assert sample.selection.details["cascade_depth"] == 2
+    assert sample.selection.details["asked_for_learning"] == ["good", "strong"]
+
+
+def test_a_first_success_sample_lets_the_others_finish() -> None:
+    models = ("strong", "good", "c1")
+    replies = {"strong": Reply("A", 30), "good": Reply("B", 10), "c1": Reply("C", 50)}
+    plain = simulate("first_success", context(models), replies)
+    assert sorted(plain.cancelled) == ["c1", "strong"]
+    ctx = context(models, complete=True, hedge_delay_seconds=0.005)
+    sample = simulate("first_success", ctx, replies)
+    assert sample.cancelled == []
+    assert sample.launched_models == ["strong", "good", "c1"]
+    assert sample.selection is not None
+    assert sample.selection.winner.model == "good"
+    assert len(sample.finished) == 3

@@ -39,7 +39,8 @@ def config(servers: DemoServers, trust: dict[str, Any]) -> Any:
     return compile_config(
         {
             "models": [{"name": name, "url": url} for name, url in servers.urls.items()],
-            "ensemble": {"max_models_per_request": 5, "trust": trust},
+            # Every member answers (no early stop): every ensemble is learned from.
+            "ensemble": {"max_models_per_request": 5, "default_min_responses": 4, "trust": trust},
         }
     )
 
@@ -109,7 +110,7 @@ async def test_the_upstream_learns_accuracies_and_catches_the_copy(
         report = await get_json(f"{base}/admin/trust")
         metrics = await get_text(f"{base}/metrics")
     assert report["enabled"] is True
-    assert report["observations"] == {"accepted": 600, "refused": 0}
+    assert report["observations"] == {"accepted": 600, "refused": 0, "not_sampled": 0}
     (key,) = report["keys"]
     assert key["key"] == "models:" + ",".join(sorted(m.name for m in QUIZ_MODELS))
     members = {m["model"]: m for m in key["members"]}
@@ -209,7 +210,7 @@ async def test_a_failure_in_learning_never_fails_the_answer(
     async with upstream(config(quiz_models, TRUST)) as base:
         await ask_quiz(base, 5)  # asserts every answer is a 200
         report = await get_json(f"{base}/admin/trust")
-    assert report["observations"] == {"accepted": 0, "refused": 5}
+    assert report["observations"] == {"accepted": 0, "refused": 5, "not_sampled": 0}
     assert "trust: could not count an ensemble" in caplog.text
 
 

@@ -201,3 +201,49 @@ async def test_a_failure_reading_the_weights_answers_with_configured_ones(
     assert weights["source"] == "configured"
     assert weights["trust_key"] is None
     assert "trust: could not read the weights" in caplog.text
+
+
+# The clones are the cheap, fast copies: with early stop, their three agreeing answers
+# arrive first and end every vote before the others answer.
+FAST_CLONES = tuple(
+    DemoModel(
+        m.name,
+        0,
+        quiz_accuracy=m.quiz_accuracy,
+        seed=m.seed,
+        latency_ms={"q80": 30, "q70": 20}.get(m.name, 1),
+    )
+    for m in CLONED
+)
+
+
+async def test_with_early_stop_a_sample_of_complete_ensembles_is_learned_from() -> None:
+    """Voting that may stop early (min_responses 2 of 5): learning counts only the
+    sampled ensembles, which ask every member to the end. Counting the others would see
+    the fast clones agree alone, every time: they would look perfect and never flagged."""
+    problems = quiz.generate(1500, seed=41)
+    trust = {**TRUST, "sample_share": 0.3}
+    async with (
+        await start_demo_servers(FAST_CLONES) as servers,
+        upstream(config(servers, trust, default_min_responses=2)) as base,
+    ):
+        answers = await ask(base, problems, "voting")
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/admin/trust") as r:
+            report = await r.json()
+    counts = report["observations"]
+    assert counts["accepted"] + counts["refused"] + counts["not_sampled"] == 1500
+    assert 300 <= counts["accepted"] + counts["refused"] <= 600  # 30 % of 1500 = 450
+    samples = [a for a in answers if a["ensemble"]["details"].get("learning_sample")]
+    assert len(samples) == counts["accepted"] + counts["refused"]
+    for answer in samples:
+        assert answer["ensemble"]["calls"] == {"started": 5, "cancelled": 0}
+    stopped = [a for a in answers if a["ensemble"]["details"]["stopped_early"]]
+    assert len(stopped) > 300  # outside the sample, early stop goes on
+    (key,) = report["keys"]
+    assert key["groups"] == [CLONE_GROUP]
+    truth = {m.name: m.quiz_accuracy for m in CLONED}
+    for member in key["members"]:
+        assert abs(member["accuracy"] - truth[member["model"]]) < 0.1, member
+    # Once learned, the clones share a vote: the last questions are answered as well as
+    # the 0.8 model alone at least.
+    assert accuracy(problems[-400:], answers[-400:]) >= 0.78

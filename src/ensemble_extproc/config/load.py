@@ -130,6 +130,7 @@ TRUST_KEYS = frozenset(
     {
         "enabled",
         "correlation",
+        "sample_share",
         "half_life",
         "min_evidence",
         "prior_strength",
@@ -813,6 +814,7 @@ def _trust(section: Section) -> TrustSettings:
     return TrustSettings(
         enabled=section.get("enabled", bool, base.enabled),
         correlation=section.get("correlation", bool, base.correlation),
+        sample_share=_fraction(section, "sample_share", base.sample_share),
         half_life=section.positive("half_life", float, base.half_life),
         min_evidence=min_evidence,
         prior_strength=section.positive("prior_strength", float, base.prior_strength),

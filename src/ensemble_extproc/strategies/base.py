@@ -223,6 +223,10 @@ class Context:
     # configured, correlation multipliers, groups of members that move together. None:
     # trust is off: configured accuracies, independent members (weighted.weight_plan).
     weight_plan: WeightPlan | None = None
+    # Ask every member to the end: this ensemble is a sample for learned trust, which
+    # needs answers that an early stop did not choose. The answer must be the one the
+    # plan would give without it (strategies that may stop early, see Strategy).
+    complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +262,12 @@ class Strategy(Protocol):
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         """The config key this strategy needs but does not have (e.g. a judge model)."""
+        ...
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        """Whether the plan may leave members unasked or cancelled depending on the
+        answers. Learned trust then counts only ensembles run with ``ctx.complete``: the
+        others are a biased sample (an early stop keeps easy questions' slow members out)."""
         ...
 
     def plan(self, ctx: Context) -> Plan: ...

@@ -82,6 +82,9 @@ class Cascade:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return len(ctx.models) > 1
+
     def plan(self, ctx: Context) -> Plan:
         order = cascade_order(ctx)
         launched = 0
@@ -104,12 +107,21 @@ class Cascade:
             if selection is not None:
                 depth = {"cascade_depth": launched, "cascade_models": order[:launched]}
                 how = "" if launched < len(order) else " (all models asked)"
+                sample = {}
+                if ctx.complete and launched < len(order):
+                    # A learning sample: the rest answer too; the answer stays this one.
+                    sample = {"learning_sample": True, "asked_for_learning": order[launched:]}
+                    progress = yield Launch(
+                        tuple(Call(m, extra={"logprobs": True}) for m in order[launched:])
+                    )
+                    while progress.running and not progress.deadline_passed:
+                        progress = yield Wait()
                 return Selection(
                     selection.winner,
                     selection.agreement,
                     f"cascade stage {launched} of {len(order)}{how}: {selection.reason}",
-                    {**selection.details, **depth, **weights_details(ctx)},
-                    groups=selection.groups,
+                    {**selection.details, **depth, **weights_details(ctx), **sample},
+                    groups=selection.groups if not sample else None,
                 )
             if done:
                 return None

@@ -81,7 +81,7 @@ def vote_plan(ctx: Context, ballot: Ballot, name: str) -> Plan:
             return None  # the quorum can no longer be met
         if not running or progress.deadline_passed:
             break
-        if len(valid) < ctx.min_responses:
+        if len(valid) < ctx.min_responses or ctx.complete:
             continue
         groups = tally(
             valid,
@@ -122,9 +122,15 @@ def majority(
             "groups": summary(groups),
             "stopped_early": early,
             **({"weights": ballot.report()} if ballot.report is not None else {}),
+            **({"learning_sample": True} if ctx.complete else {}),
         },
         groups=names(groups),
     )
+
+
+def may_stop_early(ctx: Context) -> bool:
+    """vote_plan stops early only once min_responses answers are in and others run."""
+    return ctx.min_responses < len(ctx.models)
 
 
 class Voting:
@@ -133,6 +139,9 @@ class Voting:
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        return may_stop_early(ctx)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, correlated_votes(ctx), self.name)

@@ -34,7 +34,7 @@ import math
 
 from ..trust.weights import WeightPlan, plan_weights
 from .base import Context, Plan, StrategySettings
-from .voting import Ballot, vote_plan
+from .voting import Ballot, may_stop_early, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
 _P_MIN, _P_MAX = 0.01, 0.99
@@ -91,6 +91,9 @@ class Weighted:
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        return may_stop_early(ctx)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, ballot(ctx), self.name)

@@ -62,6 +62,8 @@ class TrustService:
         self._clock = clock
         self.accepted = 0
         self.refused = 0  # capped client, or fewer than two answers
+        # Ensembles that may have stopped early, outside the sample (not learned from).
+        self.not_sampled = 0
         if settings.snapshot_dir is not None:
             self.status.path = str(self._path)
 

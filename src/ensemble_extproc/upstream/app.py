@@ -184,7 +184,9 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
     trust = request.app[TRUST]
-    if trust.enabled:
+    if trust.enabled and not outcome.learning_sample:
+        trust.not_sampled += 1
+    elif trust.enabled:
         client = client_identity(request.headers, request.remote)
         grouped = selection.groups if selection is not None else None
         trust.observe(

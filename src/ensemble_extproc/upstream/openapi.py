@@ -458,7 +458,10 @@ def _response_schemas() -> dict[str, Schema]:
                 "details": {
                     "type": "object",
                     "description": "depends on the strategy: vote groups, average "
-                    "confidences, the judge's verdict, the cascade depth, a fallback",
+                    "confidences, the judge's verdict, the cascade depth, a fallback; "
+                    "weights: the weights used and where they came from (configured or "
+                    "learned, docs/trust.md); learning_sample: every member was asked "
+                    "to the end for learned trust",
                 },
                 "calls": {
                     "type": "object",
