@@ -126,12 +126,14 @@ async def test_after_a_warm_up_every_strategy_uses_what_was_learned(
         weighted = await ask(base, MEASURED, "weighted")
     key = "models:" + ",".join(sorted(MODELS))
 
-    # Before anything is learned: plain votes, and each model's configured weight.
+    # Before anything is learned: plain votes, and the learner's prior for every member
+    # (nothing is configured): votes first.
     weights = first_voting["ensemble"]["details"]["weights"]
     assert (weights["source"], weights["groups"]) == ("equal", [])
     weights = first_weighted["ensemble"]["details"]["weights"]
     assert weights["rule"] == "votes, then log-odds"
-    assert weights["source"] == "weight"
+    assert weights["source"] == "default"
+    assert {m["accuracy"] for m in weights["members"].values()} == {0.7}
 
     # voting: the clones are one group, a third of a vote each.
     weights = voting[-1]["ensemble"]["details"]["weights"]

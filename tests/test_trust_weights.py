@@ -43,8 +43,11 @@ def test_sources_learned_configured_weight() -> None:
     partly = view({"a": 0.9, "b": 0.6}, learned=False)
     plan = plan_weights(partly, ["a", "b", "c"], {"a": 0.85})
     assert (plan.accuracy("a"), plan.source("a")) == (0.85, "configured")
-    assert (plan.accuracy("b"), plan.source("b")) == (None, "weight")
-    assert plan.source("c") == "weight"
+    # Not learned yet, nothing configured: the learner's prior (default_accuracy).
+    assert (plan.accuracy("b"), plan.source("b")) == (0.7, "default")
+    assert plan.source("c") == "weight"  # not in the key at all
+    configured = plan_weights(partly, ["a", "b"], {"a": 0.85}, learned=False)
+    assert (configured.accuracy("b"), configured.source("b")) == (None, "weight")
     learned = plan_weights(view({"a": 0.9, "b": 0.6}), ["a", "b"], {"a": 0.85})
     assert (learned.accuracy("a"), learned.source("a")) == (0.9, "learned")
     off = plan_weights(view({"a": 0.9, "b": 0.6}), ["a", "b"], {"a": 0.85}, learned=False)

@@ -5,8 +5,9 @@ one ensemble's members, carried by the strategy's context (``Context.plan``):
 
 - ``accuracy(model)``: the accuracy to weigh a vote with, and ``source(model)`` where it
   came from: ``learned`` (enough evidence), ``configured`` (the model's configured
-  accuracy: the prior, and the fallback until there is enough evidence) or ``weight``
-  (no accuracy at all: the strategy uses the configured ``weight``).
+  accuracy: the prior, and the fallback until there is enough evidence), ``default``
+  (learning, nothing configured, not enough evidence yet: ``trust.default_accuracy``) or
+  ``weight`` (no accuracy at all: the strategy uses the configured ``weight``).
 - ``multiplier(model)``: how much of an independent vote the member's vote is worth.
   Members of a flagged pair share a vote in proportion to their excess agreement: a
   member counts ``1 / (1 + sum of kappa)`` over the ensemble's members it is flagged
@@ -37,7 +38,7 @@ class MemberWeight:
     model: str
     # None: neither learned nor configured (the strategy uses the configured weight).
     accuracy: float | None
-    source: str  # learned | configured | weight
+    source: str  # learned | configured | default | weight
     interval: tuple[float, float] | None
     multiplier: float  # share of an independent vote (1: independent)
     group: tuple[str, ...]  # the members it moves with, itself included
@@ -179,6 +180,11 @@ def plan_weights(
             accuracy, source, span = estimate.accuracy, "learned", (estimate.low, estimate.high)
         elif model in configured:
             accuracy, source = configured[model], "configured"
+        elif learned and estimate is not None:
+            # The learner's prior (ensemble.trust.default_accuracy), as GET /admin/trust
+            # reports it `used`: weights of one kind for every member, not a configured
+            # `weight` among log-odds (e.g. a member whose update was just detected).
+            accuracy, source = estimate.prior, "default"
         else:
             accuracy, source = None, "weight"
         members[model] = MemberWeight(
