@@ -79,7 +79,7 @@ def test_api_key_comes_from_the_environment() -> None:
         (
             {"models": [MODEL], "ensemble": {"timeout_seconds": "30s"}},
             "ensemble.timeout_seconds",
-            "must be float",
+            "must be a number",
         ),
         (
             {"models": [MODEL], "ensemble": {"timeout_seconds": 5, "model_timeout_seconds": 9}},
@@ -94,7 +94,7 @@ def test_api_key_comes_from_the_environment() -> None:
         (
             {"models": [MODEL], "ensemble": {"default_min_responses": True}},
             "ensemble.default_min_responses",
-            "must be int",
+            "must be an integer",
         ),
         (
             {"models": [MODEL], "ensemble": {"default_models": ["a", "z"]}},

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import uvloop
 
 from . import group_command
@@ -82,11 +83,11 @@ def for_replica(config: Config, command: str, replica: int) -> Config:
         return Address(address.host, address.port + replica)
 
     if command == "extproc":
-        listen = replace(
+        listen = msgspec.structs.replace(
             listen, extproc=shifted(listen.extproc), extproc_metrics=shifted(listen.extproc_metrics)
         )
     else:
-        listen = replace(listen, upstream=shifted(listen.upstream))
+        listen = msgspec.structs.replace(listen, upstream=shifted(listen.upstream))
     return replace(config, listen=listen)
 
 
@@ -118,7 +119,7 @@ def _group(args: argparse.Namespace) -> int:
     try:
         if similarity is None:
             config = load_config(args.config) if args.config is not None else None
-            similarity = config.ensemble.strategy.similarity_threshold if config else 0.9
+            similarity = config.ensemble.similarity_threshold if config else 0.9
         if not 0 < similarity <= 1:
             raise group_command.InputError(f"--similarity must be in (0, 1], got {similarity}")
         group_command.run(sys.stdin, sys.stdout, similarity)
@@ -138,5 +139,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
     component = args.command + (f"-{args.replica}" if getattr(args, "replica", 0) else "")
-    logs.configure(component, args.log_level, config.log_format, config_redactor(config))
+    logs.configure(component, args.log_level, config.logging.format, config_redactor(config))
     return _execute(args, config)

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import compress, islice
 
+import msgspec
+
 __all__ = [
     "DEFAULT_WEIGHTS",
     "SCAN_EDGE",
@@ -72,8 +74,7 @@ _CODE_SATURATION = 3
 _DOMAIN_SATURATION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class DifficultyWeights:
+class DifficultyWeights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How much each feature adds to the difficulty; the defaults sum to 1.0.
 
     Reasoning and mathematics weigh most: a short prompt that asks for a proof or a

@@ -3,10 +3,13 @@
 They make the gateway usable without a real LLM and serve as model endpoints in tests.
 """
 
-from ensemble_extproc.demo.models import (
+from ensemble_extproc.config.demo import (
     DEFAULT_ANSWER,
+    FAULT_KINDS,
     MAX_LATENCY_MS,
     DemoModel,
+    DemoToolCall,
+    FaultKind,
     parse_demo_models,
 )
 from ensemble_extproc.demo.server import (
@@ -27,10 +30,13 @@ __all__ = [
     "DEMO_MODEL_KEY",
     "DEMO_OWNED_BY",
     "DEMO_STATS_KEY",
+    "FAULT_KINDS",
     "MAX_LATENCY_MS",
     "DemoModel",
     "DemoServers",
     "DemoStats",
+    "DemoToolCall",
+    "FaultKind",
     "create_demo_app",
     "parse_demo_models",
     "serve_demo_forever",

@@ -175,7 +175,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
             for c in outcome.candidates
         ],
     }
-    if config.log_include_text and selection is not None:
+    if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
 

@@ -41,7 +41,7 @@ def check_signature(
     if config.internal_secret is None:
         return
     verdict = verify(
-        config.internal_secret, headers, binding, now, config.signature_lifetime_seconds
+        config.internal_secret, headers, binding, now, config.security.signature_lifetime_seconds
     )
     if not verdict.ok:
         raise _refused(verdict.reason)
@@ -51,7 +51,7 @@ def check_signature(
         raise ApiError(
             503,
             f"more than {guard.capacity} signed requests within "
-            f"{config.signature_lifetime_seconds:g} s; retry shortly",
+            f"{config.security.signature_lifetime_seconds:g} s; retry shortly",
             type="server_error",
             code="replay_window_full",
             headers={"Retry-After": "1"},
