@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import uvloop
 
 from . import group_command
 from .config import Address, Config, ConfigError, load_config
+from .config.schema import config_schema
 from .envoy_bootstrap import render_yaml
 from .observability import logs
 from .redact import config_redactor
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                 default=0,
                 help="replica number: listens on the configured port + this",
             )
+    text = "print the config file's JSON Schema (config/schema.json; editors validate with it)"
+    commands.add_parser("config-schema", help=text, description=text)
     text = "print how a JSON list of answers on stdin groups, as voting counts them"
     group = commands.add_parser("group", help=text, description=text)
     group.add_argument(
@@ -133,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "group":
         return _group(args)
+    if args.command == "config-schema":
+        print(json.dumps(config_schema(), indent=2))
+        return 0
     try:
         config = load_config(args.config)
     except ConfigError as exc:

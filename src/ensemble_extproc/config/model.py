@@ -25,6 +25,7 @@ from msgspec.structs import force_setattr
 from ..adaptive.difficulty import DifficultyWeights
 from ..rules import Rule
 from ..spec import EnsembleSpec
+from ..strategies import STRATEGIES
 from ..strategies.settings import StrategySettings
 from .decode import Section
 from .demo import DemoModel
@@ -72,7 +73,7 @@ class Address:
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "pattern": f"^.+:{_PORT}$", "examples": ["127.0.0.1:8090"]}
+        return {"type": "string", "pattern": f"^.+:{_PORT}$"}
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -159,7 +160,8 @@ class Endpoint(Model, frozen=True):
         return Address(parts.hostname or "", parts.port or default_port)
 
 
-Strategy = Annotated[str, Meta(description="a strategy name (see docs/strategies.md)")]
+# Checked against the registry by config.load; the schema lists the names.
+Strategy = Annotated[str, Meta(extra_json_schema={"enum": list(STRATEGIES)})]
 
 
 class EnsembleSettings(StrategySettings, frozen=True):
