@@ -25,7 +25,7 @@ from ..errors import ConfigError
 T = TypeVar("T")
 _AT = re.compile(r"(?P<message>.*?)(?: - at `(?P<in_key>key` in `)?\$(?P<path>[^`]*)`)?", re.S)
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
-_FIELD = re.compile(r"Object (contains unknown|missing required) field `(.*)`")
+_FIELD = re.compile(r"Object (contains unknown|missing required) field `(.*)`", re.S)
 
 
 class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -170,7 +170,8 @@ def _close(word: str, choices: list[str]) -> str:
 
 
 def _join(key: str, name: object) -> str:
-    return f"{key}.{name}" if key else str(name)
+    name = str(name) or "''"  # an empty YAML key
+    return f"{key}.{name}" if key else name
 
 
 def _doc(kind: Any) -> str:

@@ -122,23 +122,16 @@ class Model(Section, frozen=True):
     url: Url
     upstream_model: Annotated[str, Meta(description="sent to the endpoint; default: name")] = ""
     weight: Positive = 1.0
-    api_key_env: (
-        Annotated[EnvName, Meta(description="the variable holding the key, read at start-up")]
-        | None
-    ) = None
+    # The variable holding the endpoint's key, read at start-up (never logged).
+    api_key_env: EnvName | None = None
     # Measured accuracy: the weighted strategy then uses log-odds weights.
     accuracy: Annotated[float, Meta(gt=0, lt=1)] | None = None
     # Send the client's own Authorization header to this endpoint (off: never forwarded).
     forward_client_auth: bool = False
     # None: the ensemble's retries.
     retries: Retries | None = None
-    ca_file: (
-        Annotated[
-            str,
-            Meta(description="https only: a PEM file of the CAs to trust instead of the system's"),
-        ]
-        | None
-    ) = None
+    # https only: a PEM file of the CAs to trust instead of the system's.
+    ca_file: str | None = None
 
     @property
     def retry(self) -> RetryPolicy | None:
@@ -148,7 +141,7 @@ class Model(Section, frozen=True):
 class Endpoint(Model, frozen=True):
     """A model as compiled: its full chat completions URL, its key, and where it came from."""
 
-    # Resolved from api_key_env at start-up, never logged.
+    # Read from api_key_env at start-up, never logged.
     api_key: str | None = None
     # A demo backend started by this project, not a real model.
     demo: bool = False
@@ -211,9 +204,8 @@ class Profile(Section, frozen=True):
     """A named ensemble: selected by ``"model": "<name>"``, a rule, or adaptive triggering."""
 
     models: Annotated[tuple[str, ...], Meta(min_length=1)]
-    strategy: Annotated[Strategy, Meta(description="default: ensemble.default_strategy")] | None = (
-        None
-    )
+    # Default: ensemble.default_strategy.
+    strategy: Strategy | None = None
     # Default: the strategy's own quorum, else ensemble.default_min_responses.
     min_responses: Count | None = None
     # Default: ensemble.timeout_seconds (and never longer).
