@@ -13,7 +13,7 @@ import msgspec
 import uvloop
 
 from . import group_command
-from .config import Address, Config, ConfigError, load_config
+from .config import Address, Config, ConfigError, EnsembleSettings, load_config
 from .config.schema import config_schema
 from .envoy_bootstrap import render_yaml
 from .observability import logs
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="YAML config file whose ensemble.similarity_threshold applies (default: 0.9)",
+        help="YAML config file whose ensemble.similarity_threshold applies (else its default)",
     )
     group.add_argument(
         "--similarity", type=float, default=None, help="free-text similarity in (0, 1]"
@@ -122,8 +122,9 @@ def _group(args: argparse.Namespace) -> int:
     similarity = args.similarity
     try:
         if similarity is None:
-            config = load_config(args.config) if args.config is not None else None
-            similarity = config.ensemble.similarity_threshold if config else 0.9
+            path = args.config
+            settings = load_config(path).ensemble if path is not None else EnsembleSettings()
+            similarity = settings.similarity_threshold
         if not 0 < similarity <= 1:
             raise group_command.InputError(f"--similarity must be in (0, 1], got {similarity}")
         group_command.run(sys.stdin, sys.stdout, similarity)

@@ -6,9 +6,15 @@ file against these declarations, ``config.schema`` publishes them as a JSON Sche
 ``config.load`` compiles what spans sections (references between models, profiles and
 rules, secrets from the environment, the semantic router's shape) into ``Config``.
 
-To add a key, add one field to its section: ``name: Annotated[float, Meta(gt=0)] = 1.0``
-(a new section: a ``Section`` subclass, and a field of that type in its parent), then
-run ``make schema``. Its key, default, type checks, errors and schema follow from it.
+To add a key, add one field to its section, e.g. in ``EnsembleSettings``::
+
+    hedge_after_ms: Annotated[float, Meta(ge=0, description="...")] = 250.0
+
+and run ``make schema``: its key, default, type and range checks, error messages and JSON
+Schema follow from that line. A new block (e.g. ``ensemble.trust``) is a ``Section``
+subclass with ``frozen=True`` plus a field of that type in its parent
+(``trust: TrustSettings = TrustSettings()``). Only a check that spans sections (a model
+name that must exist, an environment variable) goes into ``config.load``.
 """
 
 from __future__ import annotations

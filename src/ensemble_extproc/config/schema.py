@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import NODEFAULT
 
+from .decode import Section
 from .model import ConfigFile
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -20,7 +22,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 def config_schema() -> dict[str, Any]:
     generated = msgspec.json.schema(ConfigFile, schema_hook=_custom)
     definitions = generated["$defs"]
-    _factory_defaults(msgspec.inspect.type_info(ConfigFile), definitions, set())
+    _factory_defaults(definitions)
     for definition in definitions.values():  # a section's keys carry their own defaults
         for spec in definition.get("properties", {}).values():
             if "$ref" in spec:
@@ -50,29 +52,13 @@ def _custom(kind: type) -> dict[str, Any]:
     return dict(hook())
 
 
-def _factory_defaults(info: Any, definitions: dict[str, Any], seen: set[type]) -> None:
+def _factory_defaults(definitions: dict[str, Any], cls: type[msgspec.Struct] = Section) -> None:
     """Defaults made by a factory (msgspec leaves them out), written as YAML would."""
-    if isinstance(info, msgspec.inspect.StructType):
-        if info.cls in seen:
-            return
-        seen.add(info.cls)
-        properties = definitions[info.cls.__name__]["properties"]
-        for field in info.fields:
+    for sub in cls.__subclasses__():
+        properties = definitions.get(sub.__name__, {}).get("properties", {})
+        for field in msgspec.structs.fields(sub):
             factory = field.default_factory
-            if factory is not msgspec.NODEFAULT and factory not in (list, dict, set, bytearray):
+            if field.encode_name in properties and factory not in (NODEFAULT, list, dict):
                 default = msgspec.to_builtins(factory(), enc_hook=str)
                 properties[field.encode_name]["default"] = default
-            _factory_defaults(field.type, definitions, seen)
-    for child in _children(info):
-        _factory_defaults(child, definitions, seen)
-
-
-def _children(info: Any) -> list[Any]:
-    if isinstance(info, msgspec.inspect.UnionType):
-        return list(info.types)
-    if isinstance(info, msgspec.inspect.Metadata):
-        return [info.type]
-    if isinstance(info, msgspec.inspect.DictType):
-        return [info.value_type]
-    item = getattr(info, "item_type", None)
-    return [item] if item is not None else []
+        _factory_defaults(definitions, sub)
