@@ -114,12 +114,9 @@ class DemoModel(Section, frozen=True):
         int, Meta(ge=400, le=599, description="the HTTP error status of a failure, e.g. 503")
     ] = 500
     seed: int = 0
-    quiz_accuracy: (
-        Annotated[
-            Share, Meta(description="the share of quiz questions answered correctly, e.g. 0.7")
-        ]
-        | None
-    ) = None
+    quiz_accuracy: Annotated[
+        Share | None, Meta(description="the share of quiz questions answered right, e.g. 0.7")
+    ] = None
     # The mean token probability reported under "logprobs": true for a right (or any
     # non-quiz) and a wrong answer.
     confidence_correct: Probability = 0.9
@@ -127,19 +124,13 @@ class DemoModel(Section, frozen=True):
     token_delay_ms: Annotated[
         Milliseconds, Meta(description="between the chunks of a stream; the unit is milliseconds")
     ] = 0.0
-    tool_call: (
-        Annotated[
-            DemoToolCall, Meta(description="answer with this call when the request offers tools")
-        ]
-        | None
-    ) = None
-    fault: (
-        Annotated[
-            FaultKind | Literal["none"],
-            Meta(title="fault kind", description="null or 'none' for no fault"),
-        ]
-        | None
-    ) = None
+    tool_call: Annotated[
+        DemoToolCall | None, Meta(description="answer with this call when the request offers tools")
+    ] = None
+    fault: Annotated[
+        FaultKind | Literal["none"] | None,
+        Meta(title="fault kind", description="null or 'none' for no fault"),
+    ] = None
     fault_retry_after_s: Annotated[
         float,
         Meta(

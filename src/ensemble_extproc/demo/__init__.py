@@ -5,11 +5,8 @@ They make the gateway usable without a real LLM and serve as model endpoints in 
 
 from ensemble_extproc.config.demo import (
     DEFAULT_ANSWER,
-    FAULT_KINDS,
     MAX_LATENCY_MS,
     DemoModel,
-    DemoToolCall,
-    FaultKind,
     parse_demo_models,
 )
 from ensemble_extproc.demo.server import (
@@ -30,13 +27,10 @@ __all__ = [
     "DEMO_MODEL_KEY",
     "DEMO_OWNED_BY",
     "DEMO_STATS_KEY",
-    "FAULT_KINDS",
     "MAX_LATENCY_MS",
     "DemoModel",
     "DemoServers",
     "DemoStats",
-    "DemoToolCall",
-    "FaultKind",
     "create_demo_app",
     "parse_demo_models",
     "serve_demo_forever",
