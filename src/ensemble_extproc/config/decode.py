@@ -11,6 +11,7 @@ field's description as the fix.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import types
@@ -41,11 +42,17 @@ def decode(raw: object, kind: type[T], key: str = "") -> T:
         raise _error(exc, raw, kind, key) from None
 
 
+@functools.cache
+def fields(cls: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    """``msgspec.structs.fields``, which resolves the annotations anew on every call."""
+    return msgspec.structs.fields(cls)
+
+
 def check_fields(struct: msgspec.Struct) -> None:
     """For ``__post_init__`` of Structs that code builds by hand: check every field as the
     YAML path would, and store lists as tuples (keys are named ``Class.field``)."""
     cls = type(struct)
-    for info in msgspec.structs.fields(cls):
+    for info in fields(cls):
         value = getattr(struct, info.name)
         checked = decode(value, info.type, f"{cls.__name__}.{info.name}")
         if isinstance(checked, msgspec.Struct) and checked is not value:
@@ -109,12 +116,14 @@ def _error(exc: msgspec.ValidationError, raw: Any, kind: Any, key: str) -> Confi
 def _explain(message: str, kind: Any, value: object, key: str) -> ConfigError:
     named = _FIELD.fullmatch(message)
     if named:
-        fields = {f.encode_name: f for f in msgspec.structs.fields(_shape(kind, msgspec.Struct)[0])}
+        declared = {f.encode_name: f for f in fields(_shape(kind, msgspec.Struct)[0])}
         which, name = named.groups()
         if which == "missing required":
-            return ConfigError(_join(key, name), "is required", _doc(fields[name].type))
-        allowed = "allowed keys here: " + ", ".join(fields)
-        return ConfigError(_join(key, name), "unknown key", _fix(_close(name, [*fields]), allowed))
+            return ConfigError(_join(key, name), "is required", _doc(declared[name].type))
+        allowed = "allowed keys here: " + ", ".join(declared)
+        return ConfigError(
+            _join(key, name), "unknown key", _fix(_close(name, [*declared]), allowed)
+        )
     options = _options(kind)
     base, meta = next(((b, m) for b, m in options if _accepts(b, value)), (None, options[0][1]))
     about = meta.get("description", "")
@@ -211,7 +220,7 @@ def _shape(kind: Any, shape: type) -> tuple[Any, ...]:
 
 def _field(kind: Any, name: str) -> msgspec.structs.FieldInfo:
     struct = _shape(kind, msgspec.Struct)[0]
-    return next(f for f in msgspec.structs.fields(struct) if f.encode_name == name)
+    return next(f for f in fields(struct) if f.encode_name == name)
 
 
 _SEQUENCES = (list, tuple, set, frozenset)
