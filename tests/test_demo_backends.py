@@ -491,7 +491,6 @@ async def test_tool_call_stream_reassembles_the_arguments(
         ({"tools": None}, "demo-tool"),
         ({"tools": TOOLS, "tool_choice": "none"}, "demo-tool"),
         ({"tools": TOOLS}, "demo-plain"),  # no tool_call configured
-        ({"tools": "not checked"}, "demo-plain"),  # as before tool calls existed
     ],
 )
 async def test_plain_text_answer_without_a_tool_call(
@@ -561,7 +560,7 @@ BAD_REQUESTS: list[tuple[str, bytes, str | None]] = [
     (
         "bad content part",
         b'{"messages": [{"role": "user", "content": [{"text": "x"}]}]}',
-        "messages[0].content[0]",
+        "messages[0].content[0].type",
     ),
     (
         "text part without text",

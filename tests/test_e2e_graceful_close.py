@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from ensemble_extproc.config import Address, Config
-from ensemble_extproc.envoy_bootstrap import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE
 from ensemble_extproc.stack import envoy_binary
 from parts import running_parts, wait_port
 

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from ensemble_extproc.config import ConfigError, compile_config
 from ensemble_extproc.demo import DemoServers
-from ensemble_extproc.envoy_bootstrap import LOCAL_REPLY_ERRORS, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
 from ensemble_extproc.upstream import create_app
 
 from helpers import chat, make_config, trickle_post
