@@ -21,8 +21,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from ensemble_extproc.demo import DemoModel, DemoServers, start_demo_servers
-from ensemble_extproc.demo.models import DemoToolCall
+from ensemble_extproc.demo.models import DemoModel, DemoToolCall
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.upstream import create_app
 
 from helpers import free_port, make_config

@@ -17,16 +17,13 @@ import aiohttp
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ensemble_extproc.demo import (
-    DEFAULT_ANSWER,
+from ensemble_extproc.demo.models import DEFAULT_ANSWER, DemoModel, DemoToolCall, parse_demo_models
+from ensemble_extproc.demo.server import (
     DEMO_MODEL_HEADER,
-    DemoModel,
     DemoServers,
-    parse_demo_models,
     serve_demo_forever,
     start_demo_servers,
 )
-from ensemble_extproc.demo.models import DemoToolCall
 from ensemble_extproc.errors import ConfigError
 
 ANSWERS = (

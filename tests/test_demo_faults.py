@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ensemble_extproc.demo import DemoModel, DemoServers, parse_demo_models, start_demo_servers
-from ensemble_extproc.demo.models import FAULT_KINDS, FaultKind
+from ensemble_extproc.demo.models import FAULT_KINDS, DemoModel, FaultKind, parse_demo_models
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 
 WORDS = "one two three four five six"

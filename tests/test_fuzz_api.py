@@ -33,7 +33,8 @@ from aiohttp import web
 
 from conftest import DEMO_MODELS, Gateway
 from ensemble_extproc import headers as h
-from ensemble_extproc.demo import DemoModel, start_demo_servers
+from ensemble_extproc.demo.models import DemoModel
+from ensemble_extproc.demo.server import start_demo_servers
 from ensemble_extproc.upstream import create_app
 from ensemble_extproc.upstream.openapi import (
     CHAT_PATH,

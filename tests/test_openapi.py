@@ -19,7 +19,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from conftest import Gateway
 from ensemble_extproc import headers as h
-from ensemble_extproc.demo import DemoServers
+from ensemble_extproc.demo.server import DemoServers
 from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
 from ensemble_extproc.errors import ApiError, ErrorCode
 from ensemble_extproc.strategies import STRATEGIES, Role, Status

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from ensemble_extproc.config import ConfigError, compile_config
-from ensemble_extproc.demo import DemoServers
+from ensemble_extproc.demo.server import DemoServers
 from ensemble_extproc.envoy_bootstrap import bootstrap
 from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
 from ensemble_extproc.upstream import create_app

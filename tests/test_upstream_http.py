@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from conftest import demo_stats
-from ensemble_extproc.demo import DemoServers
+from ensemble_extproc.demo.server import DemoServers
 
 from helpers import chat
 

@@ -205,10 +205,13 @@ def request_error(error: str) -> ApiError:
         sentence = f"'{param}' must be {_words(wrong['want'])}, not {_words(wrong['got'])}"
     elif bound := _OUT_OF_RANGE.fullmatch(what):
         code = ErrorCode.INVALID_VALUE
-        noun = _words(bound["want"])
-        if bound["length"]:
-            noun = f"{noun} of length"
-        sentence = f"'{param}' must be {noun} {_BOUNDS[bound['op']]} {bound['bound']}"
+        limit = f"{_BOUNDS[bound['op']]} {bound['bound']}"
+        if not bound["length"]:
+            sentence = f"'{param}' must be {limit}"
+        elif bound["op"] == ">=" and bound["bound"] == "1":
+            sentence = f"'{param}' must be a non-empty {_words(bound['want']).split()[-1]}"
+        else:
+            sentence = f"'{param}' must be {_words(bound['want'])} of length {limit}"
     elif enum := _ENUM.fullmatch(what):
         code = ErrorCode.INVALID_VALUE
         choices = ", ".join(_choices(field))

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import content_text, last_user_message, parse_chat_request
+from ensemble_extproc.config import Config
 from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.models import DemoModel
 from ensemble_extproc.demo.payloads import (
@@ -45,6 +46,7 @@ from ensemble_extproc.demo.payloads import (
 )
 from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
 from ensemble_extproc.errors import ApiError, ErrorCode
+from ensemble_extproc.serve import wait_for_signal
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -80,7 +82,6 @@ _CANDIDATE_HEADING_RE: Final = re.compile(
 )
 # How a demo judge names its pick; any reasonable judge parser reads all of them.
 _JUDGE_STYLES: Final = ("{n}", "Candidate {n}", '{{"best": {n}}}', "The best is Candidate {n}.")
-
 
 
 @dataclass(slots=True)
@@ -517,3 +518,13 @@ async def serve_demo_forever(models: Sequence[DemoModel], host: str = "127.0.0.1
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def serve_demo(config: Config) -> None:
+    """Serve the config's demo models until SIGINT/SIGTERM (``serve.py``)."""
+    task = asyncio.create_task(serve_demo_forever(config.demo_models, "127.0.0.1"))
+    try:
+        await wait_for_signal()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

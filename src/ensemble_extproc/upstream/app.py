@@ -22,6 +22,7 @@ from ..internal import ReplayGuard
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..redact import Redactor, client_credentials, config_redactor
+from ..serve import DRAIN_SECONDS, GRACE_SECONDS, LISTEN_BACKLOG, wait_for_signal
 from ..spec import EnsembleSpec, upstream_spec
 from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
@@ -276,3 +277,23 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def serve_upstream(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM, then drain (``serve.py``)."""
+    # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, shutdown_timeout=GRACE_SECONDS, access_log=None, handler_cancellation=True
+    )
+    await runner.setup()
+    address = config.listen.upstream
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=False, backlog=LISTEN_BACKLOG)
+    await site.start()
+    log.info("ensemble upstream listening on http://%s", address)
+    try:
+        await wait_for_signal()
+        app[DRAINING].set()  # /healthz answers 503: Envoy stops sending new requests
+        await asyncio.sleep(DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()
