@@ -35,12 +35,6 @@ HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 async def servers() -> AsyncIterator[DemoServers]:
     models = [
         DemoModel("demo-a", 0, answers=ANSWERS),

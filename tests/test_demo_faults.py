@@ -26,12 +26,6 @@ def fault_model(fault: FaultKind, **extra: Any) -> DemoModel:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
 async def servers() -> AsyncIterator[DemoServers]:
     models = [
         fault_model("status_500"),

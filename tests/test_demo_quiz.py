@@ -24,13 +24,6 @@ QUESTIONS = quiz.generate(2000, seed=11)
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=32)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        yield client
-
-
-@pytest.fixture
 async def servers() -> AsyncIterator[DemoServers]:
     models = [
         DemoModel("quiz-70", 0, quiz_accuracy=0.7, seed=1),

@@ -14,7 +14,7 @@ import pytest
 
 from parts import Parts, running_parts
 
-from helpers import free_port, http_post
+from helpers import free_port, http_post, listen_block
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +36,7 @@ def config(failure_mode: str = "closed") -> dict[str, Any]:
         {"name": "demo-fast", "port": free_port(), "latency_ms": 10, "answers": ["Paris."]},
     ] + [{"name": n, "port": free_port(), "answers": ["Paris."], **f} for n, f in FAULTS.items()]
     return {
-        "listen": {
-            k: f"127.0.0.1:{free_port()}"
-            for k in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-        },
+        "listen": listen_block(),
         "default_model": "demo-default",
         "demo": {"models": models},
         "ensemble": {

@@ -17,7 +17,6 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
-from conftest import Gateway
 from ensemble_extproc import headers as h
 from ensemble_extproc.demo.server import DemoServers
 from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
@@ -32,6 +31,7 @@ from ensemble_extproc.upstream.openapi import (
     build_openapi,
 )
 from ensemble_extproc.upstream.wire import ErrorResponse
+from parts import Gateway
 
 from helpers import chat, make_config
 

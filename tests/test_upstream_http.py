@@ -11,10 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import demo_stats
 from ensemble_extproc.demo.server import DemoServers
 
-from helpers import chat
+from helpers import chat, demo_stats
 
 Start = Callable[..., Any]
 
