@@ -23,6 +23,7 @@ from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
 from ensemble_extproc.errors import ApiError, ErrorCode
 from ensemble_extproc.strategies import STRATEGIES, Role, Status
 from ensemble_extproc.upstream import create_app
+from ensemble_extproc.upstream.app import DRAINING
 from ensemble_extproc.upstream.openapi import (
     CHAT_PATH,
     ERROR_CODES,
@@ -33,7 +34,7 @@ from ensemble_extproc.upstream.openapi import (
 from ensemble_extproc.upstream.wire import ErrorResponse
 from parts import Gateway
 
-from helpers import chat, make_config
+from helpers import chat, make_config, serve_app
 
 Doc = dict[str, Any]
 
@@ -138,7 +139,7 @@ def test_every_error_code_is_documented_with_its_status_and_type() -> None:
         }
         error_response.validate(body)
         msgspec.convert(body, ErrorResponse)
-    assert {c.code for c in ErrorCode} == {c.value for c in ErrorCode}  # one name per code
+    assert len(ErrorCode.__members__) == len(ErrorCode)  # no two codes alias each other
     for status, _, code in LOCAL_REPLY_ERRORS:  # Envoy's own JSON error replies
         assert code in ERROR_CODES[status], (status, code)
     chat_statuses = set(build_openapi()["paths"][CHAT_PATH]["post"]["responses"])
@@ -204,6 +205,26 @@ async def test_real_responses_match_their_schemas(upstream: Any) -> None:
             schema_validator(document, "ModelList").validate(await resp.json())
         async with session.get(url + "/healthz") as resp:
             schema_validator(document, "Health").validate(await resp.json())
+
+
+async def test_health_documents_both_answers_draining_included(demo: DemoServers) -> None:
+    """``/healthz`` answers 503 ``draining`` from SIGTERM on: the document says so."""
+    app = create_app(make_config(demo.urls))
+    document = build_openapi()
+    health = schema_validator(document, "Health")
+    responses = document["paths"]["/healthz"]["get"]["responses"]
+    assert set(responses) >= {"200", "503"}
+    async with serve_app(app) as url, aiohttp.ClientSession() as session:
+        async with session.get(url + "/healthz") as resp:
+            assert resp.status == 200
+            health.validate(await resp.json())
+        app[DRAINING].set()
+        async with session.get(url + "/healthz") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+    assert body == {"status": "draining"}
+    health.validate(body)
+    assert not health.is_valid({"status": "sleeping"})
 
 
 # -------------------------------------------- validation agrees with the request schema

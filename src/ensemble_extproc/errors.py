@@ -26,121 +26,101 @@ class ErrorCode(Enum):
     description: str
     in_stream: str
 
-    def __new__(
-        cls, code: str, status: int, type: str, description: str, in_stream: str = ""
-    ) -> ErrorCode:
-        member = object.__new__(cls)
-        member._value_ = code
-        member.status = status
-        member.type = type
-        member.description = description
-        member.in_stream = in_stream
-        return member
+    def __init__(self, status: int, type: str, description: str, in_stream: str = "") -> None:
+        self.status = status
+        self.type = type
+        self.description = description
+        self.in_stream = in_stream
 
     @property
     def code(self) -> str:
-        return str(self.value)
+        """The ``code`` of the error object: the member's name in lower case."""
+        return self.name.lower()
 
     INCOMPLETE_BODY = (
-        "incomplete_body",
         400,
         INVALID_REQUEST,
         "the client closed the connection before its body arrived (no one reads this "
         "answer; it is counted and not logged as an error)",
     )
     INVALID_JSON = (
-        "invalid_json",
         400,
         INVALID_REQUEST,
         "the body is not standard JSON (`NaN`, `Infinity` and numbers out of a double's "
         "range are not), or not a JSON object",
     )
-    MISSING_MESSAGES = ("missing_messages", 400, INVALID_REQUEST, "`messages` is missing")
+    MISSING_MESSAGES = (400, INVALID_REQUEST, "`messages` is missing")
     INVALID_MESSAGES = (
-        "invalid_messages",
         400,
         INVALID_REQUEST,
         "`messages` is empty, or an entry is not an object with a non-empty string `role`, "
         "or its `content` is not a string, null or an array of content parts",
     )
     INVALID_TYPE = (
-        "invalid_type",
         400,
         INVALID_REQUEST,
         "a field has the wrong JSON type (the `param` names it)",
     )
     INVALID_VALUE = (
-        "invalid_value",
         400,
         INVALID_REQUEST,
         "a field has a value outside its range or choices (`max_tokens` < 1, an unknown "
         "`tool_choice`)",
     )
     UNSUPPORTED_N = (
-        "unsupported_n",
         400,
         INVALID_REQUEST,
         "`n` is not 1: an ensemble returns one choice",
     )
     INVALID_HEADER = (
-        "invalid_header",
         400,
         INVALID_REQUEST,
         "an `x-ensemble-*` header is empty or malformed",
     )
     MISSING_MODELS = (
-        "missing_models",
         400,
         INVALID_REQUEST,
         f"an ensemble was asked for but `{h.MODELS}` is absent and the config has no "
         "`ensemble.default_models`",
     )
     MODEL_NOT_FOUND = (
-        "model_not_found",
         400,
         INVALID_REQUEST,
         f"`{h.MODELS}` names a model that is not in the config",
     )
     TOO_MANY_MODELS = (
-        "too_many_models",
         400,
         INVALID_REQUEST,
         f"`{h.MODELS}` names more than `ensemble.max_models_per_request`",
     )
     DUPLICATE_MODEL = (
-        "duplicate_model",
         400,
         INVALID_REQUEST,
         f"`{h.MODELS}` names a model twice",
     )
     UNKNOWN_STRATEGY = (
-        "unknown_strategy",
         400,
         INVALID_REQUEST,
         f"`{h.STRATEGY}` is not a registered strategy",
     )
     STRATEGY_NOT_CONFIGURED = (
-        "strategy_not_configured",
         400,
         INVALID_REQUEST,
         f"`{h.STRATEGY}` needs a config key that is not set (`reranking`: "
         "`ensemble.reranking.judge_model`, `fusion`: `ensemble.fusion.aggregator_model`)",
     )
     INVALID_MIN_RESPONSES = (
-        "invalid_min_responses",
         400,
         INVALID_REQUEST,
         f"`{h.MIN_RESPONSES}` is not a positive integer, or is larger than the number of models",
     )
     REJECTED_BY_MODELS = (
-        "rejected_by_models",
         400,
         INVALID_REQUEST,
         "every model answered the same 4xx to the request as sent (the message has their "
         "statuses and reasons): a mistake in the request, not a fault",
     )
     UNSIGNED_INTERNAL_HEADERS = (
-        "unsigned_internal_headers",
         403,
         "permission_error",
         "the upstream has an internal secret and the request was not signed by the "
@@ -149,50 +129,43 @@ class ErrorCode(Enum):
         "only requests through the gateway are served",
     )
     ENSEMBLE_HEADERS_NOT_ALLOWED = (
-        "ensemble_headers_not_allowed",
         403,
         "permission_error",
         "through the gateway: `header_control` restricts the `x-ensemble-*` headers to "
         "other clients (API key or header value)",
     )
-    NOT_FOUND = ("not_found", 404, INVALID_REQUEST, "no such route")
+    NOT_FOUND = (404, INVALID_REQUEST, "no such route")
     METHOD_NOT_ALLOWED = (
-        "method_not_allowed",
         405,
         INVALID_REQUEST,
         "the route exists but not with this method",
     )
     REQUEST_TIMEOUT = (
-        "request_timeout",
         408,
         INVALID_REQUEST,
         "the body did not arrive within `ensemble.body_timeout_seconds` (through the "
         "gateway: Envoy's `envoy.request_timeout_seconds`)",
     )
     REQUEST_TOO_LARGE = (
-        "request_too_large",
         413,
         INVALID_REQUEST,
         "the body is larger than `ensemble.max_body_bytes` (or Envoy's buffer)",
     )
     UNSUPPORTED_CONTENT_ENCODING = (
-        "unsupported_content_encoding",
         415,
         INVALID_REQUEST,
         "the body has a `Content-Encoding` other than `identity`: send it uncompressed",
     )
     TOO_MANY_ENSEMBLES = (
-        "too_many_ensembles",
         429,
         "rate_limit_error",
         "the upstream serves `ensemble.max_in_flight` ensembles already; retry after "
         "`Retry-After` seconds",
     )
-    INTERNAL_ERROR = ("internal_error", 500, "server_error", "a bug in the upstream (logged)")
+    INTERNAL_ERROR = (500, "server_error", "a bug in the upstream (logged)")
     # Its status is the framework's own (documented under 500).
-    HTTP_ERROR = ("http_error", 500, INVALID_REQUEST, "another HTTP error of the server framework")
+    HTTP_ERROR = (500, INVALID_REQUEST, "another HTTP error of the server framework")
     ENSEMBLE_QUORUM_NOT_MET = (
-        "ensemble_quorum_not_met",
         502,
         "upstream_error",
         "fewer valid answers than the quorum (`min_responses`); the message names each "
@@ -200,21 +173,18 @@ class ErrorCode(Enum):
         "as the 502 above, after keep-alives went out",
     )
     STREAM_FAILED = (
-        "stream_failed",
         502,
         "upstream_error",
         "",
         "the relayed model's stream failed after the first chunk went out",
     )
     REPLAY_WINDOW_FULL = (
-        "replay_window_full",
         503,
         "server_error",
         "more signed requests within `security.signature_lifetime_seconds` than one "
         "upstream process remembers (100,000); retry after `Retry-After` seconds",
     )
     ENSEMBLE_DEADLINE_EXCEEDED = (
-        "ensemble_deadline_exceeded",
         504,
         "timeout_error",
         "the quorum was not met by `ensemble.timeout_seconds` (or the profile's deadline)",

@@ -51,10 +51,6 @@ def _ref(name: str) -> Schema:
     return {"$ref": _REF + name}
 
 
-def _nullable(kind: str, **extra: Any) -> Schema:
-    return {"type": [kind, "null"], **extra}
-
-
 def _escape(text: str) -> str:
     """``text`` as a literal in an ECMA-262 pattern (``re.escape`` also escapes ``-``,
     which a unicode-mode ECMA regex rejects)."""
@@ -97,16 +93,20 @@ GENERIC_MODELS_PATTERN = (
 )
 DECIMAL_PATTERN = "^[0-9]+$"
 
-# Error codes by HTTP status (the `code` of the error object): ours, then Envoy's own replies.
-ERROR_CODES: dict[int, dict[str, str]] = {}
-for _code in ErrorCode:
-    if _code.description:
-        ERROR_CODES.setdefault(_code.status, {})[_code.code] = _code.description
-for _status, _, _name in LOCAL_REPLY_ERRORS:
-    ERROR_CODES.setdefault(_status, {}).setdefault(
-        _name, "through the gateway: Envoy's own error reply"
-    )
-ERROR_CODES = dict(sorted(ERROR_CODES.items()))
+
+def _error_codes() -> dict[int, dict[str, str]]:
+    """Error codes by HTTP status (the `code` of the error object): ours, then Envoy's own
+    replies."""
+    codes: dict[int, dict[str, str]] = {}
+    for code in ErrorCode:
+        if code.description:
+            codes.setdefault(code.status, {})[code.code] = code.description
+    for status, _, name in LOCAL_REPLY_ERRORS:
+        codes.setdefault(status, {}).setdefault(name, "through the gateway: Envoy's own reply")
+    return dict(sorted(codes.items()))
+
+
+ERROR_CODES = _error_codes()
 # The type of each (status, code): ours by code, Envoy's by its reply.
 _ERROR_TYPES = {(c.status, c.code): c.type for c in ErrorCode} | {
     (status, name): kind for status, kind, name in LOCAL_REPLY_ERRORS
