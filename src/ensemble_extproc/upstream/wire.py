@@ -103,8 +103,10 @@ class ChatCompletion(Struct, kw_only=True):
     created: int
     model: Annotated[str, Meta(examples=[f"ensemble/{name}" for name in STRATEGIES])]
     choices: Annotated[list[Choice], Meta(min_length=1)]
-    usage: Usage
-    ensemble: Ensemble
+    # Always set by the upstream; optional in the document, which also describes the
+    # default model's answers through the gateway.
+    usage: Usage | UnsetType = UNSET
+    ensemble: Ensemble | UnsetType = UNSET
 
 
 ChunkChoice = Annotated[
