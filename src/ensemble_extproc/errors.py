@@ -15,20 +15,32 @@ import msgspec
 from . import headers as h
 
 INVALID_REQUEST = "invalid_request_error"
+# OpenAI's error type by status (any other 4xx: invalid_request_error).
+TYPES = {
+    403: "permission_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "server_error",
+    504: "timeout_error",
+}
 
 
 class ErrorCode(Enum):
-    """``code`` of an error: its status, OpenAI ``type``, meaning and, for the codes that
-    can also end a stream already started, what that event means."""
+    """``code`` of an error: its status, meaning and, for the codes that can also end a
+    stream already started, what that event means; its OpenAI ``type`` follows from the
+    status unless given."""
 
     status: int
     type: str
     description: str
     in_stream: str
 
-    def __init__(self, status: int, type: str, description: str, in_stream: str = "") -> None:
+    def __init__(
+        self, status: int, description: str, in_stream: str = "", type: str | None = None
+    ) -> None:
         self.status = status
-        self.type = type
+        self.type = type or TYPES.get(status, INVALID_REQUEST)
         self.description = description
         self.in_stream = in_stream
 
@@ -39,90 +51,74 @@ class ErrorCode(Enum):
 
     INCOMPLETE_BODY = (
         400,
-        INVALID_REQUEST,
         "the client closed the connection before its body arrived (no one reads this "
         "answer; it is counted and not logged as an error)",
     )
     INVALID_JSON = (
         400,
-        INVALID_REQUEST,
         "the body is not standard JSON (`NaN`, `Infinity` and numbers out of a double's "
         "range are not), or not a JSON object",
     )
-    MISSING_MESSAGES = (400, INVALID_REQUEST, "`messages` is missing")
+    MISSING_MESSAGES = (400, "`messages` is missing")
     INVALID_MESSAGES = (
         400,
-        INVALID_REQUEST,
         "`messages` is empty, or an entry is not an object with a non-empty string `role`, "
         "or its `content` is not a string, null or an array of content parts",
     )
     INVALID_TYPE = (
         400,
-        INVALID_REQUEST,
         "a field has the wrong JSON type (the `param` names it)",
     )
     INVALID_VALUE = (
         400,
-        INVALID_REQUEST,
         "a field has a value outside its range or choices (`max_tokens` < 1, an unknown "
         "`tool_choice`)",
     )
     UNSUPPORTED_N = (
         400,
-        INVALID_REQUEST,
         "`n` is not 1: an ensemble returns one choice",
     )
     INVALID_HEADER = (
         400,
-        INVALID_REQUEST,
         "an `x-ensemble-*` header is empty or malformed",
     )
     MISSING_MODELS = (
         400,
-        INVALID_REQUEST,
         f"an ensemble was asked for but `{h.MODELS}` is absent and the config has no "
         "`ensemble.default_models`",
     )
     MODEL_NOT_FOUND = (
         400,
-        INVALID_REQUEST,
         f"`{h.MODELS}` names a model that is not in the config",
     )
     TOO_MANY_MODELS = (
         400,
-        INVALID_REQUEST,
         f"`{h.MODELS}` names more than `ensemble.max_models_per_request`",
     )
     DUPLICATE_MODEL = (
         400,
-        INVALID_REQUEST,
         f"`{h.MODELS}` names a model twice",
     )
     UNKNOWN_STRATEGY = (
         400,
-        INVALID_REQUEST,
         f"`{h.STRATEGY}` is not a registered strategy",
     )
     STRATEGY_NOT_CONFIGURED = (
         400,
-        INVALID_REQUEST,
         f"`{h.STRATEGY}` needs a config key that is not set (`reranking`: "
         "`ensemble.reranking.judge_model`, `fusion`: `ensemble.fusion.aggregator_model`)",
     )
     INVALID_MIN_RESPONSES = (
         400,
-        INVALID_REQUEST,
         f"`{h.MIN_RESPONSES}` is not a positive integer, or is larger than the number of models",
     )
     REJECTED_BY_MODELS = (
         400,
-        INVALID_REQUEST,
         "every model answered the same 4xx to the request as sent (the message has their "
         "statuses and reasons): a mistake in the request, not a fault",
     )
     UNSIGNED_INTERNAL_HEADERS = (
         403,
-        "permission_error",
         "the upstream has an internal secret and the request was not signed by the "
         "processor for this very request (its `x-request-id`, method and path), within "
         "`security.signature_lifetime_seconds`, or the signature was already used once: "
@@ -130,63 +126,53 @@ class ErrorCode(Enum):
     )
     ENSEMBLE_HEADERS_NOT_ALLOWED = (
         403,
-        "permission_error",
         "through the gateway: `header_control` restricts the `x-ensemble-*` headers to "
         "other clients (API key or header value)",
     )
-    NOT_FOUND = (404, INVALID_REQUEST, "no such route")
+    NOT_FOUND = (404, "no such route")
     METHOD_NOT_ALLOWED = (
         405,
-        INVALID_REQUEST,
         "the route exists but not with this method",
     )
     REQUEST_TIMEOUT = (
         408,
-        INVALID_REQUEST,
         "the body did not arrive within `ensemble.body_timeout_seconds` (through the "
         "gateway: Envoy's `envoy.request_timeout_seconds`)",
     )
     REQUEST_TOO_LARGE = (
         413,
-        INVALID_REQUEST,
         "the body is larger than `ensemble.max_body_bytes` (or Envoy's buffer)",
     )
     UNSUPPORTED_CONTENT_ENCODING = (
         415,
-        INVALID_REQUEST,
         "the body has a `Content-Encoding` other than `identity`: send it uncompressed",
     )
     TOO_MANY_ENSEMBLES = (
         429,
-        "rate_limit_error",
         "the upstream serves `ensemble.max_in_flight` ensembles already; retry after "
         "`Retry-After` seconds",
     )
-    INTERNAL_ERROR = (500, "server_error", "a bug in the upstream (logged)")
+    INTERNAL_ERROR = (500, "a bug in the upstream (logged)")
     # Its status is the framework's own (documented under 500).
-    HTTP_ERROR = (500, INVALID_REQUEST, "another HTTP error of the server framework")
+    HTTP_ERROR = (500, "another HTTP error of the server framework", "", INVALID_REQUEST)
     ENSEMBLE_QUORUM_NOT_MET = (
         502,
-        "upstream_error",
         "fewer valid answers than the quorum (`min_responses`); the message names each "
         "failed model and why, `ensemble` has the per-model breakdown",
         "as the 502 above, after keep-alives went out",
     )
     STREAM_FAILED = (
         502,
-        "upstream_error",
         "",
         "the relayed model's stream failed after the first chunk went out",
     )
     REPLAY_WINDOW_FULL = (
         503,
-        "server_error",
         "more signed requests within `security.signature_lifetime_seconds` than one "
         "upstream process remembers (100,000); retry after `Retry-After` seconds",
     )
     ENSEMBLE_DEADLINE_EXCEEDED = (
         504,
-        "timeout_error",
         "the quorum was not met by `ensemble.timeout_seconds` (or the profile's deadline)",
         "as the 504 above, after keep-alives went out",
     )
