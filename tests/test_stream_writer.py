@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ensemble_extproc import headers as h
@@ -296,6 +296,10 @@ def test_has_output(item: dict[str, Any], output: bool) -> None:
         max_size=3,
     ),
 )
+# Found by this test: a leading space (and a lone one) was dropped when the answer was cut
+# into chunks.
+@example(content=" ", calls=[])
+@example(content="  Paris, of course.  ", calls=[])
 def test_a_message_streamed_as_chunks_accumulates_back_to_itself(
     content: str, calls: list[dict[str, Any]]
 ) -> None:

@@ -121,17 +121,20 @@ class Accumulator:
 
 
 def _pieces(text: str, size: int = 24) -> list[str]:
-    """Split text into chunks of about ``size`` characters at spaces, losing nothing."""
-    pieces, current = [], ""
-    for word in text.split(" "):
-        candidate = f"{current} {word}" if current else word
-        if len(candidate) > size and current:
-            pieces.append(current + " ")
-            current = word
-        else:
-            current = candidate
-    if current:
-        pieces.append(current)
+    """Split text into chunks of about ``size`` characters, each ending after a space where
+    there is one; joined, they are ``text`` exactly (leading and repeated spaces too)."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start, start + size)
+        if cut < start:  # no space within reach: cut after the next one, if any
+            cut = text.find(" ", start + size)
+            if cut < 0:
+                break
+        pieces.append(text[start : cut + 1])
+        start = cut + 1
+    if start < len(text):
+        pieces.append(text[start:])
     return pieces
 
 
