@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst bench-wire
 
 all: test
 
@@ -64,9 +64,20 @@ bench-quality-long: install
 bench-answers: install
 	$(PY) -m bench.answers
 
+# Learned trust, simulated (no servers): learned vs true accuracies, convergence, flagged
+# clones, accuracy against true-accuracy weighted, voting and the best model; CPU (~1 min).
+.PHONY: bench-trust
+bench-trust: install
+	$(PY) -m bench.trust_sim --seeds 20 --warmup 500 --questions 2000
+
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision
+
+# The upstream's JSON path (request decode, completion encode, start-up), the project's
+# against msgspec and pydantic v2 alone (prints tables, ~1 min).
+bench-wire: install
+	$(PY) -m bench.wire
 
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install

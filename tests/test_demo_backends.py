@@ -17,13 +17,10 @@ import aiohttp
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ensemble_extproc.config.demo import DemoToolCall
-from ensemble_extproc.demo import (
-    DEFAULT_ANSWER,
+from ensemble_extproc.config.demo import DEFAULT_ANSWER, DemoModel, DemoToolCall, parse_demo_models
+from ensemble_extproc.demo.server import (
     DEMO_MODEL_HEADER,
-    DemoModel,
     DemoServers,
-    parse_demo_models,
     serve_demo_forever,
     start_demo_servers,
 )
@@ -35,12 +32,6 @@ ANSWERS = (
     "Gamma is a demo answer.",
 )
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture
@@ -491,7 +482,6 @@ async def test_tool_call_stream_reassembles_the_arguments(
         ({"tools": None}, "demo-tool"),
         ({"tools": TOOLS, "tool_choice": "none"}, "demo-tool"),
         ({"tools": TOOLS}, "demo-plain"),  # no tool_call configured
-        ({"tools": "not checked"}, "demo-plain"),  # as before tool calls existed
     ],
 )
 async def test_plain_text_answer_without_a_tool_call(
@@ -561,7 +551,7 @@ BAD_REQUESTS: list[tuple[str, bytes, str | None]] = [
     (
         "bad content part",
         b'{"messages": [{"role": "user", "content": [{"text": "x"}]}]}',
-        "messages[0].content[0]",
+        "messages[0].content[0].type",
     ),
     (
         "text part without text",

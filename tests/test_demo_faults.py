@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ensemble_extproc.config.demo import FAULT_KINDS, FaultKind
-from ensemble_extproc.demo import DemoModel, DemoServers, parse_demo_models, start_demo_servers
+from ensemble_extproc.config.demo import FAULT_KINDS, DemoModel, FaultKind, parse_demo_models
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 
 WORDS = "one two three four five six"
@@ -23,12 +23,6 @@ SLOW_DRIP_MS = 40
 
 def fault_model(fault: FaultKind, **extra: Any) -> DemoModel:
     return DemoModel(f"demo-{fault}".replace("_", "-"), 0, answers=(WORDS,), fault=fault, **extra)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from deploy.render_plain_envoy import (
 )
 
 from ensemble_extproc.config import Config, ConfigError, compile_config
-from ensemble_extproc.envoy_bootstrap import RUNTIME_FLAGS, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import RUNTIME_FLAGS
 from ensemble_extproc.headers import ROUTE, ROUTE_VALUE
 from ensemble_extproc.stack import envoy_binary
 

@@ -17,8 +17,8 @@ from ensemble_extproc.adaptive.difficulty import (
     confidence,
     difficulty,
     features,
-    prompt_text,
 )
+from ensemble_extproc.chat import prompt_text
 
 PLAIN_PROSE = (
     "The weather was lovely this morning, so we took the dog for a long walk along the "

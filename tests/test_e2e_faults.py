@@ -5,6 +5,7 @@ fast, and that the gateway keeps serving."""
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 
 from parts import Parts, running_parts
 
-from helpers import free_port, http_post
+from helpers import free_port, http_post, listen_block
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +37,7 @@ def config(failure_mode: str = "closed") -> dict[str, Any]:
         {"name": "demo-fast", "port": free_port(), "latency_ms": 10, "answers": ["Paris."]},
     ] + [{"name": n, "port": free_port(), "answers": ["Paris."], **f} for n, f in FAULTS.items()]
     return {
-        "listen": {
-            k: f"127.0.0.1:{free_port()}"
-            for k in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-        },
+        "listen": listen_block(),
         "default_model": "demo-default",
         "demo": {"models": models},
         "ensemble": {
@@ -77,6 +75,21 @@ def assert_still_serving(parts: Parts) -> None:
     status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
     assert status == 200
     assert payload["choices"][0]["message"]["content"] == "Paris."
+
+
+def plain_seconds(parts: Parts) -> float:
+    """The baseline: the median time of a plain request while every part is up."""
+    times = []
+    for _ in range(5):
+        status, _, _, elapsed = ask(parts)
+        assert status == 200
+        times.append(elapsed)
+    return statistics.median(times)
+
+
+def fastest_answer(parts: Parts, headers: dict[str, str] | None = None) -> float:
+    """The quickest of three answers (the least disturbed, on a loaded machine)."""
+    return min(ask(parts, headers)[3] for _ in range(3))
 
 
 def assert_serving_again(parts: Parts, within: float = 15.0) -> None:
@@ -154,13 +167,15 @@ def test_a_stream_that_stops_midway(gateway: Parts) -> None:
 def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) -> None:
     with running_parts(tmp_path_factory.mktemp("closed"), config("closed")) as parts:
         assert_still_serving(parts)
+        baseline = plain_seconds(parts)
         parts.kill("extproc")
-        status, _, payload, elapsed = ask(parts)
+        status, _, payload, _ = ask(parts)
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
         # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
         assert "ext_proc" in payload["error"]["message"]
-        assert elapsed < 1.0
+        # At once, as fast as a request that is served (not after a timeout).
+        assert fastest_answer(parts) < 10 * baseline
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
         assert status >= 500
@@ -170,11 +185,12 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_processor_down_fail_open(tmp_path_factory: pytest.TempPathFactory) -> None:
     with running_parts(tmp_path_factory.mktemp("open"), config("open")) as parts:
+        baseline = plain_seconds(parts)
         parts.kill("extproc")
-        status, _, payload, elapsed = ask(parts, {"x-ensemble-models": "demo-fast"})
+        status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
         assert status == 200
         assert payload["choices"][0]["message"]["content"] == "default model answer"
-        assert elapsed < 1.0
+        assert fastest_answer(parts, {"x-ensemble-models": "demo-fast"}) < 10 * baseline
 
 
 def test_upstream_killed_under_load_falls_back_to_the_default_model(

@@ -18,7 +18,7 @@ from .config.schema import config_schema
 from .envoy_bootstrap import render_yaml
 from .observability import logs
 from .redact import config_redactor
-from .serve import SERVICES
+from .serve import service
 from .stack import Replicas, run_stack
 
 DEFAULT_CONFIG = Path("config/default.yaml")
@@ -111,10 +111,10 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
         config = for_replica(config, command, args.replica)
     if command == "extproc":
         # grpc.aio on uvloop measured no better than on asyncio's own loop.
-        asyncio.run(SERVICES[command](config))
+        asyncio.run(service(command)(config))
     else:
         # aiohttp servers and clients: uvloop's event loop costs less per request.
-        uvloop.run(SERVICES[command](config))
+        uvloop.run(service(command)(config))
     return 0
 
 

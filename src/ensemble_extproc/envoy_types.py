@@ -73,7 +73,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 from . import headers as h
 from . import paths
 from .config import Address, Config, Endpoint
-from .envoy_bootstrap import (
+from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
     EXTPROC_CLUSTER,

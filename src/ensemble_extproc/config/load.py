@@ -238,6 +238,14 @@ def _check_ensemble(settings: EnsembleSettings, endpoints: Mapping[str, Endpoint
     _check_model(settings.fusion.aggregator_model, "ensemble.fusion.aggregator_model", endpoints)
     for name in settings.cascade.order:
         _check_model(name, "ensemble.cascade.order", endpoints)
+    trust = settings.trust
+    if trust.peer_max_age_seconds <= trust.snapshot_interval_seconds:
+        raise ConfigError(
+            "ensemble.trust.peer_max_age_seconds",
+            f"{trust.peer_max_age_seconds:g} is not longer than snapshot_interval_seconds "
+            f"{trust.snapshot_interval_seconds:g}",
+            "peers write a snapshot every interval: allow several intervals",
+        )
 
 
 def _profile(

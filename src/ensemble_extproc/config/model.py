@@ -11,10 +11,11 @@ To add a key, add one field to its section, e.g. in ``EnsembleSettings``::
     hedge_after_ms: Annotated[float, Meta(ge=0, description="...")] = 250.0
 
 and run ``make schema``: its key, default, type and range checks, error messages and JSON
-Schema follow from that line. A new block (e.g. ``ensemble.trust``) is a ``Section``
-subclass with ``frozen=True`` plus a field of that type in its parent
-(``trust: TrustSettings = TrustSettings()``). Only a check that spans sections (a model
-name that must exist, an environment variable) goes into ``config.load``.
+Schema follow from that line. A new block is a ``Section`` subclass with ``frozen=True``
+plus a field of that type in its parent, as ``ensemble.trust`` is
+(``trust: TrustSettings = TrustSettings()``). Only a check that spans keys (a model name
+that must exist, an environment variable, one duration longer than another) goes into
+``config.load``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..rules import Rule
 from ..spec import EnsembleSpec
 from ..strategies import STRATEGIES
 from ..strategies.settings import StrategySettings
+from ..trust.model import TrustSettings
 from .decode import Section
 from .demo import DemoModel
 
@@ -196,6 +198,8 @@ class EnsembleSettings(StrategySettings, frozen=True):
     stream_keepalive_seconds: Positive = 5.0
     # The semantic router's shape: model name -> URL (translated to models).
     endpoint_mappings: dict[str, Url] = msgspec.field(default_factory=dict)
+    # Learned trust: accuracies and correlated members, learned (declared in trust.model).
+    trust: TrustSettings = TrustSettings()
 
     @property
     def retry(self) -> RetryPolicy:

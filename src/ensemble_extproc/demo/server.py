@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import random
@@ -31,6 +30,8 @@ from typing import Final, Self
 from aiohttp import web
 
 from ensemble_extproc import prompts
+from ensemble_extproc.chat import content_text, last_user_message, parse_chat_request
+from ensemble_extproc.config import Config
 from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.payloads import (
@@ -39,11 +40,13 @@ from ensemble_extproc.demo.payloads import (
     ToolCallAnswer,
     argument_pieces,
     completion_body,
+    error_body,
     stream_plan,
     word_pieces,
 )
 from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
-from ensemble_extproc.errors import ApiError, bad_request
+from ensemble_extproc.errors import ApiError, ErrorCode
+from ensemble_extproc.serve import wait_for_signal
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -79,9 +82,6 @@ _CANDIDATE_HEADING_RE: Final = re.compile(
 )
 # How a demo judge names its pick; any reasonable judge parser reads all of them.
 _JUDGE_STYLES: Final = ("{n}", "Candidate {n}", '{{"best": {n}}}', "The best is Candidate {n}.")
-
-_MISSING: Final = object()  # tells an absent key apart from an explicit null
-_TOOL_CHOICES: Final = ("none", "auto", "required")
 
 
 @dataclass(slots=True)
@@ -166,7 +166,7 @@ async def _openai_http_errors(
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         message = f"demo model {request.app[DEMO_MODEL_KEY].name}: {exc.reason}"
         return web.json_response(
-            ApiError(exc.status, message, code=None).body(),
+            error_body(message, "invalid_request_error"),
             status=exc.status,
             headers=headers,
         )
@@ -249,173 +249,29 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
 async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(exc.status, "request body is too large", code="request_too_large") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(ErrorCode.REQUEST_TOO_LARGE, "request body is too large") from None
 
 
 # ------------------------------------------------------------- request parsing
 
 
 def _parse_chat_request(raw: bytes, tools: bool = False) -> _ChatRequest:
-    """Validate a request; ``tools``: also its tools and tool_choice (for a tool model)."""
-    payload = _load_json_object(raw)
-    texts, prompt = _parse_messages(payload.get("messages", _MISSING))
+    """Check a request as the gateway does (``chat.ChatCompletionRequest``); ``tools``: the
+    model may call one, so whether the request offers tools matters."""
+    chat = parse_chat_request(raw)
+    fields = chat.fields
+    limits = [n for n in (fields.max_tokens, fields.max_completion_tokens) if n is not None]
     return _ChatRequest(
-        texts=texts,
-        prompt=prompt,
-        max_words=_parse_max_words(payload),
-        stream=_optional_bool(payload, "stream"),
-        include_usage=_parse_include_usage(payload),
-        logprobs=_optional_bool(payload, "logprobs"),
-        offers_tools=_parse_tools(payload) if tools else False,
+        texts=tuple(content_text(message.get("content")) for message in chat.body["messages"]),
+        prompt=last_user_message(chat.body),
+        # Both given: honour the stricter one.
+        max_words=min(limits) if limits else None,
+        stream=chat.stream,
+        include_usage=chat.include_usage,
+        logprobs=fields.logprobs is True,
+        offers_tools=tools and bool(fields.tools) and fields.tool_choice != "none",
     )
-
-
-def _load_json_object(raw: bytes) -> JSONObject:
-    try:
-        payload = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise bad_request(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            code="invalid_json",
-        ) from None
-    except (ValueError, RecursionError):
-        # Undecodable bytes or absurdly deep nesting: still the client's mistake.
-        raise bad_request("request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_type")
-    return payload
-
-
-def _parse_messages(raw: object) -> tuple[tuple[str, ...], str]:
-    if raw is _MISSING:
-        raise bad_request(
-            "missing required parameter: 'messages'",
-            param="messages",
-            code="missing_required_parameter",
-        )
-    if not isinstance(raw, list):
-        raise bad_request("'messages' must be a list", param="messages", code="invalid_type")
-    if not raw:
-        raise bad_request("'messages' must not be empty", param="messages", code="empty_array")
-    texts: list[str] = []
-    prompt = ""
-    for index, message in enumerate(raw):
-        role, text = _parse_message(message, f"messages[{index}]")
-        texts.append(text)
-        if role == "user":
-            prompt = text
-    return tuple(texts), prompt
-
-
-def _parse_message(message: object, param: str) -> tuple[str, str]:
-    if not isinstance(message, dict):
-        raise bad_request(f"'{param}' must be an object", param=param, code="invalid_type")
-    role = message.get("role")
-    if not isinstance(role, str) or not role:
-        raise bad_request(
-            f"'{param}.role' must be a non-empty string", param=f"{param}.role", code="invalid_type"
-        )
-    return role, _content_text(message.get("content"), f"{param}.content")
-
-
-def _content_text(content: object, param: str) -> str:
-    # Content is a string, null (e.g. assistant tool calls) or a list of parts.
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise bad_request(
-            f"'{param}' must be a string or a list of content parts",
-            param=param,
-            code="invalid_type",
-        )
-    texts: list[str] = []
-    for index, part in enumerate(content):
-        part_param = f"{param}[{index}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise bad_request(
-                f"'{part_param}' must be an object with a string 'type'",
-                param=part_param,
-                code="invalid_type",
-            )
-        if part["type"] != "text":
-            continue  # images, audio...: a demo model only reads text
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise bad_request(f"'{part_param}.text' must be a string", param=f"{part_param}.text")
-        texts.append(text)
-    return "\n".join(texts)
-
-
-def _parse_max_words(payload: JSONObject) -> int | None:
-    limits: list[int] = []
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = payload.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad_request(
-                f"'{name}' must be a positive integer", param=name, code="invalid_value"
-            )
-        limits.append(value)
-    # Both given: honour the stricter one.
-    return min(limits) if limits else None
-
-
-def _optional_bool(payload: JSONObject, name: str) -> bool:
-    value = payload.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request(f"'{name}' must be a boolean", param=name, code="invalid_type")
-    return value
-
-
-def _parse_include_usage(payload: JSONObject) -> bool:
-    options = payload.get("stream_options")
-    if options is None:
-        return False
-    if not isinstance(options, dict):
-        raise bad_request(
-            "'stream_options' must be an object", param="stream_options", code="invalid_type"
-        )
-    value = options.get("include_usage")
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request(
-            "'stream_options.include_usage' must be a boolean",
-            param="stream_options.include_usage",
-            code="invalid_type",
-        )
-    return value
-
-
-def _parse_tools(payload: JSONObject) -> bool:
-    """Whether the request offers tools that may be called; 400 for a malformed list.
-
-    Which tool tool_choice names does not matter: a demo model calls its own.
-    """
-    tools = payload.get("tools")
-    if tools is None:
-        tools = []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be a list", param="tools", code="invalid_type")
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            raise bad_request(
-                f"'tools[{index}]' must be an object", param=f"tools[{index}]", code="invalid_type"
-            )
-    choice = payload.get("tool_choice")
-    if choice is not None and not isinstance(choice, dict) and choice not in _TOOL_CHOICES:
-        raise bad_request(
-            "'tool_choice' must be 'none', 'auto', 'required' or an object",
-            param="tool_choice",
-            code="invalid_value",
-        )
-    return bool(tools) and choice != "none"
 
 
 # ------------------------------------------------------------------ answering
@@ -579,13 +435,12 @@ def _word_count(text: str) -> int:
 
 def _failure_body(model: DemoModel) -> JSONObject:
     rate_limited = model.failure_status == 429
-    return ApiError(
-        model.failure_status,
+    return error_body(
         f"demo model {model.name}: simulated failure "
         f"(failure_rate {model.failure_rate:g}, seed {model.seed})",
-        type="rate_limit_error" if rate_limited else "server_error",
-        code="rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
-    ).body()
+        "rate_limit_error" if rate_limited else "server_error",
+        "rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
+    )
 
 
 # -------------------------------------------------------------------- servers
@@ -664,3 +519,13 @@ async def serve_demo_forever(models: Sequence[DemoModel], host: str = "127.0.0.1
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def serve_demo(config: Config) -> None:
+    """Serve the config's demo models until SIGINT/SIGTERM (``serve.py``)."""
+    task = asyncio.create_task(serve_demo_forever(config.demo_models, "127.0.0.1"))
+    try:
+        await wait_for_signal()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..adaptive.signals import Signal, combine, read
 from ..config import Config
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..rules import RequestView, first_match, lookup
 from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, spec_from_headers
 
@@ -96,10 +96,8 @@ def decide(
             if not header_control_allows(headers, config):
                 return Reject(
                     ApiError(
-                        403,
+                        ErrorCode.ENSEMBLE_HEADERS_NOT_ALLOWED,
                         "this client may not ask for an ensemble with x-ensemble-* headers",
-                        type="permission_error",
-                        code="ensemble_headers_not_allowed",
                     )
                 )
             return Reroute(spec_from_headers(headers, config), "header")

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from google.protobuf import struct_pb2
 
 from .. import headers as h
-from ..adaptive.difficulty import prompt_text
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
 from ..body import check_content_encoding, parse_json_object
+from ..chat import prompt_text
 from ..config import Config
 from ..errors import ApiError
 from ..internal import Binding, sign

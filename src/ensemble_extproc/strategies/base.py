@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
+from ..chat import content_text
 from .settings import StrategySettings
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
@@ -47,11 +50,15 @@ class Role(StrEnum):
     AGGREGATOR = "aggregator"  # writes one answer from members' answers (fusion)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+Tokens = Annotated[int, Meta(ge=0)]
+
+
+class Usage(Struct, frozen=True):
+    """OpenAI's token counts (a response's ``usage``, as it is on the wire)."""
+
+    prompt_tokens: Tokens
+    completion_tokens: Tokens
+    total_tokens: Tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -93,8 +100,7 @@ class Candidate:
 
     @property
     def content(self) -> str:
-        content = self.message.get("content") if self.message else None
-        return content if isinstance(content, str) else ""
+        return content_text(self.message.get("content")) if self.message else ""
 
     @property
     def tool_calls(self) -> Sequence[Any]:

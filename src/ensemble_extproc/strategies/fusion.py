@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import prompts
+from ..chat import conversation_text
 from .base import Call, Context, Plan, Role, Selection
-from .judging import HELPER_CALL_DROPS, candidate_texts, request_text
+from .judging import HELPER_CALL_DROPS, candidate_texts
 from .settings import StrategySettings
 from .steps import ask, gather
 from .tally import ordered
@@ -31,7 +32,7 @@ class Fusion:
         valid = ordered(progress.valid_members(), ctx.models)
         aggregator = ctx.settings.fusion.aggregator_model or ""
         prompt = prompts.candidates_prompt(
-            prompts.AGGREGATOR_INSTRUCTION, request_text(ctx.request), candidate_texts(valid)
+            prompts.AGGREGATOR_INSTRUCTION, conversation_text(ctx.request), candidate_texts(valid)
         )
         system: list[dict[str, Any]] = [
             dict(m)

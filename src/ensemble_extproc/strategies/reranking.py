@@ -6,8 +6,9 @@ A judge failure or an unreadable verdict falls back to voting, and the response 
 from __future__ import annotations
 
 from .. import prompts
+from ..chat import conversation_text
 from .base import Call, Context, Plan, Role, Selection
-from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict, request_text
+from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict
 from .settings import StrategySettings
 from .steps import ask, gather
 from .tally import ordered
@@ -30,7 +31,7 @@ class Reranking:
             return Selection(valid[0], 1.0, "only one valid answer: no judge needed")
         judge = ctx.settings.reranking.judge_model or ""
         prompt = prompts.candidates_prompt(
-            prompts.JUDGE_INSTRUCTION, request_text(ctx.request), candidate_texts(valid)
+            prompts.JUDGE_INSTRUCTION, conversation_text(ctx.request), candidate_texts(valid)
         )
         call = Call(
             judge,

@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from ..chat import content_text
+
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -19,8 +23,9 @@ class MalformedStream(ValueError):
     """An endpoint's stream that is not valid OpenAI SSE."""
 
 
-def event(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+def event(payload: object) -> bytes:
+    """One ``data:`` event of any JSON-encodable payload (a chunk, an error body)."""
+    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
 
 
 def parse_data_line(line: bytes) -> dict[str, Any] | None:
@@ -116,32 +121,33 @@ class Accumulator:
 
 
 def _pieces(text: str, size: int = 24) -> list[str]:
-    """Split text into chunks of about ``size`` characters at spaces, losing nothing."""
-    pieces, current = [], ""
-    for word in text.split(" "):
-        candidate = f"{current} {word}" if current else word
-        if len(candidate) > size and current:
-            pieces.append(current + " ")
-            current = word
-        else:
-            current = candidate
-    if current:
-        pieces.append(current)
+    """Split text into chunks of about ``size`` characters, each ending after a space where
+    there is one; joined, they are ``text`` exactly (leading and repeated spaces too)."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start, start + size)
+        if cut < start:  # no space within reach: cut after the next one, if any
+            cut = text.find(" ", start + size)
+            if cut < 0:
+                break
+        pieces.append(text[start : cut + 1])
+        start = cut + 1
+    if start < len(text):
+        pieces.append(text[start:])
     return pieces
 
 
-def message_chunks(
-    envelope: Mapping[str, Any], message: Mapping[str, Any], finish_reason: str
-) -> list[dict[str, Any]]:
-    """An answer already complete, as the chunks of a stream (no usage, no [DONE])."""
+def message_choices(message: Mapping[str, Any], finish_reason: str) -> list[dict[str, Any]]:
+    """An answer already complete, as the choices of a stream's chunks, one per chunk (no
+    usage, no [DONE])."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {**envelope, "choices": [choice]}
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
     chunks = [chunk({"role": "assistant", "content": ""})]
-    content = message.get("content")
-    if isinstance(content, str) and content:
+    content = content_text(message.get("content"))
+    if content:
         chunks += [chunk({"content": piece}) for piece in _pieces(content)]
     for index, call in enumerate(message.get("tool_calls") or []):
         if isinstance(call, dict):

@@ -1,0 +1,59 @@
+"""What the upstream feeds the trust book after each ensemble (pure).
+
+The observation is made of the members' extracted answers: members whose answers group
+together (``answers.group``, the strategies' own rule) agree. Members that failed (an
+error, a timeout, an empty or filtered answer) are counted as failures; members that
+were cancelled (early stop, a decided cascade) or skipped (open circuit) are left out,
+since they neither answered nor failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+from ..answers import group
+from ..strategies.base import Candidate, Role, Status
+from .model import Observation
+
+_LEFT_OUT = frozenset({Status.CANCELLED, Status.SKIPPED})
+
+
+def observation(
+    candidates: Sequence[Candidate], similarity: float, client: str = ""
+) -> Observation:
+    members = [c for c in candidates if c.role is Role.MEMBER and c.status not in _LEFT_OUT]
+    valid = [c for c in members if c.valid]
+    groups = group([c.answer for c in valid], similarity) if valid else []
+    answers = {c.model: g for c, g in zip(valid, groups, strict=True)}
+    failed = frozenset(c.model for c in members if not c.valid and c.model not in answers)
+    return Observation(answers, failed, client)
+
+
+def _digest(secret: str) -> str:
+    # Keys and addresses are never kept, logged or saved: only a short hash that tells
+    # clients apart.
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def client_identity(headers: Mapping[str, str], peer: str | None) -> str:
+    """Who sent a request, for the per-client cap: its API key if it has one, else its
+    address.
+
+    The key is ``Authorization: Bearer`` or ``x-api-key`` (hashed). The address is the
+    last ``x-forwarded-for`` hop, the one Envoy appends, else the connection's peer. A
+    client that can rotate keys or addresses at will counts as many clients: see
+    docs/trust.md.
+    """
+    authorization = headers.get("authorization", "").strip()
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        return "key:" + _digest(credential.strip())
+    api_key = headers.get("x-api-key", "").strip()
+    if api_key:
+        return "key:" + _digest(api_key)
+    forwarded = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
+    forwarded = [hop for hop in forwarded if hop]
+    address = forwarded[-1] if forwarded else peer
+    # Addresses are hashed too: snapshots on disk hold no personal data.
+    return "addr:" + _digest(address) if address else "anonymous"
