@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress, islice
 
-import msgspec
+from ..section import Section
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -73,7 +73,7 @@ _CODE_SATURATION = 3
 _DOMAIN_SATURATION = 2
 
 
-class DifficultyWeights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class DifficultyWeights(Section, frozen=True):
     """How much each feature adds to the difficulty; the defaults sum to 1.0.
 
     Reasoning and mathematics weigh most: a short prompt that asks for a proof or a

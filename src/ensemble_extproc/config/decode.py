@@ -29,10 +29,6 @@ _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _FIELD = re.compile(r"Object (contains unknown|missing required) field `(.*)`", re.S)
 
 
-class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Base of every declared config mapping: read-only, and unknown keys are errors."""
-
-
 def decode(raw: object, kind: type[T], key: str = "") -> T:
     """``raw`` (YAML data) as ``kind``, or ConfigError naming the key under ``key``."""
     _check_finite(raw, key)

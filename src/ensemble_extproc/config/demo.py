@@ -18,7 +18,8 @@ from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from ..errors import ConfigError
-from .decode import Section, check_fields, decode
+from ..section import Section
+from .decode import check_fields, decode
 
 DEFAULT_ANSWER: Final = "This is a demo answer from {model}."
 # Ten minutes: anything longer is almost certainly a unit mistake (seconds vs ms).

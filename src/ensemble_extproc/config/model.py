@@ -11,7 +11,7 @@ To add a key, add one field to its section, e.g. in ``EnsembleSettings``::
     hedge_after_ms: Annotated[float, Meta(ge=0, description="...")] = 250.0
 
 and run ``make schema``: its key, default, type and range checks, error messages and JSON
-Schema follow from that line. A new block is a ``Section`` subclass with ``frozen=True``
+Schema follow from that line. A new block is a ``section.Section`` subclass (``frozen=True``)
 plus a field of that type in its parent, as ``ensemble.trust`` is
 (``trust: TrustSettings = TrustSettings()``). Only a check that spans keys (a model name
 that must exist, an environment variable, one duration longer than another) goes into
@@ -31,19 +31,16 @@ from msgspec.structs import force_setattr
 
 from ..adaptive.difficulty import DifficultyWeights
 from ..rules import Rule
+from ..section import Count, Fraction, Positive, Section
 from ..spec import EnsembleSpec
 from ..strategies import STRATEGIES
 from ..strategies.settings import StrategySettings
 from ..trust.model import TrustSettings
-from .decode import Section
 from .demo import DemoModel
 
 # Where the key signing internal headers comes from, unless security.internal_secret_env says.
 DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
 
-Positive = Annotated[float, Meta(gt=0)]
-Count = Annotated[int, Meta(gt=0)]
-Fraction = Annotated[float, Meta(gt=0, le=1)]
 # Envoy reads model keys from its environment by these names (%ENVIRONMENT(NAME)%, Lua).
 EnvName = Annotated[
     str,

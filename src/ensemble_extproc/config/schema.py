@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import NODEFAULT
 
-from .decode import Section
+from ..section import Section
 from .model import ConfigFile
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

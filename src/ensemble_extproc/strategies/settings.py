@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from msgspec import Meta, Struct
+from msgspec import Meta
 
-Fraction = Annotated[float, Meta(gt=0, le=1)]
+from ..section import Count, Fraction, Section
+
 ModelName = Annotated[str, Meta(description="the name of a configured model")]
-
-
-class Section(Struct, frozen=True, forbid_unknown_fields=True):
-    """As config.decode.Section (not imported: the config package imports the strategies)."""
 
 
 class Weighted(Section, frozen=True):
@@ -20,7 +17,7 @@ class Weighted(Section, frozen=True):
     # voters whose errors spread over k answers. auto: the limit of large k, votes first and
     # log-odds break ties, never worse than voting whatever the number of wrong answers.
     alternatives: Annotated[
-        Annotated[int, Meta(gt=0)] | Literal["auto"],
+        Count | Literal["auto"],
         Meta(description="wrong answers per question, e.g. 3 for four options; or auto"),
     ] = "auto"
 
@@ -50,7 +47,7 @@ class Fusion(Section, frozen=True):
 class Cascade(Section, frozen=True):
     order: tuple[str, ...] = ()
     confidence_threshold: Fraction = 0.8
-    agreement: Annotated[int, Meta(gt=0)] = 2
+    agreement: Count = 2
     escalation: Literal["next", "ensemble"] = "next"
 
 

@@ -8,18 +8,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from msgspec import Meta, Struct
+from msgspec import Meta
 from msgspec.structs import force_setattr
+
+from ..section import Count, Fraction, Positive, Section
 
 # 95 % two-sided normal quantile: the intervals of accuracies and of c.
 Z95 = 1.959963984540054
 
 
-Positive = Annotated[float, Meta(gt=0)]
-Count = Annotated[int, Meta(gt=0)]
-
-
-class TrustSettings(Struct, frozen=True, forbid_unknown_fields=True):
+class TrustSettings(Section, frozen=True):
     """``ensemble.trust``, declared once (see config.model and docs/trust.md)."""
 
     # Off: nothing is observed, learned or saved; /admin/trust says so.
@@ -49,7 +47,7 @@ class TrustSettings(Struct, frozen=True, forbid_unknown_fields=True):
     flag_z: Positive = 4.5
     min_excess: Annotated[float, Meta(ge=0, lt=1)] = 0.05
     # No client holds more than this share of a key's full evidence (1: no cap).
-    max_client_share: Annotated[float, Meta(gt=0, le=1)] = 0.05
+    max_client_share: Fraction = 0.05
     # Bounded memory: keys (LRU) and clients per key (smallest evicted).
     max_keys: Count = 64
     max_clients: Count = 4096
