@@ -42,10 +42,11 @@ from .demo import DemoModel
 DEFAULT_SECRET_ENV = "ENSEMBLE_INTERNAL_SECRET"
 
 # Envoy reads model keys from its environment by these names (%ENVIRONMENT(NAME)%, Lua).
+ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 EnvName = Annotated[
     str,
     Meta(
-        pattern="^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=ENV_NAME_PATTERN,
         title="environment variable name",
         description="letters, digits and _, not starting with a digit",
     ),
