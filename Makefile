@@ -32,6 +32,11 @@ $(PB_STAMP): $(PROTOS) tools/gen_protos.py $(INSTALLED)
 
 protos: $(PB_STAMP)
 
+# The config file's JSON Schema, generated from its declaration (src/.../config/model.py).
+.PHONY: schema
+schema: install
+	$(PY) -m ensemble_extproc config-schema > config/schema.json
+
 run: install
 	$(PY) -m ensemble_extproc run --config $(CONFIG) \
 		--extproc-replicas $(EXTPROC_REPLICAS) --upstream-replicas $(UPSTREAM_REPLICAS)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import grpc
 from aiohttp import web
+from bench import speedkit
 
 from ensemble_extproc._pb.envoy.config.core.v3 import base_pb2 as core
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -133,12 +134,10 @@ def _complete(raw: bytes) -> bool:
     return False
 
 
-LISTEN_KEYS = ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-
-
 def listen_block() -> dict[str, str]:
-    """A config's ``listen`` block: every part on its own free loopback port."""
-    return {name: f"127.0.0.1:{free_port()}" for name in LISTEN_KEYS}
+    """A config's ``listen`` block: every part on its own free loopback port, one that no
+    other part of this test process was given."""
+    return speedkit.listen_block(port=free_port)
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.demo.models import DemoModel, DemoToolCall
+from ensemble_extproc.config.demo import DemoModel, DemoToolCall
 from ensemble_extproc.envoy_bootstrap import render_yaml
 from ensemble_extproc.stack import envoy_binary
 

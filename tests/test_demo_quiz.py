@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from ensemble_extproc import prompts
+from ensemble_extproc.config.demo import DemoModel, parse_demo_models
 from ensemble_extproc.demo import quiz
-from ensemble_extproc.demo.models import DemoModel, parse_demo_models
 from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 

@@ -541,7 +541,7 @@ def test_extension_policy_sends_requests_to_the_processor_as_the_bootstrap_does(
         "request": {"body": "Buffered"},
     }
     assert ext_proc["failOpen"] is (config.envoy.failure_mode == "open")
-    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_seconds * 1000:g}ms"
+    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_ms:g}ms"
     assert ext_proc["metadata"] == {"writableNamespaces": [config.metadata_namespace]}
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -69,7 +70,7 @@ class Front:
 @contextlib.contextmanager
 def baseline_envoy(tmp: Path, config: Config) -> Iterator[Front]:
     """A second Envoy in front of the same processor, with the flag off (Envoy's default)."""
-    listen = dataclasses.replace(
+    listen = msgspec.structs.replace(
         config.listen,
         envoy=Address("127.0.0.1", free_port()),
         envoy_admin=Address("127.0.0.1", free_port()),

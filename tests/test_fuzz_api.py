@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from ensemble_extproc import headers as h
-from ensemble_extproc.demo.models import DemoModel
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo.server import start_demo_servers
 from ensemble_extproc.upstream import create_app
 from ensemble_extproc.upstream.openapi import (

@@ -23,7 +23,7 @@ import pytest
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import ConfigError, compile_config
-from ensemble_extproc.demo.models import DemoModel
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
 from ensemble_extproc.envoy_redact import lua_source

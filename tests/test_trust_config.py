@@ -66,6 +66,7 @@ def test_every_key() -> None:
         peer_max_age_seconds=600.0,
     )
     assert trust({"alternatives": "auto"}).alternatives is None
+    assert trust({"alternatives": None}).alternatives is None  # null: the default, auto
     assert trust({"change_threshold": 40}).change_threshold == 40.0
 
 
@@ -84,7 +85,9 @@ def test_every_key() -> None:
         ({"min_evidence": -1}, "ensemble.trust.min_evidence", ">= 0"),
         ({"change_threshold": True}, "ensemble.trust.change_threshold", "false turns"),
         ({"change_threshold": -3}, "ensemble.trust.change_threshold", "> 0 or false"),
-        ({"enabled": "yes"}, "ensemble.trust.enabled", "must be bool"),
+        # null is not "off": it would turn detection off for a key left blank by mistake.
+        ({"change_threshold": None}, "ensemble.trust.change_threshold", "got null"),
+        ({"enabled": "yes"}, "ensemble.trust.enabled", "must be a boolean"),
         ({"snapshot_dir": " "}, "ensemble.trust.snapshot_dir", "name a directory"),
         (
             {"snapshot_interval_seconds": 60, "peer_max_age_seconds": 60},

@@ -11,12 +11,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import headers as h
-from .config import Config
-from .config.model import Profile
 from .errors import ApiError, ErrorCode
 from .strategies import STRATEGIES
+
+if TYPE_CHECKING:  # config compiles its profiles into EnsembleSpec
+    from .config import Config
 
 _DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -31,16 +33,6 @@ class EnsembleSpec:
     # Set when a config profile decided (its name, and its own deadline if it has one).
     profile: str | None = None
     timeout_seconds: float | None = None
-
-
-def profile_spec(profile: Profile) -> EnsembleSpec:
-    return EnsembleSpec(
-        profile.models,
-        profile.strategy,
-        profile.min_responses,
-        profile=profile.name,
-        timeout_seconds=profile.timeout_seconds,
-    )
 
 
 def parse_enable(headers: Mapping[str, str]) -> bool | None:
@@ -76,7 +68,7 @@ def spec_from_headers(headers: Mapping[str, str], config: Config) -> EnsembleSpe
             f"unknown strategy {strategy_name!r}; known strategies: {', '.join(STRATEGIES)}",
             param=h.STRATEGY,
         )
-    missing = strategy.missing_setting(config.ensemble.strategy)
+    missing = strategy.missing_setting(config.ensemble)
     if missing is not None:
         raise ApiError(
             ErrorCode.STRATEGY_NOT_CONFIGURED,

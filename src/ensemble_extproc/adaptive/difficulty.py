@@ -39,6 +39,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress, islice
 
+from ..section import Section
+
 __all__ = [
     "DEFAULT_WEIGHTS",
     "SCAN_EDGE",
@@ -71,8 +73,7 @@ _CODE_SATURATION = 3
 _DOMAIN_SATURATION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class DifficultyWeights:
+class DifficultyWeights(Section, frozen=True):
     """How much each feature adds to the difficulty; the defaults sum to 1.0.
 
     Reasoning and mathematics weigh most: a short prompt that asks for a proof or a

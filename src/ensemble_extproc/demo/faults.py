@@ -43,7 +43,7 @@ from typing import Final
 
 from aiohttp import web
 
-from ensemble_extproc.demo.models import DemoModel, FaultKind
+from ensemble_extproc.config.demo import DemoModel, FaultKind
 from ensemble_extproc.demo.payloads import JSONObject, error_body
 from ensemble_extproc.demo.streaming import (
     DONE_EVENT,

@@ -32,8 +32,8 @@ from aiohttp import web
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import content_text, last_user_message, parse_chat_request
 from ensemble_extproc.config import Config
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo import faults, quiz
-from ensemble_extproc.demo.models import DemoModel
 from ensemble_extproc.demo.payloads import (
     Answer,
     JSONObject,
@@ -223,7 +223,8 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
     await sleep_ms(model.latency_ms)
     if fails:
         return await send_json(request, _failure_body(model), model.failure_status, Outcome.FAILED)
-    fault = model.fault if faults.applies(model.fault, chat.stream) else None
+    kind = None if model.fault == "none" else model.fault  # "none" is read as None already
+    fault = kind if faults.applies(kind, chat.stream) else None
     if fault is not None:
         request.app[DEMO_STATS_KEY].faults += 1
         faulty = await faults.serve_fault(request, model, fault, chat.stream)

@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
 from ..chat import content_text
+from .settings import StrategySettings
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
 # filtered one is not.
@@ -218,27 +219,6 @@ class Context:
     # Per model: configured weight and (optional) accuracy.
     weights: Mapping[str, float] = field(default_factory=dict)
     accuracies: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class StrategySettings:
-    """Config of the strategies (``ensemble.<strategy>`` keys), compiled once."""
-
-    similarity_threshold: float = 0.9
-    weighted_use_confidence: bool = False
-    # Plausible wrong answers per question (k): log-odds weights become log(k p / (1 - p)),
-    # the optimal weights for independent voters whose errors spread over k answers. None
-    # (the default): the limit of large k, votes first and log-odds break ties, which is
-    # never worse than voting whatever the number of wrong answers (see weighted.py).
-    weighted_alternatives: int | None = None
-    hedge_delay_seconds: float | None = None
-    numeric_aggregate: str = "none"  # none | mean | median
-    judge_model: str | None = None
-    aggregator_model: str | None = None
-    cascade_order: tuple[str, ...] = ()
-    cascade_confidence: float = 0.8
-    cascade_agreement: int = 2
-    cascade_escalation: str = "next"  # next | ensemble
 
 
 class Strategy(Protocol):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, StrategySettings, Wait
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Wait
+from .settings import StrategySettings
 from .tally import ordered, tally
 from .voting import majority
 
 
 def cascade_order(ctx: Context) -> list[str]:
-    listed = [m for m in ctx.settings.cascade_order if m in ctx.models]
+    listed = [m for m in ctx.settings.cascade.order if m in ctx.models]
     return listed + [m for m in ctx.models if m not in listed]
 
 
@@ -30,12 +31,13 @@ def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> 
     """The answer the cascade may stop at, if any."""
     if len(valid) < ctx.min_responses:
         return None
-    settings = ctx.settings
+    settings = ctx.settings.cascade
     level = confidence(newest) if newest is not None and newest.valid else None
-    if newest is not None and level is not None and level >= settings.cascade_confidence:
-        return Selection(newest, None, f"confidence {level:.3f} >= {settings.cascade_confidence:g}")
-    groups = tally(valid, [c.model for c in valid], settings.similarity_threshold)
-    if groups and len(groups[0].members) >= settings.cascade_agreement:
+    if newest is not None and level is not None and level >= settings.confidence_threshold:
+        threshold = settings.confidence_threshold
+        return Selection(newest, None, f"confidence {level:.3f} >= {threshold:g}")
+    groups = tally(valid, [c.model for c in valid], ctx.settings.similarity_threshold)
+    if groups and len(groups[0].members) >= settings.agreement:
         leader = groups[0]
         return Selection(
             leader.members[0],
@@ -57,7 +59,7 @@ class Cascade:
         launched = 0
         newest: Candidate | None = None
         while True:
-            batch = 1 if launched == 0 or ctx.settings.cascade_escalation == "next" else None
+            batch = 1 if launched == 0 or ctx.settings.cascade.escalation == "next" else None
             upcoming = order[launched:] if batch is None else order[launched : launched + 1]
             yield Launch(tuple(Call(m, extra={"logprobs": True}) for m in upcoming))
             launched += len(upcoming)

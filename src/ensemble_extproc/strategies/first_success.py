@@ -7,7 +7,8 @@ fails, so a fast first model costs a single call.
 
 from __future__ import annotations
 
-from .base import Call, CancelRest, Context, Launch, Plan, Selection, StrategySettings, Wait
+from .base import Call, CancelRest, Context, Launch, Plan, Selection, Wait
+from .settings import StrategySettings
 
 
 class FirstSuccess:
@@ -18,7 +19,8 @@ class FirstSuccess:
         return None
 
     def plan(self, ctx: Context) -> Plan:
-        delay = ctx.settings.hedge_delay_seconds
+        delay_ms = ctx.settings.first_success.hedge_delay_ms
+        delay = None if delay_ms is None else delay_ms / 1000
         count = len(ctx.models) if delay is None else 1
         waiting = list(ctx.models[count:])
         # Relayed: a streaming client gets the first model to produce output, live.

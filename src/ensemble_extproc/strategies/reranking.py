@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from .. import prompts
 from ..chat import conversation_text
-from .base import Call, Context, Plan, Role, Selection, StrategySettings
+from .base import Call, Context, Plan, Role, Selection
 from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict
+from .settings import StrategySettings
 from .steps import ask, gather
 from .tally import ordered
 from .voting import majority
@@ -19,7 +20,7 @@ class Reranking:
     natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None if settings.judge_model else "ensemble.reranking.judge_model"
+        return None if settings.reranking.judge_model else "ensemble.reranking.judge_model"
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))
@@ -28,7 +29,7 @@ class Reranking:
         valid = ordered(progress.valid_members(), ctx.models)
         if len(valid) == 1:
             return Selection(valid[0], 1.0, "only one valid answer: no judge needed")
-        judge = ctx.settings.judge_model or ""
+        judge = ctx.settings.reranking.judge_model or ""
         prompt = prompts.candidates_prompt(
             prompts.JUDGE_INSTRUCTION, conversation_text(ctx.request), candidate_texts(valid)
         )

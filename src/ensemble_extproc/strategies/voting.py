@@ -21,9 +21,9 @@ from .base import (
     Launch,
     Plan,
     Selection,
-    StrategySettings,
     Wait,
 )
+from .settings import StrategySettings
 from .tally import leader_is_safe, representative, summary, tally
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 
-from .base import Context, Plan, StrategySettings
+from .base import Context, Plan
+from .settings import StrategySettings
 from .voting import Ballot, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
@@ -40,7 +41,7 @@ def log_odds(p: float, alternatives: int = 1) -> float:
 def model_weight(ctx: Context, model: str) -> float:
     """The vote weight with a fixed number of alternatives (or the configured weight)."""
     accuracy = ctx.accuracies.get(model)
-    alternatives = ctx.settings.weighted_alternatives
+    alternatives = ctx.settings.weighted.k
     if accuracy is None or alternatives is None:
         return ctx.weights.get(model, 1.0)
     return log_odds(accuracy, alternatives)
@@ -49,7 +50,7 @@ def model_weight(ctx: Context, model: str) -> float:
 def model_tiebreak(ctx: Context, model: str) -> float:
     """With the default: the log-odds that decide between answers of equal votes."""
     accuracy = ctx.accuracies.get(model)
-    if accuracy is None or ctx.settings.weighted_alternatives is not None:
+    if accuracy is None or ctx.settings.weighted.k is not None:
         return 0.0
     return log_odds(accuracy)
 
@@ -58,7 +59,7 @@ def ballot(ctx: Context) -> Ballot:
     return Ballot(
         weight=lambda model: model_weight(ctx, model),
         tiebreak=lambda model: model_tiebreak(ctx, model),
-        use_confidence=ctx.settings.weighted_use_confidence,
+        use_confidence=ctx.settings.weighted.use_confidence,
         unit="weight",
     )
 

@@ -172,7 +172,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
             for call in map(summarise, outcome.candidates)
         ],
     }
-    if config.log_include_text and selection is not None:
+    if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
     trust = request.app[TRUST]
@@ -250,7 +250,7 @@ def trust_service(config: Config) -> TrustService:
     return TrustService(
         settings,
         {name: endpoint.accuracy for name, endpoint in config.endpoints.items()},
-        config.ensemble.strategy.similarity_threshold,
+        config.ensemble.similarity_threshold,
         settings.replica_id or default_replica_id(config.listen.upstream.port),
     )
 

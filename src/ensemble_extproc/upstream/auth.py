@@ -39,7 +39,7 @@ def check_signature(
     if config.internal_secret is None:
         return
     verdict = verify(
-        config.internal_secret, headers, binding, now, config.signature_lifetime_seconds
+        config.internal_secret, headers, binding, now, config.security.signature_lifetime_seconds
     )
     if not verdict.ok:
         raise _refused(verdict.reason)
@@ -49,7 +49,7 @@ def check_signature(
         raise ApiError(
             ErrorCode.REPLAY_WINDOW_FULL,
             f"more than {guard.capacity} signed requests within "
-            f"{config.signature_lifetime_seconds:g} s; retry shortly",
+            f"{config.security.signature_lifetime_seconds:g} s; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
     if not first:

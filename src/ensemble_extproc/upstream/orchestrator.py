@@ -125,7 +125,7 @@ class Fanout:
             models=spec.models,
             min_responses=spec.min_responses,
             request=request,
-            settings=self._settings.strategy,
+            settings=self._settings,
             weights=self._weights,
             accuracies=self._accuracies,
         )
@@ -164,7 +164,7 @@ class Fanout:
         deadline_seconds: float | None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
-        model_timeout = self._settings.model_timeout_seconds
+        model_timeout = self._settings.model_timeout_seconds or self._settings.timeout_seconds
         # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
         # the deadline (enforced by the run) decides, and says so (504).
         timeout = (
