@@ -5,7 +5,6 @@ fast, and that the gateway keeps serving."""
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,10 @@ from helpers import free_port, http_post, listen_block
 pytestmark = pytest.mark.e2e
 
 DEADLINE_S = 1.5
+# Envoy's wait for a processor answer, long here so that "noticed at once" and "waited
+# for the timeout" cannot be confused on a loaded machine: a missing processor must be
+# noticed on connect (refused, retried twice with 10-50 ms back-off).
+MESSAGE_TIMEOUT_S = 3.0
 FAULTS = {
     "demo-500": {"fault": "status_500"},
     "demo-429": {"fault": "rate_limit", "fault_retry_after_s": 0.05},
@@ -45,7 +48,7 @@ def config(failure_mode: str = "closed") -> dict[str, Any]:
             "retries": {"attempts": 2, "backoff_ms": 20},
             "circuit_breaker": False,
         },
-        "envoy": {"failure_mode": failure_mode},
+        "envoy": {"failure_mode": failure_mode, "message_timeout_ms": MESSAGE_TIMEOUT_S * 1000},
     }
 
 
@@ -75,16 +78,6 @@ def assert_still_serving(parts: Parts) -> None:
     status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
     assert status == 200
     assert payload["choices"][0]["message"]["content"] == "Paris."
-
-
-def plain_seconds(parts: Parts) -> float:
-    """The baseline: the median time of a plain request while every part is up."""
-    times = []
-    for _ in range(5):
-        status, _, _, elapsed = ask(parts)
-        assert status == 200
-        times.append(elapsed)
-    return statistics.median(times)
 
 
 def fastest_answer(parts: Parts, headers: dict[str, str] | None = None) -> float:
@@ -167,15 +160,14 @@ def test_a_stream_that_stops_midway(gateway: Parts) -> None:
 def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) -> None:
     with running_parts(tmp_path_factory.mktemp("closed"), config("closed")) as parts:
         assert_still_serving(parts)
-        baseline = plain_seconds(parts)
         parts.kill("extproc")
         status, _, payload, _ = ask(parts)
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
         # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
         assert "ext_proc" in payload["error"]["message"]
-        # At once, as fast as a request that is served (not after a timeout).
-        assert fastest_answer(parts) < 10 * baseline
+        # At once: the refused connection and its retries, never the message timeout.
+        assert fastest_answer(parts) < MESSAGE_TIMEOUT_S / 2
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
         assert status >= 500
@@ -185,12 +177,12 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_processor_down_fail_open(tmp_path_factory: pytest.TempPathFactory) -> None:
     with running_parts(tmp_path_factory.mktemp("open"), config("open")) as parts:
-        baseline = plain_seconds(parts)
+        assert_still_serving(parts)
         parts.kill("extproc")
         status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
         assert status == 200
         assert payload["choices"][0]["message"]["content"] == "default model answer"
-        assert fastest_answer(parts, {"x-ensemble-models": "demo-fast"}) < 10 * baseline
+        assert fastest_answer(parts, {"x-ensemble-models": "demo-fast"}) < MESSAGE_TIMEOUT_S / 2
 
 
 def test_upstream_killed_under_load_falls_back_to_the_default_model(
