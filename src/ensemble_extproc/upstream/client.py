@@ -19,7 +19,7 @@ import aiohttp
 from ..config import Endpoint
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, is_done, parse_data_line
+from .sse import Accumulator, MalformedStream, first_choice, is_done, parse_data_line
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
@@ -177,8 +177,8 @@ def candidate_from_response(
             http_status=status,
             retry_after=retry_after,
         )
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    choice = first_choice(payload) if isinstance(payload, dict) else None
+    if choice is None:
         what = "not JSON" if payload is None else "a completion without choices"
         return Candidate(
             model,
@@ -187,7 +187,6 @@ def candidate_from_response(
             error=f"answer is {what}",
             failure=Failure.BAD_ANSWER,
         )
-    choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
         return Candidate(

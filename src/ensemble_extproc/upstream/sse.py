@@ -51,6 +51,14 @@ def is_done(line: bytes) -> bool:
     return line.strip() == b"data: [DONE]"
 
 
+def first_choice(answer: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first choice of a completion or a chunk; None unless it is a JSON object."""
+    choices = answer.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return None
+
+
 @dataclass
 class Accumulator:
     """Builds the whole message from a stream of chunks."""
@@ -68,10 +76,9 @@ class Accumulator:
             self.error = chunk["error"]
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        choice = first_choice(chunk)
+        if choice is None:
             return
-        choice = choices[0]
         raw_delta = choice.get("delta")
         delta: Mapping[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
         if isinstance(delta.get("content"), str):
@@ -111,13 +118,9 @@ class Accumulator:
     @staticmethod
     def has_output(chunk: Mapping[str, Any]) -> bool:
         """Whether a chunk carries answer text or a tool call (what first_success races to)."""
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return False
-        delta = choices[0].get("delta")
-        if not isinstance(delta, dict):
-            return False
-        return bool(delta.get("content")) or bool(delta.get("tool_calls"))
+        choice = first_choice(chunk)
+        delta = choice.get("delta") if choice is not None else None
+        return isinstance(delta, dict) and bool(delta.get("content") or delta.get("tool_calls"))
 
 
 def _pieces(text: str, size: int = 24) -> list[str]:

@@ -24,7 +24,7 @@ from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
 from .orchestrator import Fanout, Outcome
 from .response import ensemble_details, ensemble_headers, failure, total_usage
-from .sse import DONE, KEEPALIVE, Accumulator, event, message_choices
+from .sse import DONE, KEEPALIVE, Accumulator, event, first_choice, message_choices
 from .wire import ChatCompletionChunk
 
 FINISH = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
@@ -81,10 +81,10 @@ class StreamWriter:
     async def _relay(self, chunk: Mapping[str, Any]) -> None:
         """An endpoint's chunk under our id and model; usage-only chunks are dropped (the
         final usage counts every call)."""
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        first = first_choice(chunk)
+        if first is None:
             return
-        choice = {**choices[0], "index": 0}
+        choice = {**first, "index": 0}
         if choice.get("finish_reason"):
             self._final = choice
         else:
