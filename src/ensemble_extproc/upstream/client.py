@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import re
 import ssl
 import time
@@ -19,7 +18,7 @@ import aiohttp
 from ..config import Endpoint
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, first_choice, is_done, parse_data_line
+from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
@@ -69,29 +68,6 @@ def _usage(raw: object) -> Usage | None:
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
         return None
     return Usage(*numbers)  # type: ignore[arg-type]
-
-
-def mean_logprob(choice: Mapping[str, Any]) -> float | None:
-    """Mean token log-probability of an OpenAI choice, when it carries logprobs."""
-    logprobs = choice.get("logprobs")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(content, list) or not content:
-        return None
-    values = [t.get("logprob") for t in content if isinstance(t, dict)]
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numbers) != len(content):
-        return None
-    return _mean(numbers)
-
-
-def _mean(logprobs: list[float]) -> float | None:
-    """None for what is not a log-probability: Python reads an endpoint's NaN and Infinity,
-    and the confidence made of them would reach the client as non-standard JSON. (-inf is
-    one: probability 0.)"""
-    if not logprobs:
-        return None
-    mean = sum(logprobs) / len(logprobs)
-    return None if math.isnan(mean) or mean == math.inf else mean
 
 
 # Statuses whose message describes the request as sent: the client can act on it, so it is
@@ -230,7 +206,6 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
             error="error event" + (f" ({reason})" if reason else ""),
             failure=Failure.ERROR_EVENT,
         )
-    mean = _mean(acc.logprobs)
     return Candidate(
         model,
         Status.OK,
@@ -238,7 +213,7 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
         finish_reason=acc.finish_reason,
         usage=_usage(acc.usage),
         latency_ms=latency_ms,
-        mean_logprob=mean,
+        mean_logprob=acc.mean_logprob(),
     )
 
 

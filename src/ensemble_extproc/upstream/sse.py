@@ -7,6 +7,7 @@ logprobs, usage); formatting turns a whole message into the chunks a client expe
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,33 @@ def first_choice(answer: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def mean_logprob(choice: Mapping[str, Any]) -> float | None:
+    """Mean token log-probability of a choice that carries logprobs."""
+    return _mean(_token_logprobs(choice))
+
+
+def _token_logprobs(choice: Mapping[str, Any]) -> list[float] | None:
+    """The logprobs of a choice's tokens ([] without any); None when a token has none that
+    is a number: then the answer has no mean, rather than the mean of a part of it."""
+    logprobs = choice.get("logprobs")
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(tokens, list):
+        return []
+    values = [token.get("logprob") if isinstance(token, dict) else None for token in tokens]
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return numbers if len(numbers) == len(tokens) else None
+
+
+def _mean(logprobs: list[float] | None) -> float | None:
+    """None for what is not a log-probability: Python reads an endpoint's NaN and Infinity,
+    and the confidence made of them would reach the client as non-standard JSON. (-inf is
+    one: probability 0.)"""
+    if not logprobs:
+        return None
+    mean = sum(logprobs) / len(logprobs)
+    return None if math.isnan(mean) or mean == math.inf else mean
+
+
 @dataclass
 class Accumulator:
     """Builds the whole message from a stream of chunks."""
@@ -68,6 +96,8 @@ class Accumulator:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     logprobs: list[float] = field(default_factory=list)
+    # A token came without a numeric logprob: the answer has no mean (see mean_logprob).
+    unscored: bool = False
     # The endpoint's error event (its "error" object), summarised by the client.
     error: Mapping[str, Any] | None = None
 
@@ -88,11 +118,11 @@ class Accumulator:
                 self._add_tool_call(call)
         if isinstance(choice.get("finish_reason"), str):
             self.finish_reason = choice["finish_reason"]
-        logprobs = choice.get("logprobs")
-        tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
-        for token in tokens or []:
-            if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
-                self.logprobs.append(float(token["logprob"]))
+        tokens = _token_logprobs(choice)
+        if tokens is None:
+            self.unscored = True
+        else:
+            self.logprobs += tokens
 
     def _add_tool_call(self, call: Mapping[str, Any]) -> None:
         index = call.get("index", 0)
@@ -108,6 +138,10 @@ class Accumulator:
             entry["function"]["name"] += function["name"]
         if isinstance(function.get("arguments"), str):
             entry["function"]["arguments"] += function["arguments"]
+
+    def mean_logprob(self) -> float | None:
+        """As ``mean_logprob`` of the whole answer's choice."""
+        return None if self.unscored else _mean(self.logprobs)
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content) or None}
