@@ -9,6 +9,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -282,6 +283,12 @@ class HttpEndpointClient:
             headers["authorization"] = client["authorization"]
         return headers
 
+    def _post(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        headers = self._headers(endpoint, client_headers)
+        return self._session.post(endpoint.url, json=body, headers=headers, ssl=self._tls(endpoint))
+
     async def complete(
         self,
         endpoint: Endpoint,
@@ -290,12 +297,7 @@ class HttpEndpointClient:
     ) -> Candidate:
         watch = _Stopwatch(endpoint.name)
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -320,12 +322,7 @@ class HttpEndpointClient:
         watch = _Stopwatch(endpoint.name)
         acc = Accumulator()
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
                     return candidate_from_response(
