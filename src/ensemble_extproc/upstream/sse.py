@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from ..chat import content_text
+from ..json_out import encode
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -26,7 +25,7 @@ class MalformedStream(ValueError):
 
 def event(payload: object) -> bytes:
     """One ``data:`` event of any JSON-encodable payload (a chunk, an error body)."""
-    return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+    return b"data: " + encode(payload) + b"\n\n"
 
 
 def parse_data_line(line: bytes) -> dict[str, Any] | None:
