@@ -46,7 +46,7 @@ from ensemble_extproc.demo.payloads import (
 )
 from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
 from ensemble_extproc.errors import ApiError, ErrorCode
-from ensemble_extproc.serve import wait_for_signal
+from ensemble_extproc.serve import LISTEN_BACKLOG, wait_for_signal
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -435,9 +435,8 @@ class DemoServers:
         )
         await runner.setup()
         self._runners.append(runner)  # before binding, so close() cleans it up
-        # As a provider would: a burst of connections is queued, not dropped (aiohttp's
-        # default backlog is 128).
-        site = web.TCPSite(runner, self.host, model.port, backlog=4096)
+        # As a provider would: a burst of connections is queued, not dropped.
+        site = web.TCPSite(runner, self.host, model.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
         self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"
