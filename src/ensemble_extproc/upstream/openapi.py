@@ -271,13 +271,7 @@ def _request_headers(config: Config | None) -> list[Schema]:
     default_strategy = settings.default_strategy
 
     def header(name: str, description: str, schema: Schema) -> Schema:
-        return {
-            "name": name,
-            "in": "header",
-            "required": False,
-            "description": description,
-            "schema": schema,
-        }
+        return {"name": name, "in": "header", **_header(description, schema)}
 
     return [
         header(
