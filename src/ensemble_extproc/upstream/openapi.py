@@ -26,7 +26,7 @@ from ..errors import ErrorCode
 from ..paths import CHAT_COMPLETIONS, MODELS
 from ..spec import FALSE_WORDS, TRUE_WORDS
 from ..strategies import STRATEGIES
-from .wire import ChatCompletion, ChatCompletionChunk, ErrorResponse, Health, ModelList
+from .wire import ERROR_TYPES, ChatCompletion, ChatCompletionChunk, ErrorResponse, Health, ModelList
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
@@ -108,10 +108,6 @@ def _error_codes() -> dict[int, dict[str, str]]:
 
 
 ERROR_CODES = _error_codes()
-# The type of each (status, code): ours by code, Envoy's by its reply.
-_ERROR_TYPES = {(c.status, c.code): c.type for c in ErrorCode} | {
-    (status, name): kind for status, kind, name in LOCAL_REPLY_ERRORS
-}
 # The error event that ends a stream which had already started (HTTP status 200).
 STREAM_ERROR_CODES = {c.code: c.in_stream for c in ErrorCode if c.in_stream}
 
@@ -362,7 +358,7 @@ def _error_response(status: int) -> Schema:
             "value": {
                 "error": {
                     "message": why,
-                    "type": _ERROR_TYPES[(status, code)],
+                    "type": ERROR_TYPES[(status, code)],
                     "param": None,
                     "code": code,
                 }
