@@ -130,6 +130,17 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _failed(
+    model: str,
+    latency_ms: float,
+    error: str,
+    failure: Failure | None,
+    status: Status = Status.ERROR,
+) -> Candidate:
+    """A call that gave no usable answer (an error status has its own fields)."""
+    return Candidate(model, status, latency_ms=latency_ms, error=error, failure=failure)
+
+
 def candidate_from_response(
     model: str,
     status: int,
@@ -157,22 +168,10 @@ def candidate_from_response(
     choice = first_choice(payload) if isinstance(payload, dict) else None
     if choice is None:
         what = "not JSON" if payload is None else "a completion without choices"
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error=f"answer is {what}",
-            failure=Failure.BAD_ANSWER,
-        )
+        return _failed(model, latency_ms, f"answer is {what}", Failure.BAD_ANSWER)
     message = choice.get("message")
     if not isinstance(message, dict):
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error="choice has no message",
-            failure=Failure.BAD_ANSWER,
-        )
+        return _failed(model, latency_ms, "choice has no message", Failure.BAD_ANSWER)
     finish_reason = choice.get("finish_reason")
     return Candidate(
         model,
@@ -200,13 +199,8 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
     if acc.error is not None:
         # Mid-stream, as for an error status: the event's code or type, not its message.
         reason = _reason(acc.error)
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error="error event" + (f" ({reason})" if reason else ""),
-            failure=Failure.ERROR_EVENT,
-        )
+        error = "error event" + (f" ({reason})" if reason else "")
+        return _failed(model, latency_ms, error, Failure.ERROR_EVENT)
     return Candidate(
         model,
         Status.OK,
@@ -230,7 +224,7 @@ class _Stopwatch:
         return (self._loop.time() - self._started) * 1000
 
     def failed(self, status: Status, error: str, failure: Failure | None = None) -> Candidate:
-        return Candidate(self._model, status, latency_ms=self.ms(), error=error, failure=failure)
+        return _failed(self._model, self.ms(), error, failure, status)
 
 
 class StreamStopped(Exception):
