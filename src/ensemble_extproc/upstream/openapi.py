@@ -423,7 +423,8 @@ def _chat_operation(config: Config | None) -> Schema:
                     SSE: {"schema": _ref("ServerSentEvent")},
                 },
             },
-            **_errors(400, 403, 408, 413, 415, 426, 429, 431, 500, 501, 502, 503, 504),
+            # Every error status but routing's (an unknown path or method).
+            **_errors(*(status for status in ERROR_CODES if status not in (404, 405))),
         },
     }
 
