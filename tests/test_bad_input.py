@@ -24,7 +24,7 @@ from ensemble_extproc.body import (
 )
 from ensemble_extproc.chat import parse_chat_request
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.errors import ApiError
+from ensemble_extproc.errors import ApiError, ErrorCode
 from ensemble_extproc.extproc.decision import Passthrough, Reject, Reroute
 from ensemble_extproc.extproc.policy import DecisionPolicy, with_body
 from ensemble_extproc.internal import Binding, ReplayGuard, sign, verify
@@ -356,3 +356,11 @@ def test_an_endpoints_nan_logprobs_make_no_confidence(logprob: str) -> None:
     candidate = candidate_from_response("m", 200, raw, 1.0)
     assert candidate.valid
     assert candidate.mean_logprob is None
+
+
+@given(st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40))
+def test_any_text_an_error_carries_is_written_as_json(text: str) -> None:
+    """Lone surrogates included: an endpoint's message may echo one (json_out). It reads
+    back as JSON reads it (two halves of a pair in a row are one character)."""
+    error = ApiError(ErrorCode.REJECTED_BY_MODELS, text)
+    assert json.loads(error.body_bytes())["error"]["message"] == json.loads(json.dumps(text))

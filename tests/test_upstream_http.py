@@ -11,9 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ensemble_extproc.demo.server import DemoServers
+from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
+from ensemble_extproc.upstream import create_app
 
-from helpers import chat, demo_stats
+from helpers import chat, demo_stats, make_config, serve_app
 
 Start = Callable[..., Any]
 
@@ -447,3 +449,22 @@ async def test_405_says_which_methods_are_allowed(upstream: Start) -> None:
     ):
         assert resp.status == 405
         assert "POST" in resp.headers["Allow"]
+
+
+async def test_a_lone_surrogate_that_models_echo_is_passed_on_not_a_500() -> None:
+    """JSON can carry a lone surrogate as an escape and models echo prompts: msgspec cannot
+    encode it as UTF-8 (the demo's ``json.dumps`` could), and the answer was a 500."""
+    echoes = [DemoModel(name, 0, answers=("you said: {prompt}",)) for name in ("e1", "e2")]
+    headers = {"x-ensemble-models": "e1,e2"}
+    prompt = "bad \ud800 text"  # json.dumps sends it as the escape
+    async with (
+        await start_demo_servers(echoes) as demo,
+        serve_app(create_app(make_config(demo.urls))) as url,
+    ):
+        status, _, body = await post(url, chat(prompt), headers)
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == f"you said: {prompt}"
+        status, _, events, _ = await sse_events(url, chat(prompt, stream=True), headers)
+    assert status == 200
+    assert events[-1] == "[DONE]"
+    assert content_of(events) == f"you said: {prompt}"

@@ -10,9 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-import msgspec
-
 from . import headers as h
+from .json_out import encode
 
 INVALID_REQUEST = "invalid_request_error"
 # OpenAI's error type by status (any other 4xx: invalid_request_error).
@@ -209,7 +208,7 @@ class ApiError(Exception):
         return {"error": error, **self.extra}
 
     def body_bytes(self) -> bytes:
-        return msgspec.json.encode(self.body())
+        return encode(self.body())
 
 
 class ConfigError(ValueError):

@@ -30,7 +30,7 @@ from typing import Final, Self
 from aiohttp import web
 
 from ensemble_extproc import prompts
-from ensemble_extproc.chat import content_text, last_user_message, parse_chat_request
+from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
 from ensemble_extproc.config import Config
 from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo import faults, quiz
@@ -46,7 +46,7 @@ from ensemble_extproc.demo.payloads import (
 )
 from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
 from ensemble_extproc.errors import ApiError, ErrorCode
-from ensemble_extproc.serve import wait_for_signal
+from ensemble_extproc.serve import LISTEN_BACKLOG, wait_for_signal
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -107,19 +107,6 @@ class DemoStats:
 DEMO_MODEL_KEY: Final = web.AppKey("demo_model", DemoModel)
 DEMO_STATS_KEY: Final = web.AppKey("demo_stats", DemoStats)
 _RNG_KEY: Final = web.AppKey("demo_rng", random.Random)
-
-
-@dataclass(frozen=True, slots=True)
-class _ChatRequest:
-    texts: tuple[str, ...]  # text of every message, for prompt_tokens
-    prompt: str  # text of the last user message ("" if none)
-    max_words: int | None
-    stream: bool
-    include_usage: bool
-    logprobs: bool
-    # The request offers tools (and tool_choice is not "none"); only parsed for a model
-    # with a tool_call.
-    offers_tools: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +202,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome]:
     model = request.app[DEMO_MODEL_KEY]
     try:
-        body = await _read_body(request)
-        chat = _parse_chat_request(body, tools=model.tool_call is not None)
+        chat = parse_chat_request(await _read_body(request))
     except ApiError as exc:
         return await send_json(request, exc.body(), exc.status, Outcome.FAILED)
     fails = request.app[_RNG_KEY].random() < model.failure_rate
@@ -253,51 +239,35 @@ async def _read_body(request: web.Request) -> bytes:
         raise ApiError(ErrorCode.REQUEST_TOO_LARGE, "request body is too large") from None
 
 
-# ------------------------------------------------------------- request parsing
-
-
-def _parse_chat_request(raw: bytes, tools: bool = False) -> _ChatRequest:
-    """Check a request as the gateway does (``chat.ChatCompletionRequest``); ``tools``: the
-    model may call one, so whether the request offers tools matters."""
-    chat = parse_chat_request(raw)
-    fields = chat.fields
-    limits = [n for n in (fields.max_tokens, fields.max_completion_tokens) if n is not None]
-    return _ChatRequest(
-        texts=tuple(content_text(message.get("content")) for message in chat.body["messages"]),
-        prompt=last_user_message(chat.body),
-        # Both given: honour the stricter one.
-        max_words=min(limits) if limits else None,
-        stream=chat.stream,
-        include_usage=chat.include_usage,
-        logprobs=fields.logprobs is True,
-        offers_tools=tools and bool(fields.tools) and fields.tool_choice != "none",
-    )
-
-
 # ------------------------------------------------------------------ answering
 
 
-def _make_answer(model: DemoModel, chat: _ChatRequest) -> Answer:
-    if model.tool_call is not None and chat.offers_tools:
+def _make_answer(model: DemoModel, chat: ChatRequest) -> Answer:
+    fields = chat.fields
+    if model.tool_call is not None and fields.tools and fields.tool_choice != "none":
         arguments = model.tool_call.arguments_json
         call = ToolCallAnswer(f"call_{uuid.uuid4().hex[:24]}", model.tool_call.name, arguments)
         return _answer(model, chat, "", "tool_calls", None, argument_pieces(arguments), call)
-    reply = _reply(model, chat.prompt)
-    content, finish_reason = _truncate(reply.text, chat.max_words)
-    logprobs = _logprobs(model, chat.prompt, content, reply.right) if chat.logprobs else None
+    prompt = last_user_message(chat.body)
+    reply = _reply(model, prompt)
+    limits = [n for n in (fields.max_tokens, fields.max_completion_tokens) if n is not None]
+    # Both given: honour the stricter one.
+    content, finish_reason = _truncate(reply.text, min(limits) if limits else None)
+    logprobs = _logprobs(model, prompt, content, reply.right) if fields.logprobs else None
     return _answer(model, chat, content, finish_reason, logprobs, word_pieces(content))
 
 
 def _answer(
     model: DemoModel,
-    chat: _ChatRequest,
+    chat: ChatRequest,
     content: str,
     finish_reason: str,
     logprobs: JSONObject | None,
     pieces: list[str],
     tool_call: ToolCallAnswer | None = None,
 ) -> Answer:
-    prompt_tokens = sum(_word_count(text) for text in chat.texts)
+    messages = chat.body["messages"]
+    prompt_tokens = sum(_word_count(content_text(m.get("content"))) for m in messages)
     # A word per piece of text; a tool call's pieces are its tokens.
     completion_tokens = len(pieces) if tool_call is not None else _word_count(content)
     return Answer(
@@ -465,9 +435,8 @@ class DemoServers:
         )
         await runner.setup()
         self._runners.append(runner)  # before binding, so close() cleans it up
-        # As a provider would: a burst of connections is queued, not dropped (aiohttp's
-        # default backlog is 128).
-        site = web.TCPSite(runner, self.host, model.port, backlog=4096)
+        # As a provider would: a burst of connections is queued, not dropped.
+        site = web.TCPSite(runner, self.host, model.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
         self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
-import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +19,7 @@ from ..chat import ChatRequest, parse_chat_request
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..internal import ReplayGuard
+from ..json_out import encode
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..redact import Redactor, client_credentials, config_redactor
@@ -210,9 +210,7 @@ async def _chat_completions(
 
 
 def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(value), status=status, headers=headers, content_type=JSON
-    )
+    return web.Response(body=encode(value), status=status, headers=headers, content_type=JSON)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from ..errors import ErrorCode
 from ..paths import CHAT_COMPLETIONS, MODELS
 from ..spec import FALSE_WORDS, TRUE_WORDS
 from ..strategies import STRATEGIES
-from .wire import ChatCompletion, ChatCompletionChunk, ErrorResponse, Health, ModelList
+from .wire import ERROR_TYPES, ChatCompletion, ChatCompletionChunk, ErrorResponse, Health, ModelList
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
@@ -108,10 +108,6 @@ def _error_codes() -> dict[int, dict[str, str]]:
 
 
 ERROR_CODES = _error_codes()
-# The type of each (status, code): ours by code, Envoy's by its reply.
-_ERROR_TYPES = {(c.status, c.code): c.type for c in ErrorCode} | {
-    (status, name): kind for status, kind, name in LOCAL_REPLY_ERRORS
-}
 # The error event that ends a stream which had already started (HTTP status 200).
 STREAM_ERROR_CODES = {c.code: c.in_stream for c in ErrorCode if c.in_stream}
 
@@ -271,13 +267,7 @@ def _request_headers(config: Config | None) -> list[Schema]:
     default_strategy = settings.default_strategy
 
     def header(name: str, description: str, schema: Schema) -> Schema:
-        return {
-            "name": name,
-            "in": "header",
-            "required": False,
-            "description": description,
-            "schema": schema,
-        }
+        return {"name": name, "in": "header", **_header(description, schema)}
 
     return [
         header(
@@ -368,7 +358,7 @@ def _error_response(status: int) -> Schema:
             "value": {
                 "error": {
                     "message": why,
-                    "type": _ERROR_TYPES[(status, code)],
+                    "type": ERROR_TYPES[(status, code)],
                     "param": None,
                     "code": code,
                 }
@@ -433,7 +423,8 @@ def _chat_operation(config: Config | None) -> Schema:
                     SSE: {"schema": _ref("ServerSentEvent")},
                 },
             },
-            **_errors(400, 403, 408, 413, 415, 426, 429, 431, 500, 501, 502, 503, 504),
+            # Every error status but routing's (an unknown path or method).
+            **_errors(*(status for status in ERROR_CODES if status not in (404, 405))),
         },
     }
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from .. import headers as h
 from .. import strategies
 from ..errors import ApiError, ErrorCode
+from ..spec import EnsembleSpec
 from ..strategies import Selection, Usage
 from .orchestrator import Outcome
 from .wire import Calls, Candidate, ChatCompletion, Choice, Ensemble
@@ -16,12 +19,13 @@ from .wire import Calls, Candidate, ChatCompletion, Choice, Ensemble
 LOG_FIELDS = ("model", "role", "status", "latency_ms", "attempts", "error")
 
 
+def spec_headers(spec: EnsembleSpec) -> dict[str, str]:
+    """What a response says before the outcome is known (a stream's start)."""
+    return {h.RESP_STRATEGY: spec.strategy, h.RESP_MODELS_QUERIED: ",".join(spec.models)}
+
+
 def ensemble_headers(outcome: Outcome) -> dict[str, str]:
-    out = {
-        h.RESP_STRATEGY: outcome.spec.strategy,
-        h.RESP_MODELS_QUERIED: ",".join(outcome.spec.models),
-        h.RESP_RESPONSES_RECEIVED: str(len(outcome.valid)),
-    }
+    out = spec_headers(outcome.spec) | {h.RESP_RESPONSES_RECEIVED: str(len(outcome.valid))}
     if outcome.selection is not None:
         out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
         if outcome.selection.agreement is not None:
@@ -75,10 +79,16 @@ def total_usage(outcome: Outcome) -> Usage:
     return usage
 
 
-def completion(outcome: Outcome, selection: Selection, created: int) -> ChatCompletion:
+def answer(selection: Selection) -> tuple[Mapping[str, Any], str]:
+    """The message and finish_reason of the answer, streamed or not."""
     winner = selection.winner
     message = selection.message or winner.message or {"role": "assistant", "content": ""}
-    choice = Choice(index=0, message=dict(message), finish_reason=winner.finish_reason or "stop")
+    return message, winner.finish_reason or "stop"
+
+
+def completion(outcome: Outcome, selection: Selection, created: int) -> ChatCompletion:
+    message, finish_reason = answer(selection)
+    choice = Choice(index=0, message=dict(message), finish_reason=finish_reason)
     return ChatCompletion(
         id=f"chatcmpl-ens-{uuid.uuid4().hex}",
         created=created,

@@ -23,8 +23,8 @@ from ..chat import ChatRequest
 from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
 from .orchestrator import Fanout, Outcome
-from .response import ensemble_details, ensemble_headers, failure, total_usage
-from .sse import DONE, KEEPALIVE, Accumulator, event, message_choices
+from .response import answer, ensemble_details, ensemble_headers, failure, spec_headers, total_usage
+from .sse import DONE, KEEPALIVE, Accumulator, event, first_choice, message_choices
 from .wire import ChatCompletionChunk
 
 FINISH = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
@@ -63,12 +63,6 @@ class StreamWriter:
         await response.prepare(self._request)
         self.response = response
 
-    def _spec_headers(self) -> dict[str, str]:
-        return {
-            h.RESP_STRATEGY: self._spec.strategy,
-            h.RESP_MODELS_QUERIED: ",".join(self._spec.models),
-        }
-
     async def _write(self, data: bytes) -> None:
         assert self.response is not None
         async with self._lock:
@@ -81,10 +75,10 @@ class StreamWriter:
     async def _relay(self, chunk: Mapping[str, Any]) -> None:
         """An endpoint's chunk under our id and model; usage-only chunks are dropped (the
         final usage counts every call)."""
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        first = first_choice(chunk)
+        if first is None:
             return
-        choice = {**choices[0], "index": 0}
+        choice = {**first, "index": 0}
         if choice.get("finish_reason"):
             self._final = choice
         else:
@@ -103,7 +97,7 @@ class StreamWriter:
         if self.on_commit is not None:
             self.on_commit(model)
         if self.response is None:
-            await self.start({**self._spec_headers(), h.RESP_SELECTED_MODEL: model})
+            await self.start({**spec_headers(self._spec), h.RESP_SELECTED_MODEL: model})
         for pending in self._pending.pop(model):
             await self._relay(pending)
         self._pending.clear()
@@ -111,7 +105,7 @@ class StreamWriter:
 
     async def keepalive(self) -> None:
         if self.response is None:
-            await self.start(self._spec_headers())
+            await self.start(spec_headers(self._spec))
         await self._write(KEEPALIVE)
 
     async def error(self, error: ApiError) -> None:
@@ -135,8 +129,7 @@ class StreamWriter:
             await self.error(failure(outcome))
             return
         if self.committed is None:
-            message = selection.message or selection.winner.message or {}
-            choices = message_choices(message, selection.winner.finish_reason or "stop")
+            choices = message_choices(*answer(selection))
             for choice in choices[:-1]:
                 await self._write(event(self.chunk(choice)))
             self._final = choices[-1]

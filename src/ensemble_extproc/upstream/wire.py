@@ -141,20 +141,21 @@ class ChatCompletionChunk(Struct, kw_only=True):
     ensemble: Ensemble | UnsetType = UNSET
 
 
-# Every error type and code an answer may carry: ours, and Envoy's own replies.
-ERROR_TYPES = sorted({code.type for code in ErrorCode} | {t for _, t, _ in LOCAL_REPLY_ERRORS})
-ERROR_CODE_NAMES = sorted({code.code for code in ErrorCode} | {c for _, _, c in LOCAL_REPLY_ERRORS})
+# Every error an answer may carry, its type by (status, code): ours, and Envoy's own replies.
+ERROR_TYPES = {(c.status, c.code): c.type for c in ErrorCode} | {
+    (status, code): kind for status, kind, code in LOCAL_REPLY_ERRORS
+}
 
 
 class ErrorObject(Struct):
     message: Annotated[str, Meta(description="what went wrong, for a person")]
-    type: Annotated[str, Meta(examples=ERROR_TYPES)]
+    type: Annotated[str, Meta(examples=sorted(set(ERROR_TYPES.values())))]
     param: Annotated[str | None, Meta(description="the field or header at fault")]
     code: Annotated[
         str | None,
         Meta(
             description="machine-readable reason; see each status's description",
-            examples=ERROR_CODE_NAMES,
+            examples=sorted({code for _, code in ERROR_TYPES}),
         ),
     ]
 
