@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= 1
 UPSTREAM_REPLICAS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst bench-wire
 
 all: test
 
@@ -31,6 +31,11 @@ $(PB_STAMP): $(PROTOS) tools/gen_protos.py $(INSTALLED)
 	touch $@
 
 protos: $(PB_STAMP)
+
+# The config file's JSON Schema, generated from its declaration (src/.../config/model.py).
+.PHONY: schema
+schema: install
+	$(PY) -m ensemble_extproc config-schema > config/schema.json
 
 run: install
 	$(PY) -m ensemble_extproc run --config $(CONFIG) \
@@ -74,6 +79,11 @@ bench-trust-live: install
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision
+
+# The upstream's JSON path (request decode, completion encode, start-up), the project's
+# against msgspec and pydantic v2 alone (prints tables, ~1 min).
+bench-wire: install
+	$(PY) -m bench.wire
 
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install

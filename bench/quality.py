@@ -58,8 +58,10 @@ from bench.speedkit import (
 from bench.theory import log_odds_weight, plurality_accuracy
 from ensemble_extproc import headers
 from ensemble_extproc.config import compile_config
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.config.model import Config
-from ensemble_extproc.demo import DemoModel, quiz, start_demo_servers
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import start_demo_servers
 from ensemble_extproc.errors import ConfigError
 from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.upstream import create_app

@@ -62,7 +62,9 @@ from bench.speedkit import (
 )
 from ensemble_extproc import headers
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.demo import DemoModel, DemoServers, quiz, start_demo_servers
+from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.upstream import create_app
 

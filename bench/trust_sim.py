@@ -40,7 +40,8 @@ from typing import Final
 from bench.theory import plurality_accuracy
 from ensemble_extproc.demo import quiz
 from ensemble_extproc.strategies import weighted
-from ensemble_extproc.strategies.base import Candidate, Context, Status, StrategySettings
+from ensemble_extproc.strategies.base import Candidate, Context, Status
+from ensemble_extproc.strategies.settings import StrategySettings, Weighted
 from ensemble_extproc.strategies.tally import names as names_of
 from ensemble_extproc.strategies.tally import tally
 from ensemble_extproc.trust.book import TrustBook, priors_from, set_key
@@ -203,7 +204,7 @@ def learned_ballot(
         models=tuple(order),
         min_responses=1,
         request={},
-        settings=StrategySettings(weighted_weights="learned"),
+        settings=StrategySettings(weighted=Weighted(weights="learned")),
         weight_plan=plan_weights(view, order, {}),
     )
     ballot = weighted.ballot(ctx)

@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests (no fixtures here: see conftest.py)."""
+"""Small helpers shared by the tests (fixtures are in conftest.py, whole gateways in
+parts.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ import contextlib
 import http.client
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ensemble_extproc.config import Config, compile_config
+import aiohttp
+import grpc
+from aiohttp import web
+from bench import speedkit
+
+from ensemble_extproc._pb.envoy.config.core.v3 import base_pb2 as core
+from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from ensemble_extproc.config import Address, Config, compile_config
+from ensemble_extproc.extproc import create_server
 
 # Ports handed out in this test process: the kernel may offer a released port again, and
 # a config with the same port twice does not start.
@@ -122,3 +132,53 @@ def _complete(raw: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value.strip())
     return False
+
+
+def listen_block() -> dict[str, str]:
+    """A config's ``listen`` block: every part on its own free loopback port, one that no
+    other part of this test process was given."""
+    return speedkit.listen_block(port=free_port)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, **runner: Any) -> AsyncIterator[str]:
+    """Serve an aiohttp app on a free loopback port: its base URL; stopped on exit."""
+    app_runner = web.AppRunner(app, **runner)
+    await app_runner.setup()
+    try:
+        site = web.TCPSite(app_runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{app_runner.addresses[0][1]}"
+    finally:
+        await app_runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def processor_stub(config: Config) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
+    """A processor for ``config`` on a free port, and a gRPC client of it."""
+    server, port = create_server(config, Address("127.0.0.1", 0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.ExternalProcessorStub(channel)
+    finally:
+        await server.stop(None)
+
+
+def headers_message(headers: dict[str, str], end_of_stream: bool = False) -> pb.ProcessingRequest:
+    base = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "gw"}
+    header_map = core.HeaderMap(
+        headers=[
+            core.HeaderValue(key=k, raw_value=v.encode()) for k, v in {**base, **headers}.items()
+        ]
+    )
+    return pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(headers=header_map, end_of_stream=end_of_stream)
+    )
+
+
+async def demo_stats(base_url: str) -> dict[str, int]:
+    root = base_url.removesuffix("/v1")
+    async with aiohttp.ClientSession() as session, session.get(f"{root}/demo/stats") as resp:
+        stats: dict[str, int] = await resp.json()
+        return stats

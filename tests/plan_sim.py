@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from ensemble_extproc.strategies import STRATEGIES, Candidate, Context, Status, StrategySettings
 from ensemble_extproc.strategies.base import (
     Call,
@@ -75,7 +77,7 @@ def context(
         models=tuple(models),
         min_responses=min_responses,
         request=request or {"messages": [{"role": "user", "content": "What is 6 x 7?"}]},
-        settings=StrategySettings(**settings),
+        settings=msgspec.convert(settings, StrategySettings),
         weights=weights or {},
         accuracies=accuracies or {},
         weight_plan=weight_plan,

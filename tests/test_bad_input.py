@@ -22,8 +22,9 @@ from ensemble_extproc.body import (
     loads_strict,
     parse_json_object,
 )
+from ensemble_extproc.chat import parse_chat_request
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.errors import ApiError
+from ensemble_extproc.errors import ApiError, ErrorCode
 from ensemble_extproc.extproc.decision import Passthrough, Reject, Reroute
 from ensemble_extproc.extproc.policy import DecisionPolicy, with_body
 from ensemble_extproc.internal import Binding, ReplayGuard, sign, verify
@@ -32,7 +33,6 @@ from ensemble_extproc.spec import spec_from_headers, upstream_spec
 from ensemble_extproc.strategies.judging import parse_verdict
 from ensemble_extproc.upstream.auth import check_signature
 from ensemble_extproc.upstream.client import candidate_from_response, retry_after_seconds
-from ensemble_extproc.upstream.request import parse_chat_request
 
 from helpers import make_config
 
@@ -90,7 +90,7 @@ def test_five_thousand_digit_integers_get_our_message_not_pythons() -> None:
 
 @pytest.mark.parametrize("value", ["0.7", "1e308", "-0", "1e-999", "12345678901234567890"])
 def test_standard_numbers_are_kept_as_they_are(value: str) -> None:
-    parsed = parse_chat_request(body_with(value))
+    parsed = parse_chat_request(body_with(value)).body
     assert parsed["temperature"] == json.loads(value)
     # What the upstream sends on is standard JSON again.
     json.dumps(parsed, allow_nan=False)
@@ -356,3 +356,11 @@ def test_an_endpoints_nan_logprobs_make_no_confidence(logprob: str) -> None:
     candidate = candidate_from_response("m", 200, raw, 1.0)
     assert candidate.valid
     assert candidate.mean_logprob is None
+
+
+@given(st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40))
+def test_any_text_an_error_carries_is_written_as_json(text: str) -> None:
+    """Lone surrogates included: an endpoint's message may echo one (json_out). It reads
+    back as JSON reads it (two halves of a pair in a row are one character)."""
+    error = ApiError(ErrorCode.REJECTED_BY_MODELS, text)
+    assert json.loads(error.body_bytes())["error"]["message"] == json.loads(json.dumps(text))

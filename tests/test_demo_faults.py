@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ensemble_extproc.demo import DemoModel, DemoServers, parse_demo_models, start_demo_servers
-from ensemble_extproc.demo.models import FAULT_KINDS, FaultKind
+from ensemble_extproc.config.demo import FAULT_KINDS, DemoModel, FaultKind, parse_demo_models
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 
 WORDS = "one two three four five six"
@@ -23,12 +23,6 @@ SLOW_DRIP_MS = 40
 
 def fault_model(fault: FaultKind, **extra: Any) -> DemoModel:
     return DemoModel(f"demo-{fault}".replace("_", "-"), 0, answers=(WORDS,), fault=fault, **extra)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture
@@ -389,14 +383,14 @@ OK = {"name": "demo-a", "port": 0}
 
 FAULT_CONFIG_ERRORS: list[tuple[dict[str, object], str, str]] = [
     ({"fault": "explode"}, "fault", "unknown fault kind 'explode'"),
-    ({"fault": "explode"}, "fault", "valid kinds: " + ", ".join(FAULT_KINDS)),
+    ({"fault": "explode"}, "fault", "one of: " + ", ".join(FAULT_KINDS)),
     ({"fault": "rate-limit"}, "fault", "did you mean 'rate_limit'?"),
     ({"fault": 500}, "fault", "must be a string"),
     ({"fault": ["hang"]}, "fault", "must be a string"),
-    ({"fault_retry_after_s": -1}, "fault_retry_after_s", "must not be negative"),
+    ({"fault_retry_after_s": -1}, "fault_retry_after_s", "between 0 and 3600"),
     ({"fault_retry_after_s": "1s"}, "fault_retry_after_s", "must be a number"),
     ({"fault_retry_after_s": 5000}, "fault_retry_after_s", "the unit is seconds"),
-    ({"fault_drip_ms": -200}, "fault_drip_ms", "must not be negative"),
+    ({"fault_drip_ms": -200}, "fault_drip_ms", "between 0 and 600000"),
     ({"fault_drip_ms": True}, "fault_drip_ms", "must be a number"),
     ({"fault_drip_ms": float("inf")}, "fault_drip_ms", "finite"),
     ({"faults": "hang"}, "faults", "did you mean 'fault"),

@@ -29,7 +29,8 @@ from deploy.render_plain_envoy import (
 )
 
 from ensemble_extproc.config import Config, ConfigError, compile_config
-from ensemble_extproc.envoy_bootstrap import RUNTIME_FLAGS, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import RUNTIME_FLAGS
 from ensemble_extproc.headers import ROUTE, ROUTE_VALUE
 from ensemble_extproc.stack import envoy_binary
 
@@ -540,7 +541,7 @@ def test_extension_policy_sends_requests_to_the_processor_as_the_bootstrap_does(
         "request": {"body": "Buffered"},
     }
     assert ext_proc["failOpen"] is (config.envoy.failure_mode == "open")
-    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_seconds * 1000:g}ms"
+    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_ms:g}ms"
     assert ext_proc["metadata"] == {"writableNamespaces": [config.metadata_namespace]}
 
 

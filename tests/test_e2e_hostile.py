@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Gateway, gateway_config, running_gateway
+from parts import Gateway, gateway_config, running_gateway
 
 from helpers import free_port, trickle_post
 

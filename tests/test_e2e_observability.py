@@ -10,9 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gateway
-from test_e2e_envoy import curl
-from test_e2e_policy import body
+from parts import Gateway, chat_json, curl
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +28,7 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
-    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium,demo-slow", "-d", body())
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium,demo-slow", "-d", chat_json())
     curl(
         gateway,
         "-H",
@@ -38,9 +36,9 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
         "-H",
         "x-ensemble-min-responses: 2",
         "-d",
-        body(),
+        chat_json(),
     )
-    curl(gateway, "-d", body())
+    curl(gateway, "-d", chat_json())
     upstream = scrape(f"{gateway.upstream_url}/metrics")
     assert upstream['ensemble_requests_total{outcome="ok",strategy="voting"}'] >= 1
     assert upstream['ensemble_requests_total{outcome="quorum_not_met",strategy="voting"}'] >= 1
@@ -60,7 +58,7 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
 def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(
     gateway: Gateway,
 ) -> None:
-    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", body("log probe"))
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", chat_json("log probe"))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import POLICY, Gateway, gateway_config, running_gateway
+from parts import POLICY, Gateway, gateway_config, running_gateway
 
 from helpers import http_post
 

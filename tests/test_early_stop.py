@@ -71,8 +71,10 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     weights: dict[str, float] = {}
     if strategy == "weighted":
         # k = 1 with accuracies below 0.5 gives negative weights, 0.5 a zero weight.
-        settings["weighted_alternatives"] = draw(st.sampled_from([None, 1, 2, 3]))
-        settings["weighted_use_confidence"] = draw(st.booleans())
+        settings["weighted"] = {
+            "alternatives": draw(st.sampled_from(["auto", 1, 2, 3])),
+            "use_confidence": draw(st.booleans()),
+        }
         for m in models:
             if draw(st.booleans()):
                 accuracies[m] = draw(st.sampled_from([0.1, 0.2, 0.25, 0.5, 0.6, 0.75, 0.9, 0.99]))
@@ -123,7 +125,7 @@ def _ballot(strategy: str, ctx: Context) -> Ballot:
         "min_responses": 1,
         "accuracies": {"m0": 0.7, "m1": 0.2, "m2": 0.6},
         "weights": {},
-        "settings": {"weighted_alternatives": 1},
+        "settings": {"weighted": {"alternatives": 1}},
         "plan": None,
     }
 )

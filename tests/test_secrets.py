@@ -20,11 +20,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import ConfigError, compile_config
-from ensemble_extproc.demo import DemoModel, DemoServers, start_demo_servers
+from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
 from ensemble_extproc.envoy_redact import lua_source
 from ensemble_extproc.internal import Binding, sign
@@ -34,7 +34,7 @@ from ensemble_extproc.stack import envoy_binary
 from ensemble_extproc.upstream import create_app
 from ensemble_extproc.upstream.client import MAX_DETAIL, error_summary
 
-from helpers import chat
+from helpers import chat, serve_app
 
 ENDPOINT_KEY = "sk-live-endpoint-0123456789abcdef"
 CLIENT_KEY = "client-key-0123456789abcdef"
@@ -188,14 +188,8 @@ async def echo_upstream(
         },
         environ=ENV,
     )
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(create_app(config)) as url:
+        yield url
 
 
 async def ask(

@@ -16,14 +16,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ensemble_extproc.config import ConfigError, compile_config
-from ensemble_extproc.demo import DemoServers
-from ensemble_extproc.envoy_bootstrap import LOCAL_REPLY_ERRORS, bootstrap
+from ensemble_extproc.demo.server import DemoServers
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import LOCAL_REPLY_ERRORS
 from ensemble_extproc.upstream import create_app
 
-from helpers import chat, make_config, trickle_post
+from helpers import chat, make_config, serve_app, trickle_post
 
 Start = Callable[..., Any]
 MODELS = [{"name": "m", "url": "http://127.0.0.1:9/v1"}]
@@ -138,12 +138,8 @@ async def test_a_client_hanging_up_mid_body_logs_no_error(
     demo: DemoServers, caplog: pytest.LogCaptureFixture
 ) -> None:
     # aiohttp's default runner (no handler cancellation): the read sees the hang-up.
-    runner = web.AppRunner(create_app(make_config(demo.urls)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serve_app(create_app(make_config(demo.urls))) as url:
+        port = int(url.rsplit(":", 1)[1])
         for _ in range(3):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
@@ -157,6 +153,4 @@ async def test_a_client_hanging_up_mid_body_logs_no_error(
         await asyncio.sleep(0.2)
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
         # The upstream still serves.
-        assert await probe(f"http://127.0.0.1:{port}") == 200
-    finally:
-        await runner.cleanup()
+        assert await probe(url) == 200

@@ -70,6 +70,7 @@ def test_every_key() -> None:
         peer_max_age_seconds=600.0,
     )
     assert trust({"alternatives": "auto"}).alternatives is None
+    assert trust({"alternatives": None}).alternatives is None  # null: the default, auto
     assert trust({"change_threshold": 40}).change_threshold == 40.0
 
 
@@ -88,7 +89,9 @@ def test_every_key() -> None:
         ({"min_evidence": -1}, "ensemble.trust.min_evidence", ">= 0"),
         ({"change_threshold": True}, "ensemble.trust.change_threshold", "false turns"),
         ({"change_threshold": -3}, "ensemble.trust.change_threshold", "> 0 or false"),
-        ({"enabled": "yes"}, "ensemble.trust.enabled", "must be bool"),
+        # null is not "off": it would turn detection off for a key left blank by mistake.
+        ({"change_threshold": None}, "ensemble.trust.change_threshold", "got null"),
+        ({"enabled": "yes"}, "ensemble.trust.enabled", "must be a boolean"),
         ({"snapshot_dir": " "}, "ensemble.trust.snapshot_dir", "name a directory"),
         (
             {"snapshot_interval_seconds": 60, "peer_max_age_seconds": 60},
@@ -110,12 +113,12 @@ def test_correlation_discounting_is_on_with_trust() -> None:
 
 
 def test_weighted_weights_configured_or_learned() -> None:
-    default = make_config(URLS).ensemble.strategy
-    assert default.weighted_weights == "configured"
+    default = make_config(URLS).ensemble
+    assert default.weighted.weights == "configured"
     learned = make_config(
         URLS, ensemble={"weighted": {"weights": "learned"}, "trust": {"enabled": True}}
     )
-    assert learned.ensemble.strategy.weighted_weights == "learned"
+    assert learned.ensemble.weighted.weights == "learned"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +131,8 @@ def test_weighted_weights_configured_or_learned() -> None:
         ),
         (
             {"weighted": {"weights": "learnt"}, "trust": {"enabled": True}},
-            r"'ensemble\.weighted\.weights': unknown value 'learnt' \(one of: configured, learned",
+            r"'ensemble\.weighted\.weights': unknown value 'learnt' "
+            r"\(did you mean 'learned'\? one of: configured, learned",
         ),
         (
             {"trust": {"enabled": True, "correlation": "yes"}},

@@ -109,7 +109,7 @@ def test_learned_accuracies_and_k_let_a_strong_member_outweigh_two_weak_ones() -
 
 def test_a_configured_k_wins_over_the_learned_one() -> None:
     plan = plan_weights(LEARNED, STRONG_AND_WEAK, {})
-    ctx = context(STRONG_AND_WEAK, weight_plan=plan, weighted_alternatives=1)
+    ctx = context(STRONG_AND_WEAK, weight_plan=plan, weighted={"alternatives": 1})
     trace = simulate("weighted", ctx, STRONG_ALONE)
     assert trace.selection is not None
     # ln 9 = 2.20 against 2 ln 1.5 = 0.81: still A, with k = 1 as configured.
@@ -156,7 +156,9 @@ def test_configured_weights_ignore_what_was_learned_but_clones_still_share() -> 
     configured = {"strong": 0.8, "good": 0.7, "c1": 0.6, "c2": 0.6, "c3": 0.6}
     plan = plan_weights(CLONES, CLONE_MODELS, configured, learned=False)
     assert plan.alternatives(None) is None  # k is not learned either
-    ctx = context(CLONE_MODELS, accuracies=configured, weight_plan=plan, weighted_alternatives=1)
+    ctx = context(
+        CLONE_MODELS, accuracies=configured, weight_plan=plan, weighted={"alternatives": 1}
+    )
     trace = simulate("weighted", ctx, CLONES_OUTVOTE)
     assert trace.selection is not None
     # ln 4 + ln 2.33 = 2.23 against 3 x ln 1.5 / 3 = 0.41 (1.22 without the discount).
@@ -220,8 +222,8 @@ def test_the_cascades_final_majority_shares_the_clones_vote() -> None:
     )
     models = ("c1", "c2", "good", "strong", "c3")
     # Trust off: B and A have two votes each, and B's first voter comes first.
-    assert winner("cascade", replies, models=models, cascade_agreement=3) == "B"
-    ctx = context(models, weight_plan=plan_weights(two, models, {}), cascade_agreement=3)
+    assert winner("cascade", replies, models=models, cascade={"agreement": 3}) == "B"
+    ctx = context(models, weight_plan=plan_weights(two, models, {}), cascade={"agreement": 3})
     trace = simulate("cascade", ctx, replies)
     assert trace.selection is not None
     assert "all models asked" in trace.selection.reason
@@ -301,7 +303,7 @@ def test_a_first_success_sample_lets_the_others_finish() -> None:
     replies = {"strong": Reply("A", 30), "good": Reply("B", 10), "c1": Reply("C", 50)}
     plain = simulate("first_success", context(models), replies)
     assert sorted(plain.cancelled) == ["c1", "strong"]
-    ctx = context(models, complete=True, hedge_delay_seconds=0.005)
+    ctx = context(models, complete=True, first_success={"hedge_delay_ms": 5})
     sample = simulate("first_success", ctx, replies)
     assert sample.cancelled == []
     assert sample.launched_models == ["strong", "good", "c1"]

@@ -15,7 +15,9 @@ from aiohttp import web
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.demo import DemoModel, DemoServers, quiz, start_demo_servers
+from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.trust.book import TrustBook
 from ensemble_extproc.upstream import create_app
 

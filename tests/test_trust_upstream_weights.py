@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.demo import DemoModel, DemoServers, quiz, start_demo_servers
+from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.trust.book import TrustBook
 from ensemble_extproc.upstream import create_app
+
+from helpers import serve_app
 
 # 0.8, 0.7 and three names for one 0.6 model: the failing case.
 CLONED = (
@@ -58,16 +61,8 @@ def config(servers: DemoServers, trust: dict[str, Any] | None, **ensemble: Any) 
     )
 
 
-@asynccontextmanager
-async def upstream(cfg: Any) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(cfg), handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+def upstream(cfg: Any) -> AbstractAsyncContextManager[str]:
+    return serve_app(create_app(cfg), handler_cancellation=True)
 
 
 async def ask(

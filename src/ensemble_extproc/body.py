@@ -11,6 +11,13 @@ same way and every mistake is the client's 4xx, never a 5xx:
   not JSON; Python's parser accepts them and would pass them on to models. 400.
 - An integer longer than ``MAX_INTEGER_DIGITS`` is a 400 with a clear message, before
   Python's own integer-string limit turns it into an error naming an interpreter setting.
+
+msgspec reads a body first (it is 3-4x faster than ``json`` and refuses the same
+non-standard numbers); whatever it refuses, and any body with a run of digits longer than
+the limit, is read again by ``json`` with the checks above, whose answer (a value or the
+client's error) is the reference. So a valid body is read fast, and every other body gets
+the same answer and message as with ``json`` alone (``json`` also accepts a few inputs that
+msgspec does not, such as a UTF-8 BOM and lone surrogate escapes).
 """
 
 from __future__ import annotations
@@ -20,11 +27,18 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from .errors import ApiError, bad_request
+import msgspec
+
+from .errors import ApiError, ErrorCode
 
 # No model API takes an integer this long (seeds and token counts fit in 64 bits).
 MAX_INTEGER_DIGITS = 100
 IDENTITY = "identity"
+# Every digit to "0", every other byte to " ": a long run of digits is then a plain
+# substring search (10x faster than the same regular expression).
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * (MAX_INTEGER_DIGITS + 1)
+_FAST = msgspec.json.Decoder()
 
 
 class NotStandardJson(ValueError):
@@ -50,6 +64,12 @@ def _bounded_int(text: str) -> int:
 
 def loads_strict(raw: bytes | str) -> Any:
     """``json.loads`` that accepts standard JSON only (``ValueError`` otherwise)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _LONG_DIGITS not in data.translate(_DIGITS):
+        try:
+            return _FAST.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # read again below: json's answer (and message) is the reference
     return json.loads(raw, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int)
 
 
@@ -59,14 +79,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         body = loads_strict(raw)
     except NotStandardJson as exc:
         message = f"request body is not standard JSON: {exc}"
-        raise bad_request(message, code="invalid_json") from None
+        raise ApiError(ErrorCode.INVALID_JSON, message) from None
     except (ValueError, UnicodeDecodeError) as exc:
         message = f"request body is not valid JSON: {exc}"
-        raise bad_request(message, code="invalid_json") from None
+        raise ApiError(ErrorCode.INVALID_JSON, message) from None
     except RecursionError:  # absurdly deep nesting: still the client's mistake
-        raise bad_request("request body is nested too deeply", code="invalid_json") from None
+        raise ApiError(ErrorCode.INVALID_JSON, "request body is nested too deeply") from None
     if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_json")
+        raise ApiError(ErrorCode.INVALID_JSON, "request body must be a JSON object")
     return body
 
 
@@ -79,10 +99,9 @@ def check_content_encoding(headers: Mapping[str, str]) -> None:
     if all(coding in ("", IDENTITY) for coding in codings):
         return
     raise ApiError(
-        415,
+        ErrorCode.UNSUPPORTED_CONTENT_ENCODING,
         f"Content-Encoding {value.strip()[:40]!r} is not supported on requests: "
         "send the JSON body uncompressed",
-        code="unsupported_content_encoding",
         # RFC 7694: the codings the server accepts in requests.
         headers={"Accept-Encoding": IDENTITY},
     )

@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .config.model import ENV_NAME_PATTERN
 from .redact import MASK
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Checked again here: a name is written into the Lua source.
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
 _SOURCE = """\
 -- Rendered by ensemble_extproc.envoy_redact: masks model keys (values of the environment

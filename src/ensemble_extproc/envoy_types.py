@@ -73,7 +73,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 from . import headers as h
 from . import paths
 from .config import Address, Config, Endpoint
-from .envoy_bootstrap import (
+from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
     EXTPROC_CLUSTER,
@@ -297,7 +297,7 @@ def _ext_proc_filter(config: Config) -> HttpFilter:
                 # Closed: with the processor down, a spoofed routing header must not pass.
                 # (False is proto3's default, so a closed filter's YAML omits the field.)
                 failure_mode_allow=envoy.failure_mode == "open",
-                message_timeout=_seconds(envoy.message_timeout_seconds),
+                message_timeout=_seconds(envoy.message_timeout_ms / 1000),
                 # The processor skips the body round trip when the headers decide.
                 allow_mode_override=True,
                 # The processor's decision facts, read by response headers and access logs.

@@ -43,7 +43,7 @@ class Redactor:
 def secret_values(config: Config) -> tuple[str, ...]:
     """Every secret value the config holds."""
     values = [endpoint.api_key for endpoint in config.endpoints.values() if endpoint.api_key]
-    values.extend(config.header_control.api_keys)
+    values.extend(config.client_api_keys)
     if config.internal_secret is not None:
         values.append(config.internal_secret.decode("utf-8", "replace"))
     return tuple(values)

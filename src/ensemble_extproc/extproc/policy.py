@@ -13,10 +13,10 @@ from collections.abc import Callable
 from google.protobuf import struct_pb2
 
 from .. import headers as h
-from ..adaptive.difficulty import prompt_text
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
 from ..body import check_content_encoding, parse_json_object
+from ..chat import prompt_text
 from ..config import Config
 from ..errors import ApiError
 from ..internal import Binding, sign
@@ -38,8 +38,10 @@ def with_body(view: RequestView, raw: bytes) -> RequestView:
 class DecisionPolicy:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self._signals = build_signals(config.adaptive.signals)  # plugins fail at start-up
-        self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
+        adaptive = config.adaptive
+        # Plugins fail at start-up; none is loaded while adaptive ensembling is off.
+        self._signals = build_signals(adaptive.signals) if adaptive.enabled else []
+        self._gate = AdmissionGate(adaptive.sample_rate, adaptive.max_per_second)
         self._clock = clock
         self._needs_body = needs_body(config)
 

@@ -11,7 +11,7 @@ from .._pb.envoy.config.core.v3 import base_pb2 as core
 from .._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.type.v3 import http_status_pb2 as http_status
-from ..envoy_bootstrap import PROCESSOR_REPLY
+from ..envoy_names import PROCESSOR_REPLY
 from ..errors import ApiError
 
 Mode = modes.ProcessingMode

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
+from ..chat import content_text
+from .settings import StrategySettings
 
 if TYPE_CHECKING:  # trust imports this module (Candidate): no import cycle at run time
     from ..trust.weights import WeightPlan
@@ -49,11 +53,15 @@ class Role(StrEnum):
     AGGREGATOR = "aggregator"  # writes one answer from members' answers (fusion)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+Tokens = Annotated[int, Meta(ge=0)]
+
+
+class Usage(Struct, frozen=True):
+    """OpenAI's token counts (a response's ``usage``, as it is on the wire)."""
+
+    prompt_tokens: Tokens
+    completion_tokens: Tokens
+    total_tokens: Tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -95,8 +103,7 @@ class Candidate:
 
     @property
     def content(self) -> str:
-        content = self.message.get("content") if self.message else None
-        return content if isinstance(content, str) else ""
+        return content_text(self.message.get("content")) if self.message else ""
 
     @property
     def tool_calls(self) -> Sequence[Any]:
@@ -227,30 +234,6 @@ class Context:
     # needs answers that an early stop did not choose. The answer must be the one the
     # plan would give without it (strategies that may stop early, see Strategy).
     complete: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StrategySettings:
-    """Config of the strategies (``ensemble.<strategy>`` keys), compiled once."""
-
-    similarity_threshold: float = 0.9
-    weighted_use_confidence: bool = False
-    # Plausible wrong answers per question (k): log-odds weights become log(k p / (1 - p)),
-    # the optimal weights for independent voters whose errors spread over k answers. None
-    # (the default): the limit of large k, votes first and log-odds break ties, which is
-    # never worse than voting whatever the number of wrong answers (see weighted.py).
-    weighted_alternatives: int | None = None
-    # configured: the configured accuracies; learned: learned ones where there is enough
-    # evidence (ensemble.trust), the configured ones before, and k learned from c.
-    weighted_weights: str = "configured"  # configured | learned
-    hedge_delay_seconds: float | None = None
-    numeric_aggregate: str = "none"  # none | mean | median
-    judge_model: str | None = None
-    aggregator_model: str | None = None
-    cascade_order: tuple[str, ...] = ()
-    cascade_confidence: float = 0.8
-    cascade_agreement: int = 2
-    cascade_escalation: str = "next"  # next | ensemble
 
 
 class Strategy(Protocol):

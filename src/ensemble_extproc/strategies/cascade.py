@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, StrategySettings, Wait
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Wait
+from .settings import StrategySettings
 from .tally import Group, names, ordered, tally
 from .voting import correlated_votes, majority
 
 
 def cascade_order(ctx: Context) -> list[str]:
-    listed = [m for m in ctx.settings.cascade_order if m in ctx.models]
+    listed = [m for m in ctx.settings.cascade.order if m in ctx.models]
     return listed + [m for m in ctx.models if m not in listed]
 
 
@@ -53,17 +54,18 @@ def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> 
     """The answer the cascade may stop at, if any."""
     if len(valid) < ctx.min_responses:
         return None
-    settings = ctx.settings
+    settings = ctx.settings.cascade
     level = confidence(newest) if newest is not None and newest.valid else None
-    if newest is not None and level is not None and level >= settings.cascade_confidence:
-        return Selection(newest, None, f"confidence {level:.3f} >= {settings.cascade_confidence:g}")
-    groups = tally(valid, [c.model for c in valid], settings.similarity_threshold)
+    if newest is not None and level is not None and level >= settings.confidence_threshold:
+        threshold = settings.confidence_threshold
+        return Selection(newest, None, f"confidence {level:.3f} >= {threshold:g}")
+    groups = tally(valid, [c.model for c in valid], ctx.settings.similarity_threshold)
     if not groups:
         return None
     # The first group (in the cascade's order) with the most voices.
     leader = max(groups, key=lambda g: voices(ctx, g))
     heard = voices(ctx, leader)
-    if heard < settings.cascade_agreement:
+    if heard < settings.agreement:
         return None
     agree = len(leader.members)
     return Selection(
@@ -90,7 +92,7 @@ class Cascade:
         launched = 0
         newest: Candidate | None = None
         while True:
-            batch = 1 if launched == 0 or ctx.settings.cascade_escalation == "next" else None
+            batch = 1 if launched == 0 or ctx.settings.cascade.escalation == "next" else None
             upcoming = order[launched:] if batch is None else order[launched : launched + 1]
             yield Launch(tuple(Call(m, extra={"logprobs": True}) for m in upcoming))
             launched += len(upcoming)

@@ -9,18 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from .base import (
-    Call,
-    CancelRest,
-    Context,
-    Launch,
-    Plan,
-    Progress,
-    Selection,
-    Step,
-    StrategySettings,
-    Wait,
-)
+from .base import Call, CancelRest, Context, Launch, Plan, Progress, Selection, Step, Wait
+from .settings import StrategySettings
 
 
 def _the_rest(waiting: list[str], progress: Progress) -> Generator[Step, Progress, None]:
@@ -42,7 +32,8 @@ class FirstSuccess:
         return len(ctx.models) > 1
 
     def plan(self, ctx: Context) -> Plan:
-        delay = ctx.settings.hedge_delay_seconds
+        delay_ms = ctx.settings.first_success.hedge_delay_ms
+        delay = None if delay_ms is None else delay_ms / 1000
         count = len(ctx.models) if delay is None else 1
         waiting = list(ctx.models[count:])
         # Relayed: a streaming client gets the first model to produce output, live.

@@ -39,32 +39,6 @@ def _number(text: str) -> int:
     return int(text)
 
 
-def message_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def request_text(request: Mapping[str, Any]) -> str:
-    """The conversation as plain text, so a judge sees what was asked."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        return ""
-    if len(messages) == 1 and isinstance(messages[0], dict):
-        return message_text(messages[0].get("content"))
-    lines = []
-    for message in messages:
-        if isinstance(message, dict):
-            lines.append(f"{message.get('role', 'user')}: {message_text(message.get('content'))}")
-    return "\n\n".join(lines)
-
-
 def candidate_text(candidate: Candidate) -> str:
     if candidate.content.strip():
         return candidate.content

@@ -13,7 +13,8 @@ import math
 import statistics
 from fractions import Fraction
 
-from .base import Call, Candidate, Context, Plan, Selection, StrategySettings
+from .base import Call, Candidate, Context, Plan, Selection
+from .settings import StrategySettings
 from .steps import gather
 from .tally import summary, tally
 from .voting import majority
@@ -84,7 +85,7 @@ class ScoreAveraging:
                 details,
             )
         best = max(scored, key=score)
-        numeric = numeric_selection(ctx, scored, ctx.settings.numeric_aggregate, best)
+        numeric = numeric_selection(ctx, scored, ctx.settings.score_averaging.numeric, best)
         if numeric is not None:
             return numeric
         groups = tally(scored, ctx.models, ctx.settings.similarity_threshold)

@@ -25,9 +25,9 @@ from .base import (
     Launch,
     Plan,
     Selection,
-    StrategySettings,
     Wait,
 )
+from .settings import StrategySettings
 from .tally import leader_is_safe, names, representative, summary, tally
 
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 
 from ..trust.weights import WeightPlan, plan_weights
-from .base import Context, Plan, StrategySettings
+from .base import Context, Plan
+from .settings import StrategySettings
 from .voting import Ballot, may_stop_early, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
@@ -56,7 +57,7 @@ def weight_plan(ctx: Context) -> WeightPlan:
 
 def ballot(ctx: Context) -> Ballot:
     plan = weight_plan(ctx)
-    configured_k = ctx.settings.weighted_alternatives
+    configured_k = ctx.settings.weighted.k
     k = plan.alternatives(configured_k)
     weights: dict[str, float] = {}
     tiebreaks: dict[str, float] = {}
@@ -74,7 +75,7 @@ def ballot(ctx: Context) -> Ballot:
     return Ballot(
         weight=lambda model: weights.get(model, 1.0),
         tiebreak=lambda model: tiebreaks.get(model, 0.0),
-        use_confidence=ctx.settings.weighted_use_confidence,
+        use_confidence=ctx.settings.weighted.use_confidence,
         unit="weight",
         report=lambda: plan.details(
             weights,

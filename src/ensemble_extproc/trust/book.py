@@ -79,7 +79,7 @@ class TrustBook:
                 members,
                 self.settings.decay,
                 self.settings.client_cap,
-                self.settings.change_threshold,
+                self.settings.change_threshold or None,
             )
             self._keys[key] = stats
             self._fits.pop(key, None)
@@ -100,7 +100,7 @@ class TrustBook:
                 restricted,
                 self.settings.decay,
                 self.settings.client_cap,
-                self.settings.change_threshold,
+                self.settings.change_threshold or None,
             )
             self._fits.pop(key, None)
         while len(self._keys) > self.settings.max_keys:

@@ -85,12 +85,8 @@ class Rates:
         self, totals: Totals, priors: Mapping[str, float], settings: TrustSettings
     ) -> None:
         self.members = totals.members
-        self.learn_c = settings.alternatives is None
-        self.c_prior = (
-            settings.wrong_agreement_prior
-            if settings.alternatives is None
-            else 1.0 / settings.alternatives
-        )
+        self.learn_c = settings.k is None
+        self.c_prior = settings.wrong_agreement_prior if settings.k is None else 1.0 / settings.k
         self._settings = settings
         self._priors = [priors[m] for m in self.members]
         index = {m: i for i, m in enumerate(self.members)}

@@ -6,59 +6,103 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from msgspec import Meta
+from msgspec.structs import force_setattr
+
+from ..section import Count, Fraction, Positive, Section
 
 # 95 % two-sided normal quantile: the intervals of accuracies and of c.
 Z95 = 1.959963984540054
 
 
-@dataclass(frozen=True, slots=True)
-class TrustSettings:
-    """``ensemble.trust``: compiled once from config (see docs/trust.md)."""
+class TrustSettings(Section, frozen=True):
+    """``ensemble.trust``, declared once (see config.model and docs/trust.md)."""
 
     # Off: nothing is observed, learned or saved; /admin/trust says so.
     enabled: bool = False
     # Members flagged as moving together share a vote (voting, weighted) and are one voice
     # (cascade). Off: they are still flagged and reported, but count as independent.
-    correlation: bool = True
+    correlation: Annotated[
+        bool,
+        Meta(
+            description="members that move together share a vote (voting, weighted) and are "
+            "one voice (cascade); false: flagged and reported only"
+        ),
+    ] = True
     # Of the ensembles whose strategy may stop early (voting and weighted with
     # min_responses below the number of members, cascade, first_success), this share asks
     # every member to the end and is learned from; the others are not (an early stop leaves
     # out slow members exactly when the fast ones agree: a biased sample). Ensembles that
     # cannot stop early are all learned from.
-    sample_share: float = 0.1
+    sample_share: Annotated[
+        Fraction,
+        Meta(
+            description="the share of ensembles that may stop early which ask every member "
+            "to the end and are learned from"
+        ),
+    ] = 0.1
     # Questions (observations of one key) after which old evidence weighs half.
-    half_life: float = 500.0
+    half_life: Positive = 500.0
     # Labelled-question equivalents an estimate needs before it replaces the prior.
-    min_evidence: float = 100.0
+    min_evidence: Annotated[float, Meta(ge=0)] = 100.0
     # The prior of each member's accuracy counts as this many labelled questions.
-    prior_strength: float = 10.0
+    prior_strength: Positive = 10.0
     # Prior of a member that config gives no accuracy.
-    default_accuracy: float = 0.7
-    # Plausible wrong answers per question (k): fixes c = 1/k. None: c is learned.
-    alternatives: int | None = None
+    default_accuracy: Annotated[float, Meta(gt=0, lt=1)] = 0.7
+    # Plausible wrong answers per question (k): fixes c = 1/k. auto (None once read, as is
+    # null): c is learned.
+    alternatives: Annotated[
+        Annotated[int, Meta(ge=1)] | Literal["auto"] | None,
+        Meta(
+            description="auto or a whole number >= 1: the plausible wrong answers per question "
+            "(3 for 4-option quizzes); auto learns it"
+        ),
+    ] = "auto"
     # Prior of the learned c (probability that two wrong answers agree) and its weight.
-    wrong_agreement_prior: float = 0.1
-    wrong_agreement_prior_strength: float = 2.0
+    wrong_agreement_prior: ClassVar[float] = 0.1
+    wrong_agreement_prior_strength: ClassVar[float] = 2.0
     # A pair stands out (and its cluster may be flagged) when its excess agreement is at
     # least min_excess and flag_z standard errors above what independent members show.
-    flag_z: float = 4.5
-    min_excess: float = 0.05
+    flag_z: Positive = 4.5
+    min_excess: Annotated[float, Meta(ge=0, lt=1)] = 0.05
     # No client holds more than this share of a key's full evidence (1: no cap).
-    max_client_share: float = 0.05
+    max_client_share: Fraction = 0.05
     # Bounded memory: keys (LRU) and clients per key (smallest evicted).
-    max_keys: int = 64
-    max_clients: int = 4096
+    max_keys: Count = 64
+    max_clients: Count = 4096
     # Forget a member's old evidence when a CUSUM of its agreement with the others passes
-    # this (a model update; see trust.change). None: only decay follows changes.
-    change_threshold: float | None = 25.0
+    # this (a model update; see trust.change). False: only decay follows changes.
+    change_threshold: Annotated[
+        Positive | Literal[False],
+        Meta(
+            description="a CUSUM threshold > 0 or false: false turns change detection off "
+            "(decay alone then follows model updates)"
+        ),
+    ] = 25.0
     # A key's estimate is refitted when read after this many new observations.
-    refit_every: int = 50
+    refit_every: Count = 50
     # Persistence: <snapshot_dir>/<replica_id>.json, written every snapshot_interval.
-    snapshot_dir: str | None = None
-    snapshot_interval_seconds: float = 60.0
+    snapshot_dir: (
+        Annotated[str, Meta(pattern=r"\S", description="name a directory, or remove it")] | None
+    ) = None
+    snapshot_interval_seconds: Positive = 60.0
     replica_id: str = ""  # empty: <hostname>-<upstream port>
-    # Peers' snapshots older than this are ignored (a replica that is gone).
-    peer_max_age_seconds: float = 3600.0
+    # Peers' snapshots older than this are ignored (a replica that is gone); config.load
+    # checks that it is longer than snapshot_interval_seconds.
+    peer_max_age_seconds: Positive = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.alternatives == "auto":
+            force_setattr(self, "alternatives", None)
+        if self.change_threshold is None:  # built in code: None is off, as false is in YAML
+            force_setattr(self, "change_threshold", False)
+
+    @property
+    def k(self) -> int | None:
+        """The configured number of alternatives; None for auto (c is learned)."""
+        return self.alternatives if isinstance(self.alternatives, int) else None
 
     @property
     def decay(self) -> float:

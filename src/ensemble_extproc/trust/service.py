@@ -127,7 +127,7 @@ class TrustService:
             configured,
             learned=learned,
             correlation=settings.correlation,
-            fixed_alternatives=settings.alternatives,
+            fixed_alternatives=settings.k,
         )
 
     # -------------------------------------------------------------- persistence

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,12 +15,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .. import headers as h
+from ..chat import ChatRequest, parse_chat_request
 from ..config import Config
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..internal import ReplayGuard
+from ..json_out import encode
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
 from ..redact import Redactor, client_credentials, config_redactor
+from ..serve import DRAIN_SECONDS, GRACE_SECONDS, LISTEN_BACKLOG, wait_for_signal
 from ..spec import EnsembleSpec, upstream_spec
 from ..trust.feed import client_identity
 from ..trust.report import TrustCollector, trust_report
@@ -30,12 +32,14 @@ from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
-from .request import parse_chat_request, read_body
-from .response import completion_body, ensemble_headers, failure
+from .request import read_body
+from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
 from .stream_writer import stream_completion
+from .wire import Health, Model, ModelList
 
 log = logging.getLogger(__name__)
 
+JSON = "application/json"
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 
@@ -51,11 +55,9 @@ class InFlight:
     def slot(self) -> Iterator[None]:
         if self.count >= self.limit:
             raise ApiError(
-                429,
+                ErrorCode.TOO_MANY_ENSEMBLES,
                 f"the ensemble upstream is serving its limit of {self.limit} requests; "
                 "retry shortly",
-                type="rate_limit_error",
-                code="too_many_ensembles",
                 headers={"Retry-After": "1"},
             )
         self.count += 1
@@ -82,9 +84,9 @@ def error_response(
 ) -> web.Response:
     # Candidate errors are masked where they are made; this masks whatever else got in.
     return web.Response(
-        text=redact(json.dumps(error.body())),
+        text=redact(error.body_bytes().decode()),
         status=error.status,
-        content_type="application/json",
+        content_type=JSON,
         headers={**error.headers, **(headers or {})},
     )
 
@@ -107,23 +109,20 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status, ErrorCode.HTTP_ERROR
+        )
         # RFC 9110: a 405 says which methods are allowed.
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(
-            ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code),
+            ApiError(code, f"{request.method} {request.path}: {exc.reason}", status=exc.status),
             allow,
             request.app[REDACT],
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(
-            ApiError(
-                500,
-                "internal error in the ensemble upstream",
-                type="server_error",
-                code="internal_error",
-            )
+            ApiError(ErrorCode.INTERNAL_ERROR, "internal error in the ensemble upstream")
         )
 
 
@@ -135,10 +134,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     # never one of the max_in_flight slots that ensembles need.
     ensemble = config.ensemble
     raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
-    body = parse_chat_request(raw)
+    chat = parse_chat_request(raw)
     spec = upstream_spec(request.headers, config)
     with request.app[IN_FLIGHT].slot():
-        return await _chat_completions(request, body, spec, started)
+        return await _chat_completions(request, chat, spec, started)
 
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
@@ -169,18 +168,11 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "agreement": agreement,
         "latency_ms": round(seconds * 1000, 1),
         "calls": [
-            {
-                "model": c.model,
-                "role": c.role.value,
-                "status": c.status.value,
-                "latency_ms": round(c.latency_ms, 1),
-                "attempts": c.attempts,
-                "error": None if c.valid else c.invalid_reason,
-            }
-            for c in outcome.candidates
+            {name: getattr(call, name) for name in LOG_FIELDS}
+            for call in map(summarise, outcome.candidates)
         ],
     }
-    if config.log_include_text and selection is not None:
+    if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
     trust = request.app[TRUST]
@@ -195,52 +187,54 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
 
 
 async def _chat_completions(
-    request: web.Request, body: dict[str, Any], spec: EnsembleSpec, started: float
+    request: web.Request, chat: ChatRequest, spec: EnsembleSpec, started: float
 ) -> web.StreamResponse:
     config = request.app[CONFIG]
     client_headers = forwardable(request.headers)
     redact = request.app[REDACT]
-    if body.get("stream") is True:
+    if chat.stream:
         keepalive = config.ensemble.stream_keepalive_seconds
         response, streamed = await stream_completion(
             request,
             request.app[FANOUT],
             spec,
-            body,
+            chat,
             keepalive,
             functools.partial(error_response, redact=redact),
             client_headers,
         )
         record(request, streamed, started)
         return response
-    outcome = await request.app[FANOUT].run(spec, body, client_headers=client_headers)
+    outcome = await request.app[FANOUT].run(spec, chat.body, client_headers=client_headers)
     record(request, outcome, started)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
         return error_response(failure(outcome), headers, redact)
-    return web.json_response(
-        completion_body(outcome, outcome.selection, int(time.time())), headers=headers
-    )
+    answer = completion(outcome, outcome.selection, int(time.time()))
+    return _json(answer, headers=headers)
+
+
+def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=encode(value), status=status, headers=headers, content_type=JSON)
 
 
 async def list_models(request: web.Request) -> web.Response:
     endpoints = request.app[CONFIG].endpoints.values()
     data = [
-        {
-            "id": endpoint.name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "ensemble-extproc-demo" if endpoint.demo else "ensemble-extproc",
-        }
+        Model(
+            id=endpoint.name,
+            created=0,
+            owned_by="ensemble-extproc-demo" if endpoint.demo else "ensemble-extproc",
+        )
         for endpoint in endpoints
     ]
-    return web.json_response({"object": "list", "data": data})
+    return _json(ModelList(data=data))
 
 
 async def healthz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
-        return web.json_response({"status": "draining"}, status=503)
-    return web.json_response({"status": "ok"})
+        return _json(Health("draining"), status=503)
+    return _json(Health("ok"))
 
 
 async def admin_trust(request: web.Request) -> web.Response:
@@ -259,7 +253,7 @@ def trust_service(config: Config) -> TrustService:
     return TrustService(
         settings,
         {name: endpoint.accuracy for name, endpoint in config.endpoints.items()},
-        config.ensemble.strategy.similarity_threshold,
+        config.ensemble.similarity_threshold,
         settings.replica_id or default_replica_id(config.listen.upstream.port),
     )
 
@@ -328,3 +322,23 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app.router.add_get("/metrics", metrics)
     app.router.add_get(TRUST_PATH, admin_trust)
     return app
+
+
+async def serve_upstream(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM, then drain (``serve.py``)."""
+    # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, shutdown_timeout=GRACE_SECONDS, access_log=None, handler_cancellation=True
+    )
+    await runner.setup()
+    address = config.listen.upstream
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=False, backlog=LISTEN_BACKLOG)
+    await site.start()
+    log.info("ensemble upstream listening on http://%s", address)
+    try:
+        await wait_for_signal()
+        app[DRAINING].set()  # /healthz answers 503: Envoy stops sending new requests
+        await asyncio.sleep(DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ import aiohttp
 from ..config import Endpoint
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, is_done, parse_data_line
+from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
@@ -69,29 +69,6 @@ def _usage(raw: object) -> Usage | None:
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
         return None
     return Usage(*numbers)  # type: ignore[arg-type]
-
-
-def mean_logprob(choice: Mapping[str, Any]) -> float | None:
-    """Mean token log-probability of an OpenAI choice, when it carries logprobs."""
-    logprobs = choice.get("logprobs")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(content, list) or not content:
-        return None
-    values = [t.get("logprob") for t in content if isinstance(t, dict)]
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numbers) != len(content):
-        return None
-    return _mean(numbers)
-
-
-def _mean(logprobs: list[float]) -> float | None:
-    """None for what is not a log-probability: Python reads an endpoint's NaN and Infinity,
-    and the confidence made of them would reach the client as non-standard JSON. (-inf is
-    one: probability 0.)"""
-    if not logprobs:
-        return None
-    mean = sum(logprobs) / len(logprobs)
-    return None if math.isnan(mean) or mean == math.inf else mean
 
 
 # Statuses whose message describes the request as sent: the client can act on it, so it is
@@ -153,6 +130,17 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _failed(
+    model: str,
+    latency_ms: float,
+    error: str,
+    failure: Failure | None,
+    status: Status = Status.ERROR,
+) -> Candidate:
+    """A call that gave no usable answer (an error status has its own fields)."""
+    return Candidate(model, status, latency_ms=latency_ms, error=error, failure=failure)
+
+
 def candidate_from_response(
     model: str,
     status: int,
@@ -177,26 +165,13 @@ def candidate_from_response(
             http_status=status,
             retry_after=retry_after,
         )
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    choice = first_choice(payload) if isinstance(payload, dict) else None
+    if choice is None:
         what = "not JSON" if payload is None else "a completion without choices"
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error=f"answer is {what}",
-            failure=Failure.BAD_ANSWER,
-        )
-    choice = choices[0]
+        return _failed(model, latency_ms, f"answer is {what}", Failure.BAD_ANSWER)
     message = choice.get("message")
     if not isinstance(message, dict):
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error="choice has no message",
-            failure=Failure.BAD_ANSWER,
-        )
+        return _failed(model, latency_ms, "choice has no message", Failure.BAD_ANSWER)
     finish_reason = choice.get("finish_reason")
     return Candidate(
         model,
@@ -224,14 +199,8 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
     if acc.error is not None:
         # Mid-stream, as for an error status: the event's code or type, not its message.
         reason = _reason(acc.error)
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error="error event" + (f" ({reason})" if reason else ""),
-            failure=Failure.ERROR_EVENT,
-        )
-    mean = _mean(acc.logprobs)
+        error = "error event" + (f" ({reason})" if reason else "")
+        return _failed(model, latency_ms, error, Failure.ERROR_EVENT)
     return Candidate(
         model,
         Status.OK,
@@ -239,7 +208,7 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
         finish_reason=acc.finish_reason,
         usage=_usage(acc.usage),
         latency_ms=latency_ms,
-        mean_logprob=mean,
+        mean_logprob=acc.mean_logprob(),
     )
 
 
@@ -255,7 +224,7 @@ class _Stopwatch:
         return (self._loop.time() - self._started) * 1000
 
     def failed(self, status: Status, error: str, failure: Failure | None = None) -> Candidate:
-        return Candidate(self._model, status, latency_ms=self.ms(), error=error, failure=failure)
+        return _failed(self._model, self.ms(), error, failure, status)
 
 
 class StreamStopped(Exception):
@@ -308,6 +277,12 @@ class HttpEndpointClient:
             headers["authorization"] = client["authorization"]
         return headers
 
+    def _post(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        headers = self._headers(endpoint, client_headers)
+        return self._session.post(endpoint.url, json=body, headers=headers, ssl=self._tls(endpoint))
+
     async def complete(
         self,
         endpoint: Endpoint,
@@ -316,12 +291,7 @@ class HttpEndpointClient:
     ) -> Candidate:
         watch = _Stopwatch(endpoint.name)
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -346,12 +316,7 @@ class HttpEndpointClient:
         watch = _Stopwatch(endpoint.name)
         acc = Accumulator()
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
                     return candidate_from_response(

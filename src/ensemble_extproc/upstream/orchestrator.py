@@ -111,7 +111,7 @@ class Fanout:
         self._client = client
         # Learned trust: what each ensemble's weights are (None or disabled: configured).
         self._trust = trust if trust is not None and trust.enabled else None
-        self._learned = settings.strategy.weighted_weights == "learned"
+        self._learned = settings.weighted.weights == "learned"
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         # Per-model facts the strategies read, derived once from config.
         self._weights = {name: e.weight for name, e in endpoints.items()}
@@ -148,7 +148,7 @@ class Fanout:
             models=spec.models,
             min_responses=spec.min_responses,
             request=request,
-            settings=self._settings.strategy,
+            settings=self._settings,
             weights=self._weights,
             accuracies=self._accuracies,
             weight_plan=plan,
@@ -188,7 +188,7 @@ class Fanout:
         deadline_seconds: float | None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
-        model_timeout = self._settings.model_timeout_seconds
+        model_timeout = self._settings.model_timeout_seconds or self._settings.timeout_seconds
         # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
         # the deadline (enforced by the run) decides, and says so (504).
         timeout = (
