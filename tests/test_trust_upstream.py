@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
@@ -20,6 +19,8 @@ from ensemble_extproc.demo import quiz
 from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.trust.book import TrustBook
 from ensemble_extproc.upstream import create_app
+
+from helpers import serve_app
 
 # Quiz models: same seed = the same model behind two names (they agree on every answer).
 QUIZ_MODELS = (
@@ -47,16 +48,9 @@ def config(servers: DemoServers, trust: dict[str, Any]) -> Any:
     )
 
 
-@asynccontextmanager
-async def upstream(cfg: Any) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(cfg), handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()  # the trust service saves its snapshot here
+def upstream(cfg: Any) -> AbstractAsyncContextManager[str]:
+    """The upstream for ``cfg``; the trust service saves its snapshot when it stops."""
+    return serve_app(create_app(cfg), handler_cancellation=True)
 
 
 async def ask_quiz(base: str, count: int, keys: int = 50) -> None:
