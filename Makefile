@@ -70,6 +70,12 @@ bench-answers: install
 bench-trust: install
 	$(PY) -m bench.trust_sim --seeds 20 --warmup 500 --questions 2000
 
+# Learned trust, live: the issue's scenarios through the upstream with demo quiz models,
+# learning on, after a warm-up; upstream CPU with trust on and off (~15 min).
+.PHONY: bench-trust-live
+bench-trust-live: install
+	$(PY) -m bench.trust_live --warmup 500 --questions 2000 --cpu 2000
+
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision

@@ -6,10 +6,11 @@ member's answer (the same model behind another name). Every question is fed to t
 book exactly as the upstream feeds it (one observation per ensemble, from a pool of 100
 clients), and answered by four aggregations on the same answers:
 
-- learned: weighted vote, weights ln(k p / (1 - p)) from the learned accuracies and the
-  learned k = 1/c (``trust.weights.plan_weights`` and ``log_odds``), times each member's
-  correlation multiplier (members flagged as moving together share a vote); plain votes
-  (times the multiplier) while an accuracy is not learned yet;
+- learned: ``weighted`` with ``weights: learned``, its own code (``strategies.weighted``
+  on the plan of ``trust.weights.plan_weights``): weights ln(k p / (1 - p)) from the
+  learned accuracies and k learned from c (the largest k c's interval allows), times each
+  member's correlation multiplier (members flagged as moving together share a vote);
+  votes first, learned log-odds breaking ties, until c is learned;
 - true weighted: the same rule with the true accuracies and k configured, no correlation
   discount (``weighted`` with ``accuracy`` and ``alternatives`` set in config);
 - voting: one vote each;
@@ -38,14 +39,18 @@ from typing import Final
 
 from bench.theory import plurality_accuracy
 from ensemble_extproc.demo import quiz
-from ensemble_extproc.strategies.base import Candidate, Status
+from ensemble_extproc.strategies import weighted
+from ensemble_extproc.strategies.base import Candidate, Context, Status
+from ensemble_extproc.strategies.settings import StrategySettings, Weighted
+from ensemble_extproc.strategies.tally import names as names_of
 from ensemble_extproc.strategies.tally import tally
-from ensemble_extproc.trust.book import TrustBook, priors_from
+from ensemble_extproc.trust.book import TrustBook, priors_from, set_key
 from ensemble_extproc.trust.feed import observation
 from ensemble_extproc.trust.model import Observation, TrustSettings, TrustView
+from ensemble_extproc.trust.service import TrustService
 from ensemble_extproc.trust.weights import log_odds, plan_weights
 
-__all__ = ["SCENARIOS", "Member", "Scenario", "main", "run_scenario"]
+__all__ = ["SCENARIOS", "Member", "Scenario", "learned_ballot", "main", "run_scenario"]
 
 KEY: Final = "profile:sim"
 CLIENTS: Final = 100
@@ -171,24 +176,39 @@ def _answers(scenario: Scenario, question: int, rng: random.Random, k: int) -> d
     return answers
 
 
-def _winner(answers: dict[str, int], order: Sequence[str], weights: dict[str, float]) -> int:
-    totals: dict[int, float] = {}  # insertion order: the earliest voter first
+def _winner(
+    answers: dict[str, int],
+    order: Sequence[str],
+    weights: dict[str, float],
+    tiebreaks: dict[str, float] | None = None,
+) -> int:
+    """The strategies' rule: the largest weight, then the largest tie-break, then the
+    answer whose first voter comes first."""
+    totals: dict[int, list[float]] = {}  # insertion order: the earliest voter first
     for name in order:
-        totals[answers[name]] = totals.get(answers[name], 0.0) + weights[name]
-    best = max(totals.values())
-    return next(a for a, w in totals.items() if math.isclose(w, best, abs_tol=1e-9))
+        total = totals.setdefault(answers[name], [0.0, 0.0])
+        total[0] += weights[name]
+        total[1] += tiebreaks[name] if tiebreaks else 0.0
+    best = max(round(w / 1e-9) for w, _ in totals.values())
+    tied = {a: t for a, (w, t) in totals.items() if round(w / 1e-9) == best}
+    top = max(tied.values())
+    return next(a for a, t in tied.items() if t == top)
 
 
-def learned_weights(view: TrustView | None, order: Sequence[str]) -> dict[str, float]:
-    """The weights phase 2's ``weighted`` with ``weights: learned`` would use."""
-    plan = plan_weights(view, order, {})
-    k = 1.0 / view.wrong_agreement if view is not None and view.wrong_agreement > 0 else 1.0
-    weights = {}
-    for name in order:
-        accuracy = plan.accuracy(name)
-        base = 1.0 if accuracy is None else log_odds(accuracy, max(1.0, k))
-        weights[name] = base * plan.multiplier(name)
-    return weights
+def learned_ballot(
+    view: TrustView | None, order: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The weights and tie-breaks of ``weighted`` with ``weights: learned`` (its own code:
+    ``strategies.weighted.ballot`` on the plan ``trust.weights.plan_weights`` makes)."""
+    ctx = Context(
+        models=tuple(order),
+        min_responses=1,
+        request={},
+        settings=StrategySettings(weighted=Weighted(weights="learned")),
+        weight_plan=plan_weights(view, order, {}),
+    )
+    ballot = weighted.ballot(ctx)
+    return {n: ballot.weight(n) for n in order}, {n: ballot.tiebreak(n) for n in order}
 
 
 def run_scenario(
@@ -221,7 +241,7 @@ def run_scenario(
                 m.name: log_odds(scenario.accuracy(m, q), distractors) for m in scenario.members
             }
             picks = {
-                "learned": _winner(answers, order, learned_weights(view, order)),
+                "learned": _winner(answers, order, *learned_ballot(view, order)),
                 "true weighted": _winner(answers, order, true_weights),
                 "voting": _winner(answers, order, dict.fromkeys(order, 1.0)),
                 "best single": answers[best],
@@ -508,15 +528,24 @@ def cpu_table(runs: Sequence[tuple[Scenario, list[SeedResult]]]) -> str:
 def upstream_cpu_table(options: Options, samples: int = 2000) -> str:
     """What trust adds to one ensemble in the upstream, against what voting already does.
 
-    Five quiz answers in varied real-model formats (``demo.quiz.render``), 0.7 accurate.
-    Baseline: voting's tally of them (extraction and grouping). Trust: building the
-    observation (grouping them again), observing it, and reading the view (a refit every
-    ``refit_every`` ensembles, amortised in the mean).
+    Five quiz answers in varied real-model formats (``demo.quiz.render``), 0.7 accurate,
+    one key. Baseline: voting's tally of them (extraction and grouping). Trust, in the
+    order the upstream runs it: the weight plan read before the ensemble (the key's view,
+    refitted every ``refit_every`` ensembles, amortised in the mean), the observation
+    from the strategy's own groups (what the upstream does), and counting it. For
+    comparison: the observation grouping the answers again (before the groups were
+    handed over).
     """
     rng = random.Random(1)
     names = [f"m{i}" for i in range(5)]
-    book = TrustBook(options.settings, priors_from(dict.fromkeys(names), options.settings))
-    timings: dict[str, list[float]] = {"tally": [], "observation": [], "observe": [], "view": []}
+    service = TrustService(options.settings, dict.fromkeys(names), 0.9, "bench")
+    timings: dict[str, list[float]] = {
+        "tally": [],
+        "plan": [],
+        "observation": [],
+        "observe": [],
+        "regrouped": [],
+    }
     for i, problem in enumerate(quiz.generate(samples, seed=1)):
         wrong = list(problem.distractors)
         candidates = [
@@ -536,16 +565,25 @@ def upstream_cpu_table(options: Options, samples: int = 2000) -> str:
             for name in names
         ]
         t0 = time.perf_counter()
-        tally(candidates, names, 0.9)
+        service.weights(None, names, {})
         t1 = time.perf_counter()
-        seen = observation(candidates, 0.9, f"c{i % CLIENTS}")
+        grouped = names_of(tally(candidates, names, 0.9))
         t2 = time.perf_counter()
-        book.observe(KEY, names, seen)
+        seen = observation(candidates, 0.9, f"c{i % CLIENTS}", grouped)
         t3 = time.perf_counter()
-        book.view(KEY)
+        service.book.observe(set_key(names), names, seen)
         t4 = time.perf_counter()
-        for name, took in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            timings[name].append(took * 1e6)
+        observation(candidates, 0.9, f"c{i % CLIENTS}")
+        t5 = time.perf_counter()
+        took = {
+            "plan": t1 - t0,
+            "tally": t2 - t1,
+            "observation": t3 - t2,
+            "observe": t4 - t3,
+            "regrouped": t5 - t4,
+        }
+        for name, seconds in took.items():
+            timings[name].append(seconds * 1e6)
     base = statistics.fmean(timings["tally"])
     lines = [
         "| step | µs median | p99 | mean | mean / voting's tally |",
@@ -553,9 +591,10 @@ def upstream_cpu_table(options: Options, samples: int = 2000) -> str:
     ]
     labels = {
         "tally": "baseline: voting's tally of the 5 answers",
-        "observation": "trust: the observation (grouping the answers)",
+        "plan": "trust: the weight plan (view, refit amortised)",
+        "observation": "trust: the observation, from the tally's groups",
         "observe": "trust: observe",
-        "view": "trust: view (refit amortised)",
+        "regrouped": "(for comparison: the observation grouping again)",
     }
     for name, values in timings.items():
         mean = statistics.fmean(values)
@@ -563,7 +602,7 @@ def upstream_cpu_table(options: Options, samples: int = 2000) -> str:
             f"| {labels[name]} | {statistics.median(values):.1f} | {_quantile(values, 0.99):.1f} "
             f"| {mean:.1f} | {mean / base:.2f} |"
         )
-    total = sum(statistics.fmean(timings[n]) for n in ("observation", "observe", "view"))
+    total = sum(statistics.fmean(timings[n]) for n in ("plan", "observation", "observe"))
     lines.append(f"| trust, all three | | | {total:.1f} | {total / base:.2f} |")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from ensemble_extproc.strategies.base import (
     Selection,
     Wait,
 )
+from ensemble_extproc.trust.weights import WeightPlan
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def context(
     request: Mapping[str, Any] | None = None,
     weights: Mapping[str, float] | None = None,
     accuracies: Mapping[str, float] | None = None,
+    weight_plan: WeightPlan | None = None,
+    complete: bool = False,
     **settings: Any,
 ) -> Context:
     return Context(
@@ -77,6 +80,8 @@ def context(
         settings=msgspec.convert(settings, StrategySettings),
         weights=weights or {},
         accuracies=accuracies or {},
+        weight_plan=weight_plan,
+        complete=complete,
     )
 
 

@@ -6,7 +6,7 @@ from bench.trust_sim import (
     SCENARIOS,
     Options,
     drop_scenario,
-    learned_weights,
+    learned_ballot,
     run_scenario,
     targets_table,
 )
@@ -33,7 +33,7 @@ def test_with_clones_learned_weights_beat_voting_and_true_weights() -> None:
 
 
 def test_before_anything_is_learned_the_weights_are_plain_votes() -> None:
-    assert learned_weights(None, ["a", "b"]) == {"a": 1.0, "b": 1.0}
+    assert learned_ballot(None, ["a", "b"]) == ({"a": 1.0, "b": 1.0}, {"a": 0.0, "b": 0.0})
 
 
 def test_the_drop_scenario_records_when_the_change_is_followed() -> None:

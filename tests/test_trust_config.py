@@ -28,6 +28,8 @@ def test_every_key() -> None:
     settings = trust(
         {
             "enabled": True,
+            "correlation": False,
+            "sample_share": 0.5,
             "half_life": 200,
             "min_evidence": 50,
             "prior_strength": 20,
@@ -48,6 +50,8 @@ def test_every_key() -> None:
     )
     assert settings == TrustSettings(
         enabled=True,
+        correlation=False,
+        sample_share=0.5,
         half_life=200.0,
         min_evidence=50.0,
         prior_strength=20.0,
@@ -102,3 +106,44 @@ def test_errors_name_the_key_and_the_fix(block: Any, key: str, words: str) -> No
         trust(block)
     assert error.value.key == key
     assert words in str(error.value)
+
+
+def test_correlation_discounting_is_on_with_trust() -> None:
+    assert trust({"enabled": True}).correlation is True
+
+
+def test_weighted_weights_configured_or_learned() -> None:
+    default = make_config(URLS).ensemble
+    assert default.weighted.weights == "configured"
+    learned = make_config(
+        URLS, ensemble={"weighted": {"weights": "learned"}, "trust": {"enabled": True}}
+    )
+    assert learned.ensemble.weighted.weights == "learned"
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "message"),
+    [
+        (
+            {"weighted": {"weights": "learned"}},
+            r"'ensemble\.weighted\.weights': is learned, but nothing is learned: "
+            r"ensemble\.trust\.enabled is false \(set ensemble\.trust\.enabled: true",
+        ),
+        (
+            {"weighted": {"weights": "learnt"}, "trust": {"enabled": True}},
+            r"'ensemble\.weighted\.weights': unknown value 'learnt' "
+            r"\(did you mean 'learned'\? one of: configured, learned",
+        ),
+        (
+            {"trust": {"enabled": True, "correlation": "yes"}},
+            r"ensemble\.trust\.correlation",
+        ),
+        (
+            {"trust": {"enabled": True, "sample_share": 0}},
+            r"'ensemble\.trust\.sample_share': must be in \(0, 1\], got 0",
+        ),
+    ],
+)
+def test_weights_mistakes_name_the_key_and_the_fix(ensemble: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config(URLS, ensemble=ensemble)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import compile_config
@@ -20,6 +19,8 @@ from ensemble_extproc.demo import quiz
 from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.trust.book import TrustBook
 from ensemble_extproc.upstream import create_app
+
+from helpers import serve_app
 
 # Quiz models: same seed = the same model behind two names (they agree on every answer).
 QUIZ_MODELS = (
@@ -41,21 +42,15 @@ def config(servers: DemoServers, trust: dict[str, Any]) -> Any:
     return compile_config(
         {
             "models": [{"name": name, "url": url} for name, url in servers.urls.items()],
-            "ensemble": {"max_models_per_request": 5, "trust": trust},
+            # Every member answers (no early stop): every ensemble is learned from.
+            "ensemble": {"max_models_per_request": 5, "default_min_responses": 4, "trust": trust},
         }
     )
 
 
-@asynccontextmanager
-async def upstream(cfg: Any) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(cfg), handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()  # the trust service saves its snapshot here
+def upstream(cfg: Any) -> AbstractAsyncContextManager[str]:
+    """The upstream for ``cfg``; the trust service saves its snapshot when it stops."""
+    return serve_app(create_app(cfg), handler_cancellation=True)
 
 
 async def ask_quiz(base: str, count: int, keys: int = 50) -> None:
@@ -111,7 +106,7 @@ async def test_the_upstream_learns_accuracies_and_catches_the_copy(
         report = await get_json(f"{base}/admin/trust")
         metrics = await get_text(f"{base}/metrics")
     assert report["enabled"] is True
-    assert report["observations"] == {"accepted": 600, "refused": 0}
+    assert report["observations"] == {"accepted": 600, "refused": 0, "not_sampled": 0}
     (key,) = report["keys"]
     assert key["key"] == "models:" + ",".join(sorted(m.name for m in QUIZ_MODELS))
     members = {m["model"]: m for m in key["members"]}
@@ -211,7 +206,7 @@ async def test_a_failure_in_learning_never_fails_the_answer(
     async with upstream(config(quiz_models, TRUST)) as base:
         await ask_quiz(base, 5)  # asserts every answer is a 200
         report = await get_json(f"{base}/admin/trust")
-    assert report["observations"] == {"accepted": 0, "refused": 5}
+    assert report["observations"] == {"accepted": 0, "refused": 5, "not_sampled": 0}
     assert "trust: could not count an ensemble" in caplog.text
 
 

@@ -10,53 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ensemble_extproc.trust.fit import groups_of_names
-from ensemble_extproc.trust.model import MemberEstimate, PairEstimate, Source, TrustView
 from ensemble_extproc.trust.weights import alternatives_of, log_odds, plan_weights
-
-
-def estimate(model: str, accuracy: float, learned: bool = True) -> MemberEstimate:
-    return MemberEstimate(
-        model=model,
-        accuracy=accuracy,
-        low=accuracy - 0.03,
-        high=accuracy + 0.03,
-        evidence=500.0 if learned else 0.0,
-        prior=0.7,
-        prior_source=Source.DEFAULT,
-        learned=learned,
-        answered=1000.0,
-        failed=0.0,
-    )
-
-
-def pair(a: str, b: str, kappa: float, flagged: bool = True) -> PairEstimate:
-    expected = 0.4
-    return PairEstimate(a, b, expected + kappa * (1 - expected), expected, 900.0, 20.0, flagged)
-
-
-def view(
-    members: dict[str, float],
-    flagged: list[tuple[str, str, float]] = (),  # type: ignore[assignment]
-    learned: bool = True,
-    c: float = 1 / 3,
-) -> TrustView:
-    pairs = tuple(pair(a, b, k) for a, b, k in flagged)
-    return TrustView(
-        key="profile:p",
-        members={m: estimate(m, p, learned) for m, p in members.items()},
-        pairs=pairs,
-        wrong_agreement=c,
-        wrong_agreement_low=c - 0.05,
-        wrong_agreement_high=c + 0.05,
-        wrong_agreement_learned=True,
-        observations=2000,
-        mass=700.0,
-        top_client_share=0.02,
-        client_share_bound=0.2,
-        groups=groups_of_names((a, b) for a, b, _ in flagged),
-    )
-
+from trust_sim import trust_view as view
 
 CLONES = view(
     {"strong": 0.8, "good": 0.7, "c1": 0.6, "c2": 0.6, "c3": 0.6},
@@ -88,8 +43,11 @@ def test_sources_learned_configured_weight() -> None:
     partly = view({"a": 0.9, "b": 0.6}, learned=False)
     plan = plan_weights(partly, ["a", "b", "c"], {"a": 0.85})
     assert (plan.accuracy("a"), plan.source("a")) == (0.85, "configured")
-    assert (plan.accuracy("b"), plan.source("b")) == (None, "weight")
-    assert plan.source("c") == "weight"
+    # Not learned yet, nothing configured: the learner's prior (default_accuracy).
+    assert (plan.accuracy("b"), plan.source("b")) == (0.7, "default")
+    assert plan.source("c") == "weight"  # not in the key at all
+    configured = plan_weights(partly, ["a", "b"], {"a": 0.85}, learned=False)
+    assert (configured.accuracy("b"), configured.source("b")) == (None, "weight")
     learned = plan_weights(view({"a": 0.9, "b": 0.6}), ["a", "b"], {"a": 0.85})
     assert (learned.accuracy("a"), learned.source("a")) == (0.9, "learned")
     off = plan_weights(view({"a": 0.9, "b": 0.6}), ["a", "b"], {"a": 0.85}, learned=False)
@@ -166,8 +124,20 @@ def test_log_odds_and_learned_alternatives() -> None:
     assert log_odds(1.0) == pytest.approx(math.log(99))  # clipped, as strategies/weighted.py
     assert alternatives_of(None, None) is None
     assert alternatives_of(None, 4) == 4
-    assert alternatives_of(view({"a": 0.7}, c=0.25), None) == pytest.approx(4)
+    # The largest k the data support: 1 / the low end of c's interval (0.25 - 0.05).
+    assert alternatives_of(view({"a": 0.7}, c=0.25), None) == pytest.approx(5)
+    assert alternatives_of(view({"a": 0.7}, c=0.04), None) is None  # c's interval reaches 0
+    assert alternatives_of(view({"a": 0.7}, c=0.25, c_learned=False), None) is None
     plan = plan_weights(view({"a": 0.7}, c=0.25), ["a"], {})
-    assert plan.alternatives(None) == pytest.approx(4)
+    assert plan.alternatives(None) == pytest.approx(5)
+    assert plan.alternatives_source(None) == "learned"
     assert plan.alternatives(3) == 3
+    assert plan.alternatives_source(3) == "configured"
     assert plan_weights(None, ["a"], {}).alternatives(None) is None
+    # Weights configured: k is not learned either.
+    assert (
+        plan_weights(view({"a": 0.7}, c=0.25), ["a"], {}, learned=False).alternatives(None) is None
+    )
+    # ensemble.trust.alternatives: k is known, c is not learned.
+    fixed = plan_weights(view({"a": 0.7}, c_learned=False), ["a"], {}, fixed_alternatives=3)
+    assert (fixed.alternatives(None), fixed.alternatives_source(None)) == (3, "configured")

@@ -6,8 +6,14 @@ import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 
-from ensemble_extproc.trust.fit import set_agreement
-from ensemble_extproc.trust.model import Observation
+from ensemble_extproc.trust.fit import groups_of_names, set_agreement
+from ensemble_extproc.trust.model import (
+    MemberEstimate,
+    Observation,
+    PairEstimate,
+    Source,
+    TrustView,
+)
 from ensemble_extproc.trust.stats import Counts, Totals
 
 
@@ -66,4 +72,52 @@ def exact_totals(
         },
         mass=n,
         observations=int(n),
+    )
+
+
+# ------------------------------------------------------------- hand-made views
+
+
+def _estimate(model: str, accuracy: float, learned: bool = True) -> MemberEstimate:
+    return MemberEstimate(
+        model=model,
+        accuracy=accuracy,
+        low=accuracy - 0.03,
+        high=accuracy + 0.03,
+        evidence=500.0 if learned else 0.0,
+        prior=0.7,
+        prior_source=Source.DEFAULT,
+        learned=learned,
+        answered=1000.0,
+        failed=0.0,
+    )
+
+
+def _pair(a: str, b: str, kappa: float) -> PairEstimate:
+    expected = 0.4
+    return PairEstimate(a, b, expected + kappa * (1 - expected), expected, 900.0, 20.0, True)
+
+
+def trust_view(
+    members: Mapping[str, float],
+    flagged: Sequence[tuple[str, str, float]] = (),
+    learned: bool = True,
+    c: float = 1 / 3,
+    c_learned: bool = True,
+) -> TrustView:
+    """What a key learned, made by hand: ``members`` and their accuracies (learned or
+    not), ``flagged`` pairs with their kappa, and c (learned or not)."""
+    return TrustView(
+        key="profile:p",
+        members={m: _estimate(m, p, learned) for m, p in members.items()},
+        pairs=tuple(_pair(a, b, k) for a, b, k in flagged),
+        wrong_agreement=c,
+        wrong_agreement_low=c - 0.05,
+        wrong_agreement_high=c + 0.05,
+        wrong_agreement_learned=c_learned,
+        observations=2000,
+        mass=700.0,
+        top_client_share=0.02,
+        client_share_bound=0.2,
+        groups=groups_of_names((a, b) for a, b, _ in flagged),
     )

@@ -246,6 +246,12 @@ def _check_ensemble(settings: EnsembleSettings, endpoints: Mapping[str, Endpoint
             f"{trust.snapshot_interval_seconds:g}",
             "peers write a snapshot every interval: allow several intervals",
         )
+    if settings.weighted.weights == "learned" and not trust.enabled:
+        raise ConfigError(
+            "ensemble.weighted.weights",
+            "is learned, but nothing is learned: ensemble.trust.enabled is false",
+            "set ensemble.trust.enabled: true, or weights: configured",
+        )
 
 
 def _profile(

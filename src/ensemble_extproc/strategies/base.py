@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
 from ..chat import content_text
 from .settings import StrategySettings
+
+if TYPE_CHECKING:  # trust imports this module (Candidate): no import cycle at run time
+    from ..trust.weights import WeightPlan
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
 # filtered one is not.
@@ -202,6 +205,10 @@ class Selection:
     details: Mapping[str, Any] = field(default_factory=dict)
     # Replaces the winner's message (e.g. a mean of numeric answers).
     message: Mapping[str, Any] | None = None
+    # The groups of agreeing answers the strategy counted (model names, every valid
+    # member answer in exactly one), handed to learned trust so that it does not group
+    # the same answers again. None: the strategy did not group them all.
+    groups: tuple[tuple[str, ...], ...] | None = None
 
 
 # None: the plan could not produce an answer (quorum not met).
@@ -219,6 +226,14 @@ class Context:
     # Per model: configured weight and (optional) accuracy.
     weights: Mapping[str, float] = field(default_factory=dict)
     accuracies: Mapping[str, float] = field(default_factory=dict)
+    # This ensemble's weights from learned trust (trust.weights): accuracies learned or
+    # configured, correlation multipliers, groups of members that move together. None:
+    # trust is off: configured accuracies, independent members (weighted.weight_plan).
+    weight_plan: WeightPlan | None = None
+    # Ask every member to the end: this ensemble is a sample for learned trust, which
+    # needs answers that an early stop did not choose. The answer must be the one the
+    # plan would give without it (strategies that may stop early, see Strategy).
+    complete: bool = False
 
 
 class Strategy(Protocol):
@@ -230,6 +245,12 @@ class Strategy(Protocol):
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         """The config key this strategy needs but does not have (e.g. a judge model)."""
+        ...
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        """Whether the plan may leave members unasked or cancelled depending on the
+        answers. Learned trust then counts only ensembles run with ``ctx.complete``: the
+        others are a biased sample (an early stop keeps easy questions' slow members out)."""
         ...
 
     def plan(self, ctx: Context) -> Plan: ...

@@ -22,6 +22,9 @@ class Reranking:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None if settings.reranking.judge_model else "ensemble.reranking.judge_model"
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return False  # every member is asked and awaited (steps.gather)
+
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))
         if progress is None or len(progress.valid_members()) < ctx.min_responses:

@@ -60,6 +60,9 @@ class ScoreAveraging:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return False  # every member is asked and awaited (steps.gather)
+
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m, extra={"logprobs": True}) for m in ctx.models))
         if progress is None:

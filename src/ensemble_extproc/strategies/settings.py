@@ -20,6 +20,17 @@ class Weighted(Section, frozen=True):
         Count | Literal["auto"],
         Meta(description="wrong answers per question, e.g. 3 for four options; or auto"),
     ] = "auto"
+    # configured: the configured accuracies; learned: learned ones where there is enough
+    # evidence (ensemble.trust), the configured ones before, and k learned from c unless
+    # alternatives sets it. config.load checks that trust is on for learned.
+    weights: Annotated[
+        Literal["configured", "learned"],
+        Meta(
+            description="configured: the models' configured accuracies; learned: accuracies "
+            "and k learned from agreement (needs ensemble.trust.enabled), the configured "
+            "ones until there is enough evidence"
+        ),
+    ] = "configured"
 
     @property
     def k(self) -> int | None:

@@ -173,8 +173,8 @@ class TrustBook:
         cached = self._fits.get(key)
         return cached.fit if cached is not None else None
 
-    def views(self) -> list[TrustView]:
-        return [view for key in self.keys() if (view := self.view(key)) is not None]
+    def views(self, refit: bool = False) -> list[TrustView]:
+        return [view for key in self.keys() if (view := self.view(key, refit)) is not None]
 
     def _observations(self, key: str) -> int:
         stats = self._keys.get(key)

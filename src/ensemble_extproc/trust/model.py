@@ -22,6 +22,27 @@ class TrustSettings(Section, frozen=True):
 
     # Off: nothing is observed, learned or saved; /admin/trust says so.
     enabled: bool = False
+    # Members flagged as moving together share a vote (voting, weighted) and are one voice
+    # (cascade). Off: they are still flagged and reported, but count as independent.
+    correlation: Annotated[
+        bool,
+        Meta(
+            description="members that move together share a vote (voting, weighted) and are "
+            "one voice (cascade); false: flagged and reported only"
+        ),
+    ] = True
+    # Of the ensembles whose strategy may stop early (voting and weighted with
+    # min_responses below the number of members, cascade, first_success), this share asks
+    # every member to the end and is learned from; the others are not (an early stop leaves
+    # out slow members exactly when the fast ones agree: a biased sample). Ensembles that
+    # cannot stop early are all learned from.
+    sample_share: Annotated[
+        Fraction,
+        Meta(
+            description="the share of ensembles that may stop early which ask every member "
+            "to the end and are learned from"
+        ),
+    ] = 0.1
     # Questions (observations of one key) after which old evidence weighs half.
     half_life: Positive = 500.0
     # Labelled-question equivalents an estimate needs before it replaces the prior.

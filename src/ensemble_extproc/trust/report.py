@@ -38,8 +38,14 @@ def trust_report(service: TrustService) -> dict[str, Any]:
             "flag_z": settings.flag_z,
             "min_excess": settings.min_excess,
             "max_client_share": settings.max_client_share,
+            "correlation": settings.correlation,
+            "sample_share": settings.sample_share,
         },
-        "observations": {"accepted": service.accepted, "refused": service.refused},
+        "observations": {
+            "accepted": service.accepted,
+            "refused": service.refused,
+            "not_sampled": service.not_sampled,
+        },
         "snapshots": {
             "path": status.path,
             "restored": status.restored,
@@ -48,7 +54,9 @@ def trust_report(service: TrustService) -> dict[str, Any]:
             "peers": [{"replica": r, "written_at": t} for r, t in sorted(status.peers.items())],
             "ignored": list(status.ignored),
         },
-        "keys": [_key_report(service, view) for view in service.book.views()],
+        # Refitted now: strategies refit a key every refit_every ensembles, and the
+        # operator reads the current state (the strategies then use the same fit).
+        "keys": [_key_report(service, view) for view in service.book.views(refit=True)],
     }
 
 
@@ -162,7 +170,8 @@ class TrustCollector(Collector):
         )
         observations = CounterMetricFamily(
             "ensemble_trust_observations",
-            "Ensembles fed to the trust book, by outcome (refused: client cap, or < 2 answers)",
+            "Ensembles fed to the trust book, by outcome (refused: client cap, or < 2 "
+            "answers; not_sampled: may have stopped early, outside the sample)",
             labels=["outcome"],
         )
         if self._service.enabled:
@@ -177,5 +186,6 @@ class TrustCollector(Collector):
                     excess.add_metric([view.key, p.a, p.b], p.excess)
                 evidence.add_metric([view.key], view.mass)
         observations.add_metric(["accepted"], self._service.accepted)
+        observations.add_metric(["not_sampled"], self._service.not_sampled)
         observations.add_metric(["refused"], self._service.refused)
         yield from (accuracy, low, high, learned, excess, evidence, observations)

@@ -62,6 +62,8 @@ class TrustService:
         self._clock = clock
         self.accepted = 0
         self.refused = 0  # capped client, or fewer than two answers
+        # Ensembles that may have stopped early, outside the sample (not learned from).
+        self.not_sampled = 0
         if settings.snapshot_dir is not None:
             self.status.path = str(self._path)
 
@@ -82,12 +84,14 @@ class TrustService:
         models: Sequence[str],
         candidates: Sequence[Candidate],
         client: str,
+        grouped: Sequence[Sequence[str]] | None = None,
     ) -> bool:
-        """Feed one finished ensemble (every strategy; see trust.feed for what counts)."""
+        """Feed one finished ensemble (every strategy; see trust.feed for what counts).
+        ``grouped``: the strategy's groups of agreeing members, when it made them."""
         if not self.enabled:
             return False
         try:
-            seen = observation(candidates, self._similarity, client)
+            seen = observation(candidates, self._similarity, client, grouped)
             counted = self.book.observe(ensemble_key(profile, models), models, seen)
         except Exception:  # learning must never fail a request that was answered
             log.exception("trust: could not count an ensemble of %s", ",".join(models))
@@ -105,13 +109,26 @@ class TrustService:
         configured: Mapping[str, float],
         *,
         learned: bool = True,
-        correlation: bool = True,
     ) -> WeightPlan:
         """The weights of one ensemble (``trust.weights.plan_weights``) from what its key
-        learned so far; with learning off, the configured accuracies and independent
-        members. What a strategy's context should carry."""
-        view = self.book.view(ensemble_key(profile, models)) if self.enabled else None
-        return plan_weights(view, models, configured, learned=learned, correlation=correlation)
+        learned so far: what a strategy's context carries. With learning off, or if
+        reading the book fails (logged), the configured accuracies and independent
+        members: a bug in learning never fails a request."""
+        settings = self.settings
+        view = None
+        if self.enabled:
+            try:
+                view = self.book.view(ensemble_key(profile, models))
+            except Exception:
+                log.exception("trust: could not read the weights of %s", ",".join(models))
+        return plan_weights(
+            view,
+            models,
+            configured,
+            learned=learned,
+            correlation=settings.correlation,
+            fixed_alternatives=settings.k,
+        )
 
     # -------------------------------------------------------------- persistence
 

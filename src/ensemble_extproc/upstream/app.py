@@ -176,9 +176,14 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
     trust = request.app[TRUST]
-    if trust.enabled:
+    if trust.enabled and not outcome.learning_sample:
+        trust.not_sampled += 1
+    elif trust.enabled:
         client = client_identity(request.headers, request.remote)
-        trust.observe(outcome.spec.profile, outcome.spec.models, outcome.candidates, client)
+        grouped = selection.groups if selection is not None else None
+        trust.observe(
+            outcome.spec.profile, outcome.spec.models, outcome.candidates, client, grouped
+        )
 
 
 async def _chat_completions(
@@ -267,11 +272,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _fanout_context(
-    config: Config, client: EndpointClient | None
+    config: Config, client: EndpointClient | None, trust: TrustService
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         if client is not None:
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, client)
+            app[FANOUT] = Fanout(config.endpoints, config.ensemble, client, trust)
             yield
             return
         # One session per app; its pool admits every call the fan-out may run at once.
@@ -281,7 +286,7 @@ def _fanout_context(
             http_client = HttpEndpointClient(
                 session, config.ensemble.max_response_bytes, config_redactor(config)
             )
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client)
+            app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client, trust)
             yield
 
     return context
@@ -308,7 +313,7 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app[METRICS].in_flight.set_function(lambda: in_flight.count)
     app[TRUST] = trust = trust_service(config)
     app[METRICS].registry.register(TrustCollector(trust))
-    app.cleanup_ctx.append(_fanout_context(config, client))
+    app.cleanup_ctx.append(_fanout_context(config, client, trust))
     app.cleanup_ctx.append(_trust_context(trust))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)

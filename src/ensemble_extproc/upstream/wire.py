@@ -78,7 +78,9 @@ class Ensemble(Struct):
         dict[str, Any],
         Meta(
             description="depends on the strategy: vote groups, average confidences, the "
-            "judge's verdict, the cascade depth, a fallback"
+            "judge's verdict, the cascade depth, a fallback; weights: the weights used and "
+            "where they came from (configured or learned, docs/trust.md); learning_sample: "
+            "every member was asked to the end for learned trust"
         ),
     ]
     calls: Calls
