@@ -11,7 +11,7 @@ EXTPROC_REPLICAS ?= auto
 UPSTREAM_REPLICAS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout
+.PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst bench-wire
 
 all: test
 
@@ -31,6 +31,11 @@ $(PB_STAMP): $(PROTOS) tools/gen_protos.py $(INSTALLED)
 	touch $@
 
 protos: $(PB_STAMP)
+
+# The config file's JSON Schema, generated from its declaration (src/.../config/model.py).
+.PHONY: schema
+schema: install
+	$(PY) -m ensemble_extproc config-schema > config/schema.json
 
 run: install
 	$(PY) -m ensemble_extproc run --config $(CONFIG) \
@@ -59,9 +64,26 @@ bench-quality-long: install
 bench-answers: install
 	$(PY) -m bench.answers
 
+# Learned trust, simulated (no servers): learned vs true accuracies, convergence, flagged
+# clones, accuracy against true-accuracy weighted, voting and the best model; CPU (~1 min).
+.PHONY: bench-trust
+bench-trust: install
+	$(PY) -m bench.trust_sim --seeds 20 --warmup 500 --questions 2000
+
+# Learned trust, live: the issue's scenarios through the upstream with demo quiz models,
+# learning on, after a warm-up; upstream CPU with trust on and off (~15 min).
+.PHONY: bench-trust-live
+bench-trust-live: install
+	$(PY) -m bench.trust_live --warmup 500 --questions 2000 --cpu 2000
+
 # The processor's decision cost per request, with and without the body (prints a table).
 bench-decision: install
 	$(PY) -m bench.decision
+
+# The upstream's JSON path (request decode, completion encode, start-up), the project's
+# against msgspec and pydantic v2 alone (prints tables, ~1 min).
+bench-wire: install
+	$(PY) -m bench.wire
 
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install
@@ -89,6 +111,11 @@ bench-peer: install
 # where the CPU went (~3 min).
 bench-scaleout: install
 	$(PY) -m bench.scaleout
+
+# Plain requests' latency while 300 ensembles are kept in flight, against the same plain
+# requests alone, in one run (prints tables, ~2 min).
+bench-burst: install
+	$(PY) -m bench.burst --seconds 15 --rate 50 --ensembles 300 --rounds 2
 
 # Memory over 200k requests per gateway (10 % aborted by the client), against a baseline
 # gateway without Envoy's graceful ext_proc close, taking turns (prints tables, ~15 min).

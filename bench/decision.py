@@ -5,14 +5,24 @@ messages, decide, build and serialise the answers. Load pattern: one thread, bac
 calls, median of several runs. Not a timed test: it prints a table.
 
     python -m bench.decision
+    python -m bench.decision --against ../other-checkout   # before/after, as ratios
+
+``--against`` times the same cases on another checkout's ``src`` (e.g. a worktree of
+main) in two worker processes, alternating them round by round (80 rounds of ~0.05 s per
+case, median per case), so that both see the same machine load.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ensemble_extproc._pb.envoy.config.core.v3 import base_pb2 as core
@@ -135,7 +145,82 @@ def cases() -> list[tuple[str, Config, list[bytes]]]:
     ]
 
 
+ROUND_SECONDS = 0.05
+
+
+def worker() -> None:
+    """Time the case whose index is read from stdin for one round; print us/request."""
+    runs = [(DecisionPolicy(config), messages) for _, config, messages in cases()]
+    for line in sys.stdin:
+        policy, messages = runs[int(line)]
+        calls, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < ROUND_SECONDS:
+            for _ in range(20):
+                one_request(policy, messages)
+            calls += 20
+        print(elapsed / calls * 1e6, flush=True)
+
+
+def against(baseline: Path, rounds: int) -> None:
+    """This checkout against ``baseline``'s src: alternating rounds, median per case."""
+    here = Path(__file__).resolve().parent.parent
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": f"{src / 'src'}:{here}"},
+        )
+        for src in (baseline.resolve(), here)
+    ]
+    labels = [label for label, _, _ in cases()]
+    timings: list[list[list[float]]] = [[[] for _ in labels] for _ in workers]
+    try:
+        for number in range(rounds):
+            order = [0, 1] if number % 2 == 0 else [1, 0]
+            for case in range(len(labels)):
+                for side in order:
+                    timings[side][case].append(_round(workers[side], case))
+    finally:
+        for process in workers:
+            process.kill()
+            process.wait()
+    print(f"Decision cost per request: this checkout (after) against {baseline} (before).")
+    print(
+        f"Load: two worker processes alternating {rounds} rounds of ~{ROUND_SECONDS} s per "
+        "case, median per case; no gRPC transport.\n"
+    )
+    print("| case | before us | after us | after/before |")
+    print("|---|---:|---:|---:|")
+    for case, label in enumerate(labels):
+        before, after = (statistics.median(timings[side][case]) for side in (0, 1))
+        print(f"| {label} | {before:.1f} | {after:.1f} | {after / before:.2f} |")
+
+
+def _round(process: subprocess.Popen[str], case: int) -> float:
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(f"{case}\n")
+    process.stdin.flush()
+    return float(process.stdout.readline())
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", type=Path, help="a checkout to compare with (its src/)")
+    parser.add_argument("--rounds", type=int, default=80)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker()
+    elif args.against:
+        against(args.against, args.rounds)
+    else:
+        table()
+
+
+def table() -> None:
     rows = []
     baseline = None
     for label, config, messages in cases():

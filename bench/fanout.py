@@ -59,7 +59,7 @@ from bench.speedkit import (
     write_yaml,
 )
 from ensemble_extproc import headers as h
-from ensemble_extproc.config.load import DEFAULT_SECRET_ENV as SECRET_ENV
+from ensemble_extproc.config.model import DEFAULT_SECRET_ENV as SECRET_ENV
 
 PATH = "/v1/chat/completions"
 # name -> (latency ms, answer)

@@ -16,7 +16,8 @@ import uvloop
 
 from ensemble_extproc.config import load_config
 from ensemble_extproc.observability import logs
-from ensemble_extproc.serve import serve_extproc
+from ensemble_extproc.redact import config_redactor
+from ensemble_extproc.serve import service
 
 
 def main() -> None:
@@ -25,8 +26,8 @@ def main() -> None:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), required=True)
     args = parser.parse_args()
     config = load_config(args.config)
-    logs.configure("extproc", "INFO", config.log_format)
-    (uvloop.run if args.loop == "uvloop" else asyncio.run)(serve_extproc(config))
+    logs.configure("extproc", "INFO", config.logging.format, config_redactor(config))
+    (uvloop.run if args.loop == "uvloop" else asyncio.run)(service("extproc")(config))
 
 
 if __name__ == "__main__":

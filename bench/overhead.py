@@ -77,7 +77,8 @@ from bench.speedkit import (
     write_yaml,
 )
 from ensemble_extproc.config import load_config
-from ensemble_extproc.envoy_bootstrap import EXTPROC_CLUSTER, bootstrap, render_yaml
+from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
+from ensemble_extproc.envoy_names import EXTPROC_CLUSTER
 from ensemble_extproc.extproc.decision import needs_body
 from ensemble_extproc.stack import envoy_binary
 

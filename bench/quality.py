@@ -18,6 +18,9 @@ where weighting must matter: one 0.9 model and four 0.6 models, the strong one f
 last in request order. ``--upstream process`` runs the ensemble upstream as its own
 process (``ensemble-extproc upstream``) and reports its CPU time per question.
 
+``--trust [--warmup 500]`` runs the scenarios of learned trust instead (bench.trust_live):
+members that must be learned, clones, a model update, learning on, after a warm-up.
+
 Everything runs on 127.0.0.1 (free ports); nothing else is needed.
 """
 
@@ -55,8 +58,10 @@ from bench.speedkit import (
 from bench.theory import log_odds_weight, plurality_accuracy
 from ensemble_extproc import headers
 from ensemble_extproc.config import compile_config
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.config.model import Config
-from ensemble_extproc.demo import DemoModel, quiz, start_demo_servers
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import start_demo_servers
 from ensemble_extproc.errors import ConfigError
 from ensemble_extproc.internal import Binding, sign
 from ensemble_extproc.upstream import create_app
@@ -628,6 +633,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the upstream in this process or as its own (with CPU per question)",
     )
     parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the learned-trust scenarios instead (bench.trust_live)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_positive,
+        default=500,
+        help="with --trust: questions each learning key sees before it is measured",
+    )
+    parser.add_argument(
         "--confidence",
         type=_confidence_pair,
         default=(0.9, 0.6),
@@ -639,6 +655,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.trust:
+        from bench.trust_live import run_live
+
+        print(asyncio.run(run_live(args.seed, args.warmup, args.questions, args.concurrency)))
+        return 0
     results, notes = asyncio.run(
         run_benchmark(
             args.questions,

@@ -61,7 +61,8 @@ from bench.speedkit import (
     write_yaml,
 )
 from ensemble_extproc.config import load_config
-from ensemble_extproc.envoy_bootstrap import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE
 from ensemble_extproc.stack import envoy_binary
 
 PATH = "/v1/chat/completions"

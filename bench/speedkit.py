@@ -252,13 +252,19 @@ def listen_block(
     admin: int | None = None,
     extproc: int | None = None,
     upstream: int | None = None,
+    *,
+    port: Callable[[], int] = free_port,
 ) -> dict[str, str]:
-    """The config's ``listen`` section on loopback: free ports for whatever is not given,
-    including listeners a part may open on its own (the processor's metrics)."""
-    from ensemble_extproc.config.load import LISTEN_KEYS
+    """The config's ``listen`` section on loopback: a ``port()`` for whatever is not given,
+    including listeners a part may open on its own (the processor's metrics). The keys are
+    the declaration's (config.model.Listeners); the tests build theirs here too."""
+    import msgspec
+
+    from ensemble_extproc.config.model import Listeners
 
     given = {"envoy": envoy, "envoy_admin": admin, "extproc": extproc, "upstream": upstream}
-    return {key: f"127.0.0.1:{given.get(key) or free_port()}" for key in sorted(LISTEN_KEYS)}
+    keys = sorted(f.encode_name for f in msgspec.structs.fields(Listeners))
+    return {key: f"127.0.0.1:{given.get(key) or port()}" for key in keys}
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> Path:

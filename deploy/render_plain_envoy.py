@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ensemble_extproc.config import compile_config
-from ensemble_extproc.config.load import DEFAULT_SECRET_ENV
+from ensemble_extproc.config.model import DEFAULT_SECRET_ENV
 from ensemble_extproc.envoy_bootstrap import render_yaml
 
 ROOT = Path(__file__).resolve().parent.parent

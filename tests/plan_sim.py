@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
+
 from ensemble_extproc.strategies import STRATEGIES, Candidate, Context, Status, StrategySettings
 from ensemble_extproc.strategies.base import (
     Call,
@@ -22,6 +24,7 @@ from ensemble_extproc.strategies.base import (
     Selection,
     Wait,
 )
+from ensemble_extproc.trust.weights import WeightPlan
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,19 @@ def context(
     request: Mapping[str, Any] | None = None,
     weights: Mapping[str, float] | None = None,
     accuracies: Mapping[str, float] | None = None,
+    weight_plan: WeightPlan | None = None,
+    complete: bool = False,
     **settings: Any,
 ) -> Context:
     return Context(
         models=tuple(models),
         min_responses=min_responses,
         request=request or {"messages": [{"role": "user", "content": "What is 6 x 7?"}]},
-        settings=StrategySettings(**settings),
+        settings=msgspec.convert(settings, StrategySettings),
         weights=weights or {},
         accuracies=accuracies or {},
+        weight_plan=weight_plan,
+        complete=complete,
     )
 
 

@@ -548,7 +548,15 @@ def test_tool_calls_key_survives_hostile_json() -> None:
         ({"role": "assistant", "content": None, "tool_calls": ["x"]}, Answer("empty", "")),
         ({"role": "assistant", "content": None, "tool_calls": "f"}, Answer("empty", "")),
         (
-            {"role": "assistant", "content": [{"type": "text", "text": "4"}, {"text": "2"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "The answer is"},
+                    {"type": "image_url", "image_url": {"url": "data:,"}},
+                    {"text": "43 (no type: not text)"},
+                    {"type": "text", "text": "42."},
+                ],
+            },
             number("42", 42),
         ),
         ({"role": "assistant", "content": 42}, Answer("empty", "")),

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from ensemble_extproc.strategies import Failure, Status
-from ensemble_extproc.upstream.client import candidate_from_response
+from ensemble_extproc.upstream.client import candidate_from_response, candidate_from_stream
+from ensemble_extproc.upstream.sse import Accumulator
 
 
 def completion(**choice: object) -> bytes:
@@ -31,8 +32,23 @@ def completion(**choice: object) -> bytes:
         (200, b'{"choices": [{"index": 0}]}', False, "choice has no message"),
         (200, completion(message={"role": "assistant", "content": ""}), False, "empty answer"),
         (200, completion(finish_reason="content_filter"), False, "finish_reason 'content_filter'"),
-        (500, b'{"error": {"message": "overloaded"}}', False, "HTTP 500: overloaded"),
-        (429, b"slow down", False, "HTTP 429: slow down"),
+        # Error bodies are summarised: the status, the error's code (else type), and only
+        # for a mistake in the request its message (see tests/test_secrets.py).
+        (500, b'{"error": {"message": "overloaded"}}', False, "HTTP 500 Internal Server Error"),
+        (429, b"slow down", False, "HTTP 429 Too Many Requests"),
+        (
+            401,
+            b'{"error": {"message": "bad key sk-1", "type": "auth", "code": "invalid_api_key"}}',
+            False,
+            "HTTP 401 Unauthorized (invalid_api_key)",
+        ),
+        (
+            400,
+            b'{"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}',
+            False,
+            "HTTP 400 Bad Request (invalid_request_error): max_tokens is too large",
+        ),
+        (599, b"", False, "HTTP 599"),
     ],
 )
 def test_answers_that_cannot_be_used(status: int, raw: bytes, valid: bool, reason: str) -> None:
@@ -107,3 +123,29 @@ def test_a_request_every_model_rejects_is_the_clients_error(
 )
 def test_the_failure_kind_is_recorded(status: int, raw: bytes, failure: Failure | None) -> None:
     assert candidate_from_response("m", status, raw, 1.0).failure is failure
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [{"token": "a", "logprob": -0.1}, {"token": "b", "logprob": -0.3}],
+        [{"token": "a", "logprob": -0.1}, {"token": "b"}],  # one token without its logprob
+        [{"token": "a", "logprob": True}],  # a boolean is not a number
+        [{"token": "a", "logprob": -0.1}, 7],
+        [],
+    ],
+)
+def test_a_streamed_answer_has_the_confidence_of_the_same_answer_whole(
+    tokens: list[object],
+) -> None:
+    """Streamed, the tokens' logprobs come a chunk at a time: the same rule reads them (a
+    stream used to average the tokens that had a number and count true as 1.0)."""
+    whole = candidate_from_response("m", 200, completion(logprobs={"content": tokens}), 1.0)
+    acc = Accumulator()
+    acc.add({"choices": [{"delta": {"role": "assistant", "content": "hi"}}]})
+    for token in tokens:
+        acc.add({"choices": [{"delta": {}, "logprobs": {"content": [token]}}]})
+    streamed = candidate_from_stream("m", acc, 1.0)
+    assert streamed.valid
+    assert whole.valid
+    assert streamed.mean_logprob == whole.mean_logprob

@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ensemble_extproc.config import ConfigError, compile_config, load_config
+from ensemble_extproc.config.load import TOP_KEYS
 from ensemble_extproc.extproc.decision import needs_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +83,7 @@ def test_api_key_comes_from_the_environment() -> None:
         (
             {"models": [MODEL], "ensemble": {"timeout_seconds": "30s"}},
             "ensemble.timeout_seconds",
-            "must be float",
+            "must be a number",
         ),
         (
             {"models": [MODEL], "ensemble": {"timeout_seconds": 5, "model_timeout_seconds": 9}},
@@ -94,7 +98,7 @@ def test_api_key_comes_from_the_environment() -> None:
         (
             {"models": [MODEL], "ensemble": {"default_min_responses": True}},
             "ensemble.default_min_responses",
-            "must be int",
+            "must be an integer",
         ),
         (
             {"models": [MODEL], "ensemble": {"default_models": ["a", "z"]}},
@@ -161,3 +165,148 @@ def test_policy_example_config_compiles() -> None:
     assert [rule.name for rule in config.rules] == ["high-stakes", "gold-tier", "long-answers"]
     assert config.adaptive.enabled
     assert needs_body(config)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "fragment"),
+    [
+        # Inside a mapping of named entries, the key names the entry.
+        (
+            {"models": [MODEL], "profiles": {"p": {"models": ["a", 3]}}},
+            "profiles.p.models[1]",
+            "got an integer (3)",
+        ),
+        (
+            {"ensemble": {"endpoint_mappings": {"m": "ftp://x"}}},
+            "ensemble.endpoint_mappings.m",
+            "invalid URL",
+        ),
+        ({"models": [{**MODEL, "wieght": 2}]}, "models[0].wieght", "did you mean 'weight'?"),
+        (
+            {"models": [MODEL], "ensemble": {"retries": True}},
+            "ensemble.retries",
+            "must be a mapping or false, got true",
+        ),
+        (
+            {"models": [MODEL], "ensemble": {"timeout_seconds": None}},
+            "ensemble.timeout_seconds",
+            "leave it out for the default",
+        ),
+        ({"models": [MODEL], "adaptive": None}, "adaptive", "must be a mapping, got null"),
+        ({"models": [MODEL], "logging": {"format": "yml"}}, "logging.format", "one of: json, text"),
+        (
+            {"models": [MODEL], "envoy": {"message_timeout_ms": float("inf")}},
+            "envoy.message_timeout_ms",
+            "finite",
+        ),
+        (
+            {"models": [MODEL], "ensemble": {"similarity_threshold": 0}},
+            "ensemble.similarity_threshold",
+            "must be in (0, 1], got 0",
+        ),
+        (
+            {"models": [{**MODEL, "api_key_env": "MY-KEY"}]},
+            "models[0].api_key_env",
+            "invalid environment variable name 'MY-KEY'",
+        ),
+        (
+            {
+                "models": [MODEL],
+                "adaptive": {"signals": [{"type": "difficulty", "weights": {"maths": 1}}]},
+            },
+            "adaptive.signals[0].weights.maths",
+            "did you mean 'math'?",
+        ),
+        (
+            {"models": [MODEL], "rules": [{"name": "r", "profile": "p", 1: {}}]},
+            "rules[0]",
+            "keys must be strings, got 1",
+        ),
+    ],
+)
+def test_declared_checks_name_the_key_and_the_fix(raw: Any, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_config(raw, environ={})
+    assert caught.value.key == key
+    assert fragment in str(caught.value)
+
+
+def test_defaults_are_declared_once() -> None:
+    """An empty section compiles to the declaration's defaults, which the runtime reads."""
+    from ensemble_extproc.config.model import EnsembleSettings, EnvoySettings, RetryPolicy
+
+    config = compile_config({"models": [MODEL]}, environ={})
+    assert config.ensemble == EnsembleSettings()
+    assert config.envoy == EnvoySettings()
+    assert config.ensemble.retry.attempts == 2
+    assert config.endpoints["a"].retry is None  # the ensemble's retries apply
+    assert config.endpoints["a"].upstream_model == "a"
+    off = compile_config(
+        {"models": [{**MODEL, "retries": False}], "ensemble": {"circuit_breaker": False}}
+    )
+    assert off.endpoints["a"].retry == RetryPolicy(attempts=1)
+    assert off.ensemble.breaker is None
+
+
+def test_reading_the_config_never_imports_the_demo_server() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ensemble_extproc.config; prefixes = ('aiohttp', 'ensemble_extproc.demo'); "
+        "print(sorted(m for m in sys.modules if m.startswith(prefixes)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+YAML_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.dates(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.sampled_from(["default.yaml", "examples/policy.yaml"]))
+def test_any_value_anywhere_is_a_config_error_naming_a_key(data: Any, name: str) -> None:
+    """Whatever a file holds, compiling it succeeds or raises ConfigError; never a crash."""
+    raw = yaml.safe_load((ROOT / "config" / name).read_text())
+    *parent, last = data.draw(st.sampled_from(_paths(raw)[1:]))
+    target = raw
+    for step in parent:
+        target = target[step]
+    if data.draw(st.booleans()) and isinstance(target, dict):
+        last = data.draw(st.text(max_size=8))  # a new key beside an existing one
+    target[last] = data.draw(YAML_VALUES)
+    error = compile_error(raw)
+    if error is not None:
+        heads = {str(key) or "''" for key in raw} | TOP_KEYS | {"<file>"}
+        assert any(error.key == h or error.key.startswith((f"{h}.", f"{h}[")) for h in heads)
+
+
+def compile_error(raw: Any) -> ConfigError | None:
+    try:
+        compile_config(raw, environ={})
+    except ConfigError as error:
+        return error
+    return None

@@ -488,7 +488,7 @@ def test_precedence(headers: dict[str, str], body: dict[str, Any], expected: str
         (
             {"adaptive": {**ADAPTIVE, "signals": [{"type": "magic"}]}},
             "adaptive.signals[0].type",
-            "unknown signal",
+            "invalid signal",
         ),
         (
             {"header_control": {"api_keys_env": "MISSING_KEYS"}},

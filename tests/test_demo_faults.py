@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ensemble_extproc.demo import DemoModel, DemoServers, parse_demo_models, start_demo_servers
-from ensemble_extproc.demo.models import FAULT_KINDS, FaultKind
+from ensemble_extproc.config.demo import FAULT_KINDS, DemoModel, FaultKind, parse_demo_models
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 
 WORDS = "one two three four five six"
@@ -23,12 +23,6 @@ SLOW_DRIP_MS = 40
 
 def fault_model(fault: FaultKind, **extra: Any) -> DemoModel:
     return DemoModel(f"demo-{fault}".replace("_", "-"), 0, answers=(WORDS,), fault=fault, **extra)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture
@@ -44,6 +38,7 @@ async def servers() -> AsyncIterator[DemoServers]:
         fault_model("stream_stop"),
         fault_model("no_done"),
         fault_model("malformed_sse"),
+        fault_model("echo_headers", failure_status=401),
         DemoModel("demo-ok", 0, answers=(WORDS,)),
     ]
     async with await start_demo_servers(models) as running:
@@ -113,6 +108,34 @@ async def test_status_500(
     assert data["error"]["type"] == "server_error"
     assert "demo model demo-status-500: simulated fault status_500" in data["error"]["message"]
     assert await stats(session, servers, "demo-status-500") == counters(1, 1, failed=1)
+
+
+async def test_echo_headers_answers_its_failure_status_with_every_header(
+    servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": "Bearer sk-echoed-1234", "X-Extra": "seen"}
+    url = chat_url(servers, "demo-echo-headers")
+    async with session.post(url, json=HELLO, headers=headers) as resp:
+        assert resp.status == 401
+        assert resp.headers["x-echo-authorization"] == "Bearer sk-echoed-1234"
+        data = await resp.json()
+    assert data["error"]["type"] == "invalid_request_error"
+    assert "Bearer sk-echoed-1234" in data["error"]["message"]
+    assert '"X-Extra": "seen"' in data["error"]["message"]
+    assert await stats(session, servers, "demo-echo-headers") == counters(1, 1, failed=1)
+
+
+async def test_echo_headers_streams_an_error_event_with_every_header(
+    servers: DemoServers, session: aiohttp.ClientSession
+) -> None:
+    url = chat_url(servers, "demo-echo-headers")
+    async with session.post(url, json=STREAM, headers={"Authorization": "Bearer k-9"}) as resp:
+        assert resp.status == 200
+        lines = [line for line in (await resp.text()).splitlines() if line]
+    assert json.loads(lines[0].removeprefix("data: "))["choices"][0]["delta"]["role"]
+    error = json.loads(lines[1].removeprefix("data: "))["error"]
+    assert "Bearer k-9" in error["message"]
+    assert lines[2] == "data: [DONE]"
 
 
 @pytest.mark.parametrize("body", [HELLO, STREAM], ids=["json", "stream"])
@@ -360,14 +383,14 @@ OK = {"name": "demo-a", "port": 0}
 
 FAULT_CONFIG_ERRORS: list[tuple[dict[str, object], str, str]] = [
     ({"fault": "explode"}, "fault", "unknown fault kind 'explode'"),
-    ({"fault": "explode"}, "fault", "valid kinds: " + ", ".join(FAULT_KINDS)),
+    ({"fault": "explode"}, "fault", "one of: " + ", ".join(FAULT_KINDS)),
     ({"fault": "rate-limit"}, "fault", "did you mean 'rate_limit'?"),
     ({"fault": 500}, "fault", "must be a string"),
     ({"fault": ["hang"]}, "fault", "must be a string"),
-    ({"fault_retry_after_s": -1}, "fault_retry_after_s", "must not be negative"),
+    ({"fault_retry_after_s": -1}, "fault_retry_after_s", "between 0 and 3600"),
     ({"fault_retry_after_s": "1s"}, "fault_retry_after_s", "must be a number"),
     ({"fault_retry_after_s": 5000}, "fault_retry_after_s", "the unit is seconds"),
-    ({"fault_drip_ms": -200}, "fault_drip_ms", "must not be negative"),
+    ({"fault_drip_ms": -200}, "fault_drip_ms", "between 0 and 600000"),
     ({"fault_drip_ms": True}, "fault_drip_ms", "must be a number"),
     ({"fault_drip_ms": float("inf")}, "fault_drip_ms", "finite"),
     ({"faults": "hang"}, "faults", "did you mean 'fault"),

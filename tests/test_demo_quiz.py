@@ -15,23 +15,12 @@ import aiohttp
 import pytest
 
 from ensemble_extproc import prompts
-from ensemble_extproc.demo import (
-    DemoModel,
-    DemoServers,
-    parse_demo_models,
-    quiz,
-    start_demo_servers,
-)
+from ensemble_extproc.config.demo import DemoModel, parse_demo_models
+from ensemble_extproc.demo import quiz
+from ensemble_extproc.demo.server import DemoServers, start_demo_servers
 from ensemble_extproc.errors import ConfigError
 
 QUESTIONS = quiz.generate(2000, seed=11)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=32)
-    async with aiohttp.ClientSession(connector=connector) as client:
-        yield client
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ from deploy.render_plain_envoy import (
 )
 
 from ensemble_extproc.config import Config, ConfigError, compile_config
-from ensemble_extproc.envoy_bootstrap import RUNTIME_FLAGS, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import RUNTIME_FLAGS
 from ensemble_extproc.headers import ROUTE, ROUTE_VALUE
 from ensemble_extproc.paths import CHAT_COMPLETIONS
 from ensemble_extproc.scope import scope
@@ -590,7 +591,7 @@ def test_extension_policy_sends_requests_to_the_processor_as_the_bootstrap_does(
         "request": {"body": "Buffered"},
     }
     assert ext_proc["failOpen"] is (config.envoy.failure_mode == "open")
-    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_seconds * 1000:g}ms"
+    assert ext_proc["messageTimeout"] == f"{config.envoy.message_timeout_ms:g}ms"
     assert ext_proc["metadata"] == {"writableNamespaces": [config.metadata_namespace]}
 
 
@@ -600,6 +601,16 @@ def test_client_traffic_policy_buffers_the_largest_allowed_body() -> None:
     max_body = pod_config().ensemble.max_body_bytes
     # Room for the body plus its headers, as the rendered bootstrap leaves (64 KiB).
     assert limit >= max_body + 65536
+
+
+def test_client_traffic_policy_times_out_slow_clients_as_the_config_says() -> None:
+    [policy] = of_kind(gateway_variant(), "ClientTrafficPolicy")
+    envoy = pod_config().envoy
+    assert policy["spec"]["timeout"]["http"] == {
+        "requestReceivedTimeout": f"{envoy.request_timeout_seconds:g}s",
+        "idleTimeout": f"{envoy.idle_timeout_seconds:g}s",
+        "streamIdleTimeout": f"{envoy.stream_idle_timeout_seconds:g}s",
+    }
 
 
 def test_backend_traffic_policy_retries_the_ensemble_route_as_the_bootstrap_does() -> None:

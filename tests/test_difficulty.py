@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import astuple, fields
+from dataclasses import astuple
 
+import msgspec
 import pytest
 
 from ensemble_extproc.adaptive.difficulty import (
@@ -16,8 +17,8 @@ from ensemble_extproc.adaptive.difficulty import (
     confidence,
     difficulty,
     features,
-    prompt_text,
 )
+from ensemble_extproc.chat import prompt_text
 
 PLAIN_PROSE = (
     "The weather was lovely this morning, so we took the dog for a long walk along the "
@@ -102,7 +103,9 @@ def test_default_weights_sum_to_one() -> None:
     weights = DifficultyWeights()
     assert weights == DEFAULT_WEIGHTS
     assert weights.bias == 0.0
-    total = sum(getattr(weights, f.name) for f in fields(weights) if f.name != "bias")
+    total = sum(
+        getattr(weights, f.name) for f in msgspec.structs.fields(weights) if f.name != "bias"
+    )
     assert math.isclose(total, 1.0)
 
 
@@ -111,7 +114,9 @@ def test_difficulty_is_the_weighted_sum() -> None:
     weights = DifficultyWeights(
         length=0.1, questions=0.2, reasoning=0.1, math=0.3, code=0.2, domain=0.1, bias=0.05
     )
-    expected = 0.05 + sum(w * x for w, x in zip(astuple(weights)[:-1], astuple(f), strict=True))
+    expected = 0.05 + sum(
+        w * x for w, x in zip(msgspec.structs.astuple(weights)[:-1], astuple(f), strict=True)
+    )
     assert difficulty(CODE_DEBUG, weights) == pytest.approx(expected)
 
 

@@ -6,52 +6,22 @@ Clients are the ones users have: the official openai SDK and curl.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
-from typing import Any
 
 import openai
 import pytest
 
-from conftest import Gateway
+from parts import QUESTION, Gateway, curl
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 ENSEMBLE = {"x-ensemble-models": "demo-fast,demo-medium,demo-slow"}
 
 
 @pytest.fixture(scope="module")
 def client(gateway: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
-
-
-def curl(gateway: Gateway, *args: str, stdin: str | None = None) -> tuple[int, dict[str, str], Any]:
-    """POST with curl; returns status, response headers and the parsed JSON body."""
-    out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "-i",
-            "--max-time",
-            "10",
-            f"{gateway.url}/v1/chat/completions",
-            "-H",
-            "content-type: application/json",
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    # text mode turns curl's CRLF into LF
-    head, _, body = out.partition("\n\n")
-    lines = head.split("\n")
-    status = int(lines[0].split()[1])
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return status, headers, json.loads(body)
 
 
 def test_ensemble_headers_get_the_ensemble_answer(client: openai.OpenAI) -> None:

@@ -14,11 +14,15 @@ import pytest
 
 from parts import Parts, running_parts
 
-from helpers import free_port, http_post
+from helpers import free_port, http_post, listen_block
 
 pytestmark = pytest.mark.e2e
 
 DEADLINE_S = 1.5
+# Envoy's wait for a processor answer, long here so that "noticed at once" and "waited
+# for the timeout" cannot be confused on a loaded machine: a missing processor must be
+# noticed on connect (refused, retried twice with 10-50 ms back-off).
+MESSAGE_TIMEOUT_S = 3.0
 FAULTS = {
     "demo-500": {"fault": "status_500"},
     "demo-429": {"fault": "rate_limit", "fault_retry_after_s": 0.05},
@@ -36,10 +40,7 @@ def config(failure_mode: str = "closed") -> dict[str, Any]:
         {"name": "demo-fast", "port": free_port(), "latency_ms": 10, "answers": ["Paris."]},
     ] + [{"name": n, "port": free_port(), "answers": ["Paris."], **f} for n, f in FAULTS.items()]
     return {
-        "listen": {
-            k: f"127.0.0.1:{free_port()}"
-            for k in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-        },
+        "listen": listen_block(),
         "default_model": "demo-default",
         "demo": {"models": models},
         "ensemble": {
@@ -47,7 +48,7 @@ def config(failure_mode: str = "closed") -> dict[str, Any]:
             "retries": {"attempts": 2, "backoff_ms": 20},
             "circuit_breaker": False,
         },
-        "envoy": {"failure_mode": failure_mode},
+        "envoy": {"failure_mode": failure_mode, "message_timeout_ms": MESSAGE_TIMEOUT_S * 1000},
     }
 
 
@@ -77,6 +78,11 @@ def assert_still_serving(parts: Parts) -> None:
     status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
     assert status == 200
     assert payload["choices"][0]["message"]["content"] == "Paris."
+
+
+def fastest_answer(parts: Parts, headers: dict[str, str] | None = None) -> float:
+    """The quickest of three answers (the least disturbed, on a loaded machine)."""
+    return min(ask(parts, headers)[3] for _ in range(3))
 
 
 def assert_serving_again(parts: Parts, within: float = 15.0) -> None:
@@ -155,12 +161,13 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
     with running_parts(tmp_path_factory.mktemp("closed"), config("closed")) as parts:
         assert_still_serving(parts)
         parts.kill("extproc")
-        status, _, payload, elapsed = ask(parts, {"x-ensemble-models": "demo-fast"})
+        status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
         # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
         assert "ext_proc" in payload["error"]["message"]
-        assert elapsed < 1.0
+        # At once: the refused connection and its retries, never the message timeout.
+        assert fastest_answer(parts) < MESSAGE_TIMEOUT_S / 2
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
         assert status >= 500
@@ -174,11 +181,12 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_processor_down_fail_open(tmp_path_factory: pytest.TempPathFactory) -> None:
     with running_parts(tmp_path_factory.mktemp("open"), config("open")) as parts:
+        assert_still_serving(parts)
         parts.kill("extproc")
-        status, _, payload, elapsed = ask(parts, {"x-ensemble-models": "demo-fast"})
+        status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
         assert status == 200
         assert payload["choices"][0]["message"]["content"] == "default model answer"
-        assert elapsed < 1.0
+        assert fastest_answer(parts, {"x-ensemble-models": "demo-fast"}) < MESSAGE_TIMEOUT_S / 2
 
 
 def test_upstream_killed_under_load_falls_back_to_the_default_model(

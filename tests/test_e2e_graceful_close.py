@@ -18,15 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
 from ensemble_extproc.config import Address, Config
-from ensemble_extproc.envoy_bootstrap import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE, bootstrap
+from ensemble_extproc.envoy_bootstrap import bootstrap
+from ensemble_extproc.envoy_names import EXTPROC_CLUSTER, GRACEFUL_GRPC_CLOSE
 from ensemble_extproc.stack import envoy_binary
 from parts import running_parts, wait_port
 
-from helpers import free_port, http_post
+from helpers import free_port, http_post, listen_block
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +44,7 @@ def raw_config() -> dict[str, Any]:
         {"name": "demo-b", "port": free_port(), "latency_ms": 200, "answers": ["paris"]},
     ]
     return {
-        "listen": {
-            k: f"127.0.0.1:{free_port()}"
-            for k in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-        },
+        "listen": listen_block(),
         "default_model": "demo-default",
         "demo": {"models": models},
         "ensemble": {"default_min_responses": 2},
@@ -71,7 +70,7 @@ class Front:
 @contextlib.contextmanager
 def baseline_envoy(tmp: Path, config: Config) -> Iterator[Front]:
     """A second Envoy in front of the same processor, with the flag off (Envoy's default)."""
-    listen = dataclasses.replace(
+    listen = msgspec.structs.replace(
         config.listen,
         envoy=Address("127.0.0.1", free_port()),
         envoy_admin=Address("127.0.0.1", free_port()),

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import Gateway
-from test_e2e_envoy import curl
-from test_e2e_policy import body
+from parts import Gateway, chat_json, curl
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +28,7 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
-    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium,demo-slow", "-d", body())
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium,demo-slow", "-d", chat_json())
     curl(
         gateway,
         "-H",
@@ -37,9 +36,9 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
         "-H",
         "x-ensemble-min-responses: 2",
         "-d",
-        body(),
+        chat_json(),
     )
-    curl(gateway, "-d", body())
+    curl(gateway, "-d", chat_json())
     upstream = scrape(f"{gateway.upstream_url}/metrics")
     assert upstream['ensemble_requests_total{outcome="ok",strategy="voting"}'] >= 1
     assert upstream['ensemble_requests_total{outcome="quorum_not_met",strategy="voting"}'] >= 1
@@ -59,7 +58,7 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
 def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(
     gateway: Gateway,
 ) -> None:
-    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", body("log probe"))
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", chat_json("log probe"))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [
@@ -82,3 +81,23 @@ def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(
             return
         time.sleep(0.1)
     raise AssertionError("no ensemble summary log line")
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_trust_report_is_not_served_through_the_gateway(gateway: Gateway) -> None:
+    """Asked through Envoy with ensemble headers, GET /admin/trust reaches the upstream on
+    the ensemble route, which refuses it: the report is for the upstream's own port."""
+    status, text = get(f"{gateway.url}/admin/trust", {"x-ensemble-models": "demo-fast,demo-medium"})
+    assert status == 404
+    assert json.loads(text)["error"]["code"] == "not_found"
+    direct, report = get(f"{gateway.upstream_url}/admin/trust", {})
+    assert direct == 200
+    assert "keys" in json.loads(report)

@@ -13,10 +13,9 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import Gateway, running_gateway
 from ensemble_extproc import headers as h
 from ensemble_extproc.internal import Binding, sign
-from test_e2e_envoy import QUESTION, curl
+from parts import QUESTION, Gateway, chat_json, curl, running_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -24,10 +23,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def client(gateway: Gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
-
-
-def body(text: str = "What is the capital of France?", **extra: Any) -> str:
-    return json.dumps({"model": "gpt-x", "messages": [{"role": "user", "content": text}], **extra})
 
 
 def test_model_naming_a_profile_selects_it(client: openai.OpenAI) -> None:
@@ -41,7 +36,7 @@ def test_model_naming_a_profile_selects_it(client: openai.OpenAI) -> None:
 
 
 def test_keyword_rule_sends_medical_prompts_to_the_critical_profile(gateway: Gateway) -> None:
-    status, headers, answer = curl(gateway, "-d", body("What dosage of ibuprofen is safe?"))
+    status, headers, answer = curl(gateway, "-d", chat_json("What dosage of ibuprofen is safe?"))
     assert status == 200
     assert headers["x-ensemble-decision"] == "rule:medical"
     assert headers["x-ensemble-models-queried"] == "demo-fast,demo-medium,demo-slow"
@@ -61,7 +56,7 @@ def test_semantic_router_confidence_header(
     gateway: Gateway, confidence: str, decision: str, routed: bool
 ) -> None:
     status, headers, answer = curl(
-        gateway, "-H", f"x-vsr-selected-confidence: {confidence}", "-d", body()
+        gateway, "-H", f"x-vsr-selected-confidence: {confidence}", "-d", chat_json()
     )
     assert status == 200  # an unusable confidence is ignored, never the client's error
     assert headers["x-ensemble-decision"] == decision
@@ -74,14 +69,14 @@ def test_semantic_router_confidence_header(
 
 
 def test_plain_requests_say_nobody_decided(gateway: Gateway) -> None:
-    status, headers, _ = curl(gateway, "-d", body())
+    status, headers, _ = curl(gateway, "-d", chat_json())
     assert status == 200
     assert headers["x-ensemble-decision"] == "none"
     assert headers["x-demo-model"] == "demo-default"
 
 
 def test_header_requests_say_so(gateway: Gateway) -> None:
-    _, headers, _ = curl(gateway, "-H", "x-ensemble-models: demo-fast", "-d", body())
+    _, headers, _ = curl(gateway, "-H", "x-ensemble-models: demo-fast", "-d", chat_json())
     assert headers["x-ensemble-decision"] == "header"
 
 
@@ -105,7 +100,7 @@ def test_invalid_json_is_the_processors_400_when_the_body_is_read(gateway: Gatew
 )
 def test_spoofed_internal_headers_are_ignored(gateway: Gateway, spoof: list[str]) -> None:
     args = [arg for header in spoof for arg in ("-H", header)]
-    status, headers, _answer = curl(gateway, *args, "-d", body())
+    status, headers, _answer = curl(gateway, *args, "-d", chat_json())
     assert status == 200
     assert headers["x-demo-model"] == "demo-default"
     assert headers["x-ensemble-decision"] == "none"
@@ -115,7 +110,7 @@ async def direct(gateway: Gateway, headers: dict[str, str]) -> tuple[int, dict[s
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            f"{gateway.upstream_url}/v1/chat/completions", data=body(), headers=headers
+            f"{gateway.upstream_url}/v1/chat/completions", data=chat_json(), headers=headers
         ) as resp,
     ):
         return resp.status, await resp.json()
@@ -161,18 +156,18 @@ def no_header_control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate
 
 def test_header_control_switched_off(no_header_control: Gateway) -> None:
     status, headers, answer = curl(
-        no_header_control, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", body()
+        no_header_control, "-H", "x-ensemble-models: demo-fast,demo-medium", "-d", chat_json()
     )
     assert status == 200
     assert headers["x-ensemble-decision"] == "none"
     assert answer["model"] == "demo-default"
     # Rules still apply.
-    _, headers, _ = curl(no_header_control, "-d", body("dosage for a child?"))
+    _, headers, _ = curl(no_header_control, "-d", chat_json("dosage for a child?"))
     assert headers["x-ensemble-decision"] == "rule:medical"
 
 
 def test_access_log_carries_the_decision(gateway: Gateway) -> None:
-    curl(gateway, "-H", "x-vsr-selected-confidence: 0.1", "-d", body("access log probe"))
+    curl(gateway, "-H", "x-vsr-selected-confidence: 0.1", "-d", chat_json("access log probe"))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         entries = [

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from conftest import POLICY, Gateway, gateway_config, running_gateway
 from ensemble_extproc.cpus import usable_cpus
+from parts import POLICY, Gateway, gateway_config, running_gateway
 
 from helpers import http_post
 

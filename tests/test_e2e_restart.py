@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ONE_EACH
+from parts import ONE_EACH
 
-from helpers import free_port, http_post
+from helpers import free_port, http_post, listen_block
 
 pytestmark = pytest.mark.e2e
 
@@ -51,10 +51,7 @@ def raw_config() -> dict[str, Any]:
         {"name": "demo-medium", "port": free_port(), "latency_ms": 10, "answers": ["paris"]},
     ]
     return {
-        "listen": {
-            k: f"127.0.0.1:{free_port()}"
-            for k in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-        },
+        "listen": listen_block(),
         "default_model": "demo-default",
         "demo": {"models": models},
         "ensemble": {"timeout_seconds": 5},

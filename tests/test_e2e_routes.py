@@ -23,9 +23,8 @@ from capture import Capture, Pki, capture_server, make_pki
 from ensemble_extproc import headers as h
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from parts import Parts, running_parts
-from test_extproc_grpc import headers_message
 
-from helpers import free_port
+from helpers import free_port, headers_message, listen_block
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +37,6 @@ CLIENT_CREDENTIALS = {
     "proxy-authorization": "Basic Y2xpZW50OnNlY3JldA==",
 }
 CHAT = {"model": "any", "messages": [{"role": "user", "content": "Capital of France?"}]}
-
-
-def listen() -> dict[str, str]:
-    names = ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-    return {name: f"127.0.0.1:{free_port()}" for name in names}
 
 
 def demo_models() -> list[dict[str, Any]]:
@@ -144,7 +138,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pro
         capture_server(tls=pki.server_context(pki.trusted, "other.example")) as wrong_name,
     ):
         raw = {
-            "listen": listen(),
+            "listen": listen_block(),
             "default_model": "provider",
             "models": [
                 {
@@ -464,7 +458,7 @@ def test_a_quorum_made_impossible_by_an_open_circuit_is_reported_truthfully(
 @contextlib.contextmanager
 def default_model_stack(tmp: Path, url: str, ca_file: str, **model: Any) -> Iterator[Parts]:
     raw = {
-        "listen": listen(),
+        "listen": listen_block(),
         "default_model": "default",
         "models": [{"name": "default", "url": url, "ca_file": ca_file, **model}],
         "demo": {"models": demo_models()[:1]},
@@ -515,7 +509,7 @@ def test_the_fallback_to_the_default_model_sends_no_internal_header(tmp_path: Pa
     credentials) reached the default model through the aggregate cluster."""
     with capture_server("127.0.0.1", answer="fallback answer") as default:
         raw = {
-            "listen": listen(),
+            "listen": listen_block(),
             "default_model": "provider",
             "models": [
                 {

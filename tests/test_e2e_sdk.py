@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from conftest import Gateway
+from parts import Gateway
 
 pytestmark = pytest.mark.e2e
 

@@ -22,11 +22,10 @@ from typing import Any
 
 import pytest
 
-from conftest import POLICY, gateway_config
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import Config
 from ensemble_extproc.internal import Binding, sign
-from parts import Parts, running_parts
+from parts import POLICY, Parts, gateway_config, running_parts
 
 pytestmark = pytest.mark.e2e
 
@@ -209,15 +208,25 @@ CASES = [
         (("x-vsr-selected-confidence", "0.2"), ("x-ensemble-enable", "false")),
     ),
     Case("identity encoding", {"*": "default"}, (("content-encoding", "identity"),)),
-    # A body that says it is gzip and is not: the demo model's own 500 passes through.
-    Case("gzip encoding", {"*": "status:500"}, (("content-encoding", "gzip"),)),
+    # A compressed body is refused whatever the config (the processor's 415).
+    Case(
+        "gzip encoding",
+        {"*": "error:unsupported_content_encoding"},
+        (("content-encoding", "gzip"),),
+    ),
+    Case(
+        "gzip encoding, name in capitals",
+        {"*": "error:unsupported_content_encoding"},
+        (("Content-Encoding", "gzip"),),
+    ),
 ]
 
 
 def reaches_processor(case: Case, config: str) -> bool:
     """The issue's rule, written out independently of ``scope``: only chat completions,
     all of them when the config reads bodies (policy), else those carrying an x-ensemble-*
-    header the processor reads in that config."""
+    header the processor reads in that config, or a Content-Encoding (checked whatever the
+    config)."""
     if (
         not case.filtered
         or case.method != "POST"
@@ -227,7 +236,7 @@ def reaches_processor(case: Case, config: str) -> bool:
     if config == "policy":
         return True
     names = {name.lower() for name, _ in case.headers}
-    read = {h.ENABLE, *h.INTERNAL}
+    read = {h.ENABLE, *h.INTERNAL, "content-encoding"}
     if config == "headers":
         read |= {h.MODELS, h.STRATEGY, h.MIN_RESPONSES}
     return bool(names & read)

@@ -16,7 +16,8 @@ import yaml
 
 from ensemble_extproc import headers as h
 from ensemble_extproc.config import Config, compile_config, load_config
-from ensemble_extproc.envoy_bootstrap import (
+from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
+from ensemble_extproc.envoy_names import (
     DEFAULT_CLUSTER,
     EXT_PROC,
     EXTPROC_CLUSTER,
@@ -29,8 +30,6 @@ from ensemble_extproc.envoy_bootstrap import (
     RUNTIME_FLAGS,
     TLS_CONTEXT,
     TYPE,
-    bootstrap,
-    render_yaml,
 )
 from ensemble_extproc.envoy_types import system_ca_bundle
 from ensemble_extproc.scope import scope

@@ -16,12 +16,11 @@ from ensemble_extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import (
 )
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from ensemble_extproc.config import Address, compile_config
-from ensemble_extproc.extproc import create_server
+from ensemble_extproc.config import compile_config
 from ensemble_extproc.internal import Binding, verify
 from ensemble_extproc.observability.metrics import ProcessorMetrics
 
-from helpers import make_config
+from helpers import headers_message, make_config, processor_stub
 
 CONFIG = make_config({n: f"http://127.0.0.1:9/{n}" for n in ("m1", "m2", "m3")})
 OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -30,25 +29,8 @@ Mode = modes.ProcessingMode
 
 @pytest.fixture
 async def stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
-    server, port = create_server(CONFIG, Address("127.0.0.1", 0))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.ExternalProcessorStub(channel)
-    finally:
-        await server.stop(None)
-
-
-def headers_message(headers: dict[str, str], end_of_stream: bool = False) -> pb.ProcessingRequest:
-    base = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "gw"}
-    header_map = core.HeaderMap(
-        headers=[
-            core.HeaderValue(key=k, raw_value=v.encode()) for k, v in {**base, **headers}.items()
-        ]
-    )
-    return pb.ProcessingRequest(
-        request_headers=pb.HttpHeaders(headers=header_map, end_of_stream=end_of_stream)
-    )
+    async with processor_stub(CONFIG) as client:
+        yield client
 
 
 async def exchange(
@@ -166,13 +148,8 @@ POLICY_CONFIG = compile_config(
 
 @pytest.fixture
 async def policy_stub() -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
-    server, port = create_server(POLICY_CONFIG, Address("127.0.0.1", 0))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.ExternalProcessorStub(channel)
-    finally:
-        await server.stop(None)
+    async with processor_stub(POLICY_CONFIG) as client:
+        yield client
 
 
 def body_message(payload: bytes) -> pb.ProcessingRequest:
@@ -259,16 +236,10 @@ async def test_prebuilt_answers_never_carry_another_requests_part(
 
 async def test_metrics_count_streams_and_decisions_and_time_one_message_in_sixteen() -> None:
     metrics = ProcessorMetrics(CollectorRegistry(), sample_every=16)
-    server, port = create_server(CONFIG, Address("127.0.0.1", 0), metrics)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.ExternalProcessorStub(channel)
-            for i in range(32):
-                headers = {"x-ensemble-models": "m1,nope"} if i % 4 == 0 else {}
-                await exchange(stub, headers_message(headers))
-    finally:
-        await server.stop(None)
+    async with processor_stub(CONFIG, metrics) as stub:
+        for i in range(32):
+            headers = {"x-ensemble-models": "m1,nope"} if i % 4 == 0 else {}
+            await exchange(stub, headers_message(headers))
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in metrics.registry.collect()

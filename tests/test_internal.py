@@ -157,7 +157,7 @@ def test_check_signature_refuses_a_replay_and_an_unbound_request() -> None:
 
 
 def test_the_lifetime_is_configurable_and_ten_seconds_by_default() -> None:
-    assert config().signature_lifetime_seconds == 10.0
+    assert config().security.signature_lifetime_seconds == 10.0
     short = config(2)
     guard = ReplayGuard()
     with pytest.raises(ApiError, match="expired"):

@@ -68,7 +68,7 @@ def test_retryable(candidate: Candidate, expected: bool) -> None:
 
 
 def test_retry_delay_backs_off_with_jitter_and_honours_retry_after() -> None:
-    policy = RetryPolicy(attempts=5, backoff_seconds=0.1, max_backoff_seconds=0.3)
+    policy = RetryPolicy(attempts=5, backoff_ms=100, max_backoff_ms=300)
     rng = random.Random(1)
     delays = [retry_delay(policy, attempt, None, rng) for attempt in range(4)]
     for attempt, delay in enumerate(delays):

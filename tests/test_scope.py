@@ -20,6 +20,7 @@ from ensemble_extproc.scope import scope
 CHAT = "/v1/chat/completions"
 URLS = {name: f"http://127.0.0.1:9/{name}" for name in ("m1", "m2", "m3")}
 ASKING = (h.ENABLE, h.MODELS, h.STRATEGY, h.MIN_RESPONSES)
+CE = "content-encoding"  # a compressed body is refused whatever the config
 PROFILES = {"critical": {"models": ["m1", "m2"]}, "quick": {"models": ["m1"]}}
 
 
@@ -34,18 +35,18 @@ def adaptive(*signals: dict[str, Any]) -> dict[str, Any]:
 
 CONFIGS: dict[str, tuple[Config, list[str], tuple[str, ...]]] = {
     # name: (config, the keys that send every chat completion, the headers otherwise)
-    "headers only": (config(), [], (*ASKING, *h.INTERNAL)),
+    "headers only": (config(), [], (*ASKING, *h.INTERNAL, CE)),
     "header control off": (
         config(header_control={"enabled": False}),
         [],
-        (h.ENABLE, *h.INTERNAL),
+        (h.ENABLE, *h.INTERNAL, CE),
     ),
     "ensembles off, with profiles": (
         config(ensemble={"enabled": False}, profiles=PROFILES),
         [],
-        (h.ENABLE, *h.INTERNAL),
+        (h.ENABLE, *h.INTERNAL, CE),
     ),
-    "profiles": (config(profiles=PROFILES), ["profiles"], (*ASKING, *h.INTERNAL)),
+    "profiles": (config(profiles=PROFILES), ["profiles"], (*ASKING, *h.INTERNAL, CE)),
     "rules": (
         config(
             profiles=PROFILES,
@@ -63,7 +64,7 @@ CONFIGS: dict[str, tuple[Config, list[str], tuple[str, ...]]] = {
             ],
         ),
         ["profiles", "rules[0] (med)", "rules[1] (team)"],
-        (*ASKING, *h.INTERNAL),
+        (*ASKING, *h.INTERNAL, CE),
     ),
     "adaptive": (
         config(
@@ -75,7 +76,7 @@ CONFIGS: dict[str, tuple[Config, list[str], tuple[str, ...]]] = {
             ),
         ),
         ["profiles", "adaptive.signals[1]", "adaptive.signals[2]"],
-        (*ASKING, *h.INTERNAL, "x-router-confidence"),
+        (*ASKING, *h.INTERNAL, CE, "x-router-confidence"),
     ),
 }
 
@@ -128,10 +129,13 @@ NAMES = st.sampled_from(
         "authorization",
         "x-api-key",
         "content-type",
+        "content-encoding",
         "x-team",
     ]
 )
-VALUES = st.sampled_from(["", "true", "false", "perhaps", "m1", "m1,m2", "0.1", "ensemble"])
+VALUES = st.sampled_from(
+    ["", "true", "false", "perhaps", "m1", "m1,m2", "0.1", "ensemble", "gzip", "identity"]
+)
 
 
 @pytest.mark.parametrize("name", [n for n, (_, keys, _) in CONFIGS.items() if not keys])

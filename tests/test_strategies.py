@@ -113,7 +113,7 @@ def test_voting_merges_near_identical_free_text() -> None:
 def test_weighted_log_odds_lets_one_strong_model_outvote_two_weak_ones() -> None:
     # alternatives 1, log-odds: 0.95 -> 2.94; 0.6 -> 0.41 each: 2.94 vs 0.81.
     replies = {"a": r("1"), "b": r("2"), "c": r("2")}
-    ctx = context(ABC, accuracies={"a": 0.95, "b": 0.6, "c": 0.6}, weighted_alternatives=1)
+    ctx = context(ABC, accuracies={"a": 0.95, "b": 0.6, "c": 0.6}, weighted={"alternatives": 1})
     trace = simulate("weighted", ctx, replies)
     assert trace.selection is not None
     assert trace.selection.winner.model == "a"
@@ -143,14 +143,14 @@ def test_weighted_uses_configured_weights_and_confidence() -> None:
     replies = {"a": r("1", confidence=0.2), "b": r("2", confidence=0.9)}
     ctx = context(("a", "b"), weights={"a": 2.0, "b": 1.0})
     assert simulate("weighted", ctx, replies).selection.winner.model == "a"  # type: ignore[union-attr]
-    ctx = context(("a", "b"), weights={"a": 2.0, "b": 1.0}, weighted_use_confidence=True)
+    ctx = context(("a", "b"), weights={"a": 2.0, "b": 1.0}, weighted={"use_confidence": True})
     # 2.0 x 0.2 = 0.4 < 1.0 x 0.9
     assert simulate("weighted", ctx, replies).selection.winner.model == "b"  # type: ignore[union-attr]
 
 
 def test_weighted_stops_early_by_weight() -> None:
     replies = {"a": r("1", 10), "b": r("2", 500), "c": r("3", 600)}
-    ctx = context(ABC, accuracies={"a": 0.99, "b": 0.6, "c": 0.6}, weighted_alternatives=1)
+    ctx = context(ABC, accuracies={"a": 0.99, "b": 0.6, "c": 0.6}, weighted={"alternatives": 1})
     trace = simulate("weighted", ctx, replies)
     assert sorted(trace.cancelled) == ["b", "c"]
 
@@ -159,7 +159,7 @@ def test_a_negative_weight_running_keeps_the_vote_open() -> None:
     # alternatives 1: accuracy 0.2 weighs log(0.25) = -1.39: its vote counts against its
     # answer. a (0.85) answers first; b (-1.39) will vote with a, c (0.41) against.
     accuracies = {"a": 0.7, "b": 0.2, "c": 0.6}
-    ctx = context(ABC, accuracies=accuracies, weighted_alternatives=1, min_responses=1)
+    ctx = context(ABC, accuracies=accuracies, weighted={"alternatives": 1}, min_responses=1)
     replies = {"a": r("1", 10), "b": r("1", 500), "c": r("2", 600)}
     trace = simulate("weighted", ctx, replies)
     # Ignoring b's negative weight, a's 0.85 > c's 0.41 would have stopped early with "1";
@@ -170,7 +170,7 @@ def test_a_negative_weight_running_keeps_the_vote_open() -> None:
     # Far enough ahead, a negative weight still running does not hold the vote open:
     # 2 x 2.2 - 1.39 (d) > 0.41 (c).
     accuracies = {"a": 0.9, "b": 0.9, "c": 0.6, "d": 0.2}
-    ctx = context(("a", "b", "c", "d"), accuracies=accuracies, weighted_alternatives=1)
+    ctx = context(("a", "b", "c", "d"), accuracies=accuracies, weighted={"alternatives": 1})
     replies = {"a": r("1", 10), "b": r("1", 20), "c": r("2", 300), "d": r("1", 500)}
     assert sorted(simulate("weighted", ctx, replies).cancelled) == ["c", "d"]
 
@@ -199,14 +199,14 @@ def test_first_success_skips_empty_and_filtered_answers() -> None:
 
 def test_hedging_costs_one_call_when_the_first_model_is_fast() -> None:
     replies = {"a": r("fast", 10), "b": r("b", 10), "c": r("c", 10)}
-    trace = simulate("first_success", context(ABC, hedge_delay_seconds=0.05), replies)
+    trace = simulate("first_success", context(ABC, first_success={"hedge_delay_ms": 50}), replies)
     assert trace.launched_models == ["a"]
     assert trace.selection is not None
 
 
 def test_hedging_starts_the_next_model_after_the_delay_or_a_failure() -> None:
     replies = {"a": r("slow", 500), "b": r(None, 5), "c": r("c", 20)}
-    trace = simulate("first_success", context(ABC, hedge_delay_seconds=0.05), replies)
+    trace = simulate("first_success", context(ABC, first_success={"hedge_delay_ms": 50}), replies)
     # a starts at 0; at 50 ms b starts; b fails at 55 ms, so c starts at once and wins.
     assert trace.launched_models == ["a", "b", "c"]
     assert trace.selection is not None
@@ -241,8 +241,10 @@ def test_score_averaging_numeric_mean_and_median() -> None:
         "b": r("20", confidence=0.5),
         "c": r("60", confidence=0.8),
     }
-    mean = simulate("score_averaging", context(ABC, numeric_aggregate="mean"), replies)
-    median = simulate("score_averaging", context(ABC, numeric_aggregate="median"), replies)
+    mean = simulate("score_averaging", context(ABC, score_averaging={"numeric": "mean"}), replies)
+    median = simulate(
+        "score_averaging", context(ABC, score_averaging={"numeric": "median"}), replies
+    )
     assert mean.selection is not None
     assert median.selection is not None
     assert mean.selection.message == {"role": "assistant", "content": "30"}
@@ -267,7 +269,7 @@ def test_score_averaging_without_logprobs_falls_back_to_voting() -> None:
 )
 def test_reranking_follows_the_judge(verdict: str, winner: str) -> None:
     replies = {"a": r("1"), "b": r("2"), "c": r("3")}
-    ctx = context(ABC, judge_model="j")
+    ctx = context(ABC, reranking={"judge_model": "j"})
     trace = simulate("reranking", ctx, replies, helpers={"j": r(verdict)})
     assert trace.selection is not None
     assert trace.selection.winner.model == winner
@@ -281,7 +283,12 @@ def test_reranking_follows_the_judge(verdict: str, winner: str) -> None:
 @pytest.mark.parametrize("verdict", [None, "I cannot decide", "Candidate 1 or Candidate 2", "7"])
 def test_reranking_falls_back_to_voting(verdict: str | None) -> None:
     replies = {"a": r("1"), "b": r("2"), "c": r("2")}
-    trace = simulate("reranking", context(ABC, judge_model="j"), replies, helpers={"j": r(verdict)})
+    trace = simulate(
+        "reranking",
+        context(ABC, reranking={"judge_model": "j"}),
+        replies,
+        helpers={"j": r(verdict)},
+    )
     assert trace.selection is not None
     assert trace.selection.winner.content == "2"
     assert trace.selection.details["fallback"] == "voting"
@@ -312,7 +319,10 @@ def test_parse_verdict(text: str, count: int, expected: int | None) -> None:
 def test_fusion_returns_the_aggregators_answer() -> None:
     replies = {"a": r("1"), "b": r("2"), "c": r("2")}
     trace = simulate(
-        "fusion", context(ABC, aggregator_model="g"), replies, helpers={"g": r("It is 2.")}
+        "fusion",
+        context(ABC, fusion={"aggregator_model": "g"}),
+        replies,
+        helpers={"g": r("It is 2.")},
     )
     assert trace.selection is not None
     assert trace.selection.winner.model == "g"
@@ -322,7 +332,9 @@ def test_fusion_returns_the_aggregators_answer() -> None:
 
 def test_fusion_falls_back_to_voting_when_the_aggregator_fails() -> None:
     replies = {"a": r("1"), "b": r("2"), "c": r("2")}
-    trace = simulate("fusion", context(ABC, aggregator_model="g"), replies, helpers={"g": r(None)})
+    trace = simulate(
+        "fusion", context(ABC, fusion={"aggregator_model": "g"}), replies, helpers={"g": r(None)}
+    )
     assert trace.selection is not None
     assert trace.selection.winner.content == "2"
     assert trace.selection.details["fallback"] == "voting"
@@ -353,7 +365,7 @@ def test_cascade_follows_the_configured_order_and_escalates_to_the_end() -> None
         "b": r("2", confidence=0.5),
         "c": r("3", confidence=0.5),
     }
-    trace = simulate("cascade", context(ABC, cascade_order=("c", "b")), replies)
+    trace = simulate("cascade", context(ABC, cascade={"order": ["c", "b"]}), replies)
     assert trace.launched_models == ["c", "b", "a"]
     assert trace.selection is not None
     assert trace.selection.details["cascade_depth"] == 3
@@ -363,7 +375,7 @@ def test_cascade_follows_the_configured_order_and_escalates_to_the_end() -> None
 def test_cascade_escalates_to_the_full_ensemble() -> None:
     replies = {"a": r("1", confidence=0.5), "b": r("2"), "c": r("2"), "d": r("2")}
     trace = simulate(
-        "cascade", context(("a", "b", "c", "d"), cascade_escalation="ensemble"), replies
+        "cascade", context(("a", "b", "c", "d"), cascade={"escalation": "ensemble"}), replies
     )
     assert trace.launched_models == ["a", "b", "c", "d"]
     assert trace.selection is not None
@@ -418,7 +430,7 @@ def test_candidate_validity(candidate: Candidate, valid: bool) -> None:
 
 def test_fusion_keeps_the_tools_when_candidates_call_them() -> None:
     call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    ctx = context(("a",), aggregator_model="g")
+    ctx = context(("a",), fusion={"aggregator_model": "g"})
     plan = STRATEGIES["fusion"].plan(ctx)
     from ensemble_extproc.strategies.base import Launch, Progress, Role, Wait
 

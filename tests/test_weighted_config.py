@@ -22,16 +22,16 @@ def test_log_odds(p: float, k: int, weight: float) -> None:
 
 def test_alternatives_come_from_config() -> None:
     config = make_config({"a": "http://127.0.0.1:9/v1"}, ensemble={"weighted": {"alternatives": 3}})
-    assert config.ensemble.strategy.weighted_alternatives == 3
+    assert config.ensemble.weighted.alternatives == 3
 
 
 def test_alternatives_default_to_auto() -> None:
     config = make_config({"a": "http://127.0.0.1:9/v1"})
-    assert config.ensemble.strategy.weighted_alternatives is None
+    assert config.ensemble.weighted.alternatives == "auto"
     auto = make_config(
         {"a": "http://127.0.0.1:9/v1"}, ensemble={"weighted": {"alternatives": "auto"}}
     )
-    assert auto.ensemble.strategy.weighted_alternatives is None
+    assert auto.ensemble.weighted.alternatives == "auto"
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "three", True])

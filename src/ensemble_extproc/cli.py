@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import uvloop
 
 from . import group_command
-from .config import Address, Config, ConfigError, load_config
+from .config import Address, Config, ConfigError, EnsembleSettings, load_config
+from .config.schema import config_schema
 from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .observability import logs
+from .redact import config_redactor
 from .scope import scope
-from .serve import SERVICES
+from .serve import service
 from .stack import Replicas, run_stack
 
 DEFAULT_CONFIG = Path("config/default.yaml")
@@ -56,13 +60,15 @@ def _parser() -> argparse.ArgumentParser:
                 default=0,
                 help="replica number: listens on the configured port + this",
             )
+    text = "print the config file's JSON Schema (config/schema.json; editors validate with it)"
+    commands.add_parser("config-schema", help=text, description=text)
     text = "print how a JSON list of answers on stdin groups, as voting counts them"
     group = commands.add_parser("group", help=text, description=text)
     group.add_argument(
         "--config",
         type=Path,
         default=None,
-        help="YAML config file whose ensemble.similarity_threshold applies (default: 0.9)",
+        help="YAML config file whose ensemble.similarity_threshold applies (else its default)",
     )
     group.add_argument(
         "--similarity", type=float, default=None, help="free-text similarity in (0, 1]"
@@ -96,11 +102,11 @@ def for_replica(config: Config, command: str, replica: int) -> Config:
         return Address(address.host, address.port + replica)
 
     if command == "extproc":
-        listen = replace(
+        listen = msgspec.structs.replace(
             listen, extproc=shifted(listen.extproc), extproc_metrics=shifted(listen.extproc_metrics)
         )
     else:
-        listen = replace(listen, upstream=shifted(listen.upstream))
+        listen = msgspec.structs.replace(listen, upstream=shifted(listen.upstream))
     return replace(config, listen=listen)
 
 
@@ -123,7 +129,7 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
     # uvloop's event loop costs less per request: for aiohttp's servers and clients, and
     # under grpc.aio too (bench/RESULTS.md, "uvloop under grpc.aio": 6-8 % less processor
     # CPU per stream than asyncio's loop, paired rounds).
-    uvloop.run(SERVICES[command](config))
+    uvloop.run(service(command)(config))
     return 0
 
 
@@ -131,8 +137,9 @@ def _group(args: argparse.Namespace) -> int:
     similarity = args.similarity
     try:
         if similarity is None:
-            config = load_config(args.config) if args.config is not None else None
-            similarity = config.ensemble.strategy.similarity_threshold if config else 0.9
+            path = args.config
+            settings = load_config(path).ensemble if path is not None else EnsembleSettings()
+            similarity = settings.similarity_threshold
         if not 0 < similarity <= 1:
             raise group_command.InputError(f"--similarity must be in (0, 1], got {similarity}")
         group_command.run(sys.stdin, sys.stdout, similarity)
@@ -146,11 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "group":
         return _group(args)
+    if args.command == "config-schema":
+        print(json.dumps(config_schema(), indent=2))
+        return 0
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"invalid config {args.config}: {exc}", file=sys.stderr)
         return 2
     component = args.command + (f"-{args.replica}" if getattr(args, "replica", 0) else "")
-    logs.configure(component, args.log_level, config.log_format)
+    logs.configure(component, args.log_level, config.logging.format, config_redactor(config))
     return _execute(args, config)

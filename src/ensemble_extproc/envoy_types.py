@@ -48,6 +48,7 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
 )
+from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -74,7 +75,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 from . import headers as h
 from . import paths
 from .config import Address, Config, Endpoint
-from .envoy_bootstrap import (
+from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
     EXTPROC_CLUSTER,
@@ -92,6 +93,7 @@ from .envoy_bootstrap import (
     LocalReply,
     replica_addresses,
 )
+from .envoy_redact import lua_source
 from .scope import Scope, scope
 
 # Retry on another replica than the one that failed.
@@ -304,7 +306,7 @@ def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
                 # Closed: with the processor down, a spoofed routing header must not pass.
                 # (False is proto3's default, so a closed filter's YAML omits the field.)
                 failure_mode_allow=envoy.failure_mode == "open",
-                message_timeout=_seconds(envoy.message_timeout_seconds),
+                message_timeout=_seconds(envoy.message_timeout_ms / 1000),
                 # The processor skips the body round trip when the headers decide.
                 allow_mode_override=True,
                 # The processor's decision facts, read by response headers and access logs.
@@ -695,9 +697,18 @@ def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
 def _connection_manager(
     config: Config, upstream_replicas: int, every_request: bool
 ) -> HttpConnectionManager:
+    envoy = config.envoy
     return HttpConnectionManager(
         stat_prefix="gateway",
         codec_type=HttpConnectionManagerCodecType.AUTO,
+        # Slow clients: a trickled request is cut (408) instead of holding a stream;
+        # request_timeout is disarmed once the answer starts, so streams are not cut.
+        request_headers_timeout=_seconds(envoy.request_headers_timeout_seconds),
+        request_timeout=_seconds(envoy.request_timeout_seconds),
+        stream_idle_timeout=_seconds(envoy.stream_idle_timeout_seconds),
+        common_http_protocol_options=core.HttpProtocolOptions(
+            idle_timeout=_seconds(envoy.idle_timeout_seconds)
+        ),
         early_header_mutation_extensions=_request_ids_from_envoy(),
         # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
         # the same request.
@@ -718,9 +729,23 @@ def _connection_manager(
         access_log=_access_log(config),
         http_filters=[
             _ext_proc_filter(config, every_request),
+            *_key_masking_filter(config),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
+
+
+def _key_masking_filter(config: Config) -> list[HttpFilter]:
+    """Model keys masked in what Envoy relays (envoy_redact): only when a model has one."""
+    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
+    if not names:
+        return []
+    source = core.DataSource(inline_string=lua_source(names))
+    return [
+        HttpFilter(
+            name="envoy.filters.http.lua", typed_config=Any.pack(Lua(default_source_code=source))
+        )
+    ]
 
 
 def _runtime() -> LayeredRuntime:

@@ -7,8 +7,9 @@ cost. The processor answers every request that is not ``POST /v1/chat/completion
 a plain pass-through, so only chat completions can need it:
 
 - a chat completion carrying a header the processor reads: ``x-ensemble-*`` (an ensemble
-  asked for, a bad value's 400, a client's copy of an internal header to remove) and the
-  confidence headers of adaptive header signals;
+  asked for, a bad value's 400, a client's copy of an internal header to remove), the
+  confidence headers of adaptive header signals, and ``Content-Encoding`` (a compressed
+  body is the processor's 415, whatever the config);
 - every chat completion, when a config key reads the body or cannot be decided from
   headers alone (profiles, rules, the difficulty signal, plugin signals).
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from . import headers as h
 from . import paths
+from .body import CONTENT_ENCODING
 from .config import Config
 
 # Headers that ask for an ensemble, read when ensembles and header control are on. The
@@ -90,13 +92,13 @@ def every_chat_completion(config: Config) -> tuple[Reason, ...]:
         reasons.append(Reason(f"rules[{i}] ({rule.name})", f"matches on {fields}", rule.needs_body))
     if config.adaptive.enabled:
         for i, signal in enumerate(config.adaptive.signals):
-            if signal.kind == "difficulty":
+            if signal.type == "difficulty":
                 reasons.append(
                     Reason(f"adaptive.signals[{i}]", "difficulty: reads the prompt", True)
                 )
-            elif signal.kind != "header":
+            elif signal.type != "header":
                 # A plugin says whether it reads the body only once imported: assume it does.
-                reasons.append(Reason(f"adaptive.signals[{i}]", f"{signal.kind}: a plugin", True))
+                reasons.append(Reason(f"adaptive.signals[{i}]", f"{signal.type}: a plugin", True))
     return tuple(reasons)
 
 
@@ -107,7 +109,8 @@ def scope(config: Config) -> Scope:
     if config.ensemble.enabled and config.header_control.enabled:
         names += ASKING
     names += h.INTERNAL
+    names.append(CONTENT_ENCODING)
     if config.ensemble.enabled and config.adaptive.enabled:
         for signal in config.adaptive.signals:
-            names += [name for name in signal.header_names if signal.kind == "header"]
+            names += [name for name in signal.headers if signal.type == "header"]
     return Scope(reasons, tuple(dict.fromkeys(names)))

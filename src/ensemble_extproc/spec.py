@@ -7,17 +7,22 @@ or an ``ApiError`` out. Only model *names* from config are accepted, never URLs.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import headers as h
-from .config import Config
-from .config.model import Profile
-from .errors import ApiError, bad_request
+from .errors import ApiError, ErrorCode
 from .strategies import STRATEGIES
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
+if TYPE_CHECKING:  # config compiles its profiles into EnsembleSpec
+    from .config import Config
+
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,28 +35,18 @@ class EnsembleSpec:
     timeout_seconds: float | None = None
 
 
-def profile_spec(profile: Profile) -> EnsembleSpec:
-    return EnsembleSpec(
-        profile.models,
-        profile.strategy,
-        profile.min_responses,
-        profile=profile.name,
-        timeout_seconds=profile.timeout_seconds,
-    )
-
-
 def parse_enable(headers: Mapping[str, str]) -> bool | None:
     """``x-ensemble-enable`` as a bool; None when absent."""
     value = headers.get(h.ENABLE)
     if value is None:
         return None
     folded = value.strip().lower()
-    if folded in _TRUE:
+    if folded in TRUE_WORDS:
         return True
-    if folded in _FALSE:
+    if folded in FALSE_WORDS:
         return False
-    raise bad_request(
-        f"{h.ENABLE} must be true or false, got {value!r}", code="invalid_header", param=h.ENABLE
+    raise ApiError(
+        ErrorCode.INVALID_HEADER, f"{h.ENABLE} must be true or false, got {value!r}", param=h.ENABLE
     )
 
 
@@ -68,16 +63,16 @@ def spec_from_headers(headers: Mapping[str, str], config: Config) -> EnsembleSpe
     strategy_name = headers.get(h.STRATEGY, config.ensemble.default_strategy).strip()
     strategy = STRATEGIES.get(strategy_name)
     if strategy is None:
-        raise bad_request(
+        raise ApiError(
+            ErrorCode.UNKNOWN_STRATEGY,
             f"unknown strategy {strategy_name!r}; known strategies: {', '.join(STRATEGIES)}",
-            code="unknown_strategy",
             param=h.STRATEGY,
         )
-    missing = strategy.missing_setting(config.ensemble.strategy)
+    missing = strategy.missing_setting(config.ensemble)
     if missing is not None:
-        raise bad_request(
+        raise ApiError(
+            ErrorCode.STRATEGY_NOT_CONFIGURED,
             f"strategy {strategy_name!r} needs the config key {missing}, which is not set",
-            code="strategy_not_configured",
             param=h.STRATEGY,
         )
     min_raw = headers.get(h.MIN_RESPONSES)
@@ -94,57 +89,74 @@ def spec_from_headers(headers: Mapping[str, str], config: Config) -> EnsembleSpe
 def _models(value: str | None, config: Config) -> tuple[str, ...]:
     if value is None:
         if not config.ensemble.default_models:
-            raise bad_request(
+            raise ApiError(
+                ErrorCode.MISSING_MODELS,
                 f"{h.MODELS} is required: name the models to ensemble, comma-separated "
                 f"(known models: {', '.join(config.endpoints)})",
-                code="missing_models",
                 param=h.MODELS,
             )
         return config.ensemble.default_models
     names = tuple(name.strip() for name in value.split(","))
     if any(not name for name in names):
-        raise bad_request(
-            f"{h.MODELS} has an empty model name: {value!r}", code="invalid_header", param=h.MODELS
+        raise ApiError(
+            ErrorCode.INVALID_HEADER,
+            f"{h.MODELS} has an empty model name: {value!r}",
+            param=h.MODELS,
         )
     limit = config.ensemble.max_models_per_request
     if len(names) > limit:
-        raise bad_request(
+        raise ApiError(
+            ErrorCode.TOO_MANY_MODELS,
             f"{h.MODELS} names {len(names)} models; at most {limit} are allowed per request",
-            code="too_many_models",
             param=h.MODELS,
         )
     unknown = [name for name in names if name not in config.endpoints]
     if unknown:
         raise ApiError(
-            400,
+            ErrorCode.MODEL_NOT_FOUND,
             f"unknown model {unknown[0]!r} in {h.MODELS}; known models: "
             + ", ".join(config.endpoints),
-            code="model_not_found",
             param=h.MODELS,
         )
     if len(set(names)) != len(names):
-        raise bad_request(
-            f"{h.MODELS} names a model twice: {value!r}", code="duplicate_model", param=h.MODELS
+        raise ApiError(
+            ErrorCode.DUPLICATE_MODEL, f"{h.MODELS} names a model twice: {value!r}", param=h.MODELS
         )
     return names
 
 
+# Header values are echoed in error messages up to this many characters.
+_ECHO = 40
+
+
 def _min_responses(value: str, model_count: int) -> int:
     text = value.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise bad_request(
-            f"{h.MIN_RESPONSES} must be a positive integer, got {value!r}",
-            code="invalid_min_responses",
+    if not (text.isascii() and text.isdigit()) or not text.strip("0"):
+        raise ApiError(
+            ErrorCode.INVALID_MIN_RESPONSES,
+            f"{h.MIN_RESPONSES} must be a positive integer, got {value[:_ECHO]!r}",
             param=h.MIN_RESPONSES,
         )
-    number = int(text)
-    if number > model_count:
-        raise bad_request(
-            f"{h.MIN_RESPONSES} is {number} but only {model_count} model(s) are requested",
-            code="invalid_min_responses",
+    # Compared as text first: int() of thousands of digits is slow, then refused by Python.
+    digits = text.lstrip("0")
+    if len(digits) > len(str(model_count)) or int(digits) > model_count:
+        raise ApiError(
+            ErrorCode.INVALID_MIN_RESPONSES,
+            f"{h.MIN_RESPONSES} is {digits[:_ECHO]}{'...' if len(digits) > _ECHO else ''} "
+            f"but only {model_count} model(s) are requested",
             param=h.MIN_RESPONSES,
         )
-    return number
+    return int(digits)
+
+
+def _seconds(text: str) -> float | None:
+    """A finite decimal number (``30``, ``2.5``, ``1e+06`` as the processor's ``%g`` writes
+    it); None for the rest that Python's float() accepts (``nan``, ``inf``, ``1e999``,
+    ``1_0``, non-ASCII digits)."""
+    if _DECIMAL.fullmatch(text.strip()) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
@@ -154,12 +166,12 @@ def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
     timeout = None
     raw_timeout = headers.get(h.TIMEOUT, "")
     if raw_timeout:
-        try:
-            timeout = min(float(raw_timeout), config.ensemble.timeout_seconds)
-        except ValueError:
-            raise bad_request(
-                f"{h.TIMEOUT} is not a number", code="invalid_header", param=h.TIMEOUT
-            ) from None
-        if not timeout > 0:
-            raise bad_request(f"{h.TIMEOUT} must be > 0", code="invalid_header", param=h.TIMEOUT)
+        seconds = _seconds(raw_timeout)
+        if seconds is None or not seconds > 0:
+            raise ApiError(
+                ErrorCode.INVALID_HEADER,
+                f"{h.TIMEOUT} must be a positive number of seconds",
+                param=h.TIMEOUT,
+            )
+        timeout = min(seconds, config.ensemble.timeout_seconds)
     return replace(spec, profile=headers.get(h.PROFILE) or None, timeout_seconds=timeout)

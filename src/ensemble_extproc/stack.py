@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .config import Address, Config
-from .config.load import DEFAULT_SECRET_ENV as SECRET_ENV
+from .config.model import DEFAULT_SECRET_ENV as SECRET_ENV
 from .cpus import usable_cpus
-from .envoy_bootstrap import render_yaml, replica_addresses
+from .envoy_bootstrap import render_yaml
+from .envoy_names import replica_addresses
 from .supervisor import DEFAULT_BACKOFF, Backoff, Part, StartupError, Supervisor
 
 __all__ = ["Replicas", "Stack", "StartupError", "envoy_binary", "ports_in_use", "run_stack"]

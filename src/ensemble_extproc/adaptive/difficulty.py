@@ -35,9 +35,11 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress, islice
+
+from ..section import Section
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -47,7 +49,6 @@ __all__ = [
     "confidence",
     "difficulty",
     "features",
-    "prompt_text",
 ]
 
 # Long prompts are scanned in their first and last SCAN_EDGE characters only. The head
@@ -72,8 +73,7 @@ _CODE_SATURATION = 3
 _DOMAIN_SATURATION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class DifficultyWeights:
+class DifficultyWeights(Section, frozen=True):
     """How much each feature adds to the difficulty; the defaults sum to 1.0.
 
     Reasoning and mathematics weigh most: a short prompt that asks for a proof or a
@@ -353,47 +353,3 @@ def difficulty(text: str, weights: DifficultyWeights = DEFAULT_WEIGHTS) -> float
 def confidence(text: str, weights: DifficultyWeights = DEFAULT_WEIGHTS) -> float:
     """How likely a single model is to get ``text`` right: ``1 - difficulty``, in [0, 1]."""
     return 1.0 - difficulty(text, weights)
-
-
-def _content_text(content: object) -> str:
-    """The text of a message's ``content``: a string, or the text parts of a list."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts: list[str] = []
-    for part in content:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, Mapping) and part.get("type") == "text":
-            text = part.get("text")
-            if isinstance(text, str):
-                texts.append(text)
-    return "\n".join(texts)
-
-
-def prompt_text(body: Mapping[str, object]) -> tuple[str, str]:
-    """``(last user message text, system prompt text)`` of an OpenAI chat request body.
-
-    Content may be a string or a list of content parts, of which only ``{"type": "text"}``
-    parts count (images, audio and files are skipped; several text parts are joined by
-    newlines). The system prompt is the text of every ``system`` and ``developer``
-    message, joined by newlines. Any missing or unexpected shape gives "".
-    """
-    if not isinstance(body, Mapping):
-        return "", ""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return "", ""
-    user = ""
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            user = _content_text(message.get("content"))
-            break
-    system = "\n".join(
-        text
-        for message in messages
-        if isinstance(message, Mapping) and message.get("role") in ("system", "developer")
-        if (text := _content_text(message.get("content")))
-    )
-    return user, system

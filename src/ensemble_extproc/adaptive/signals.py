@@ -105,12 +105,12 @@ def build_signals(configs: Sequence[SignalConfig]) -> list[tuple[Signal, float]]
     built: list[tuple[Signal, float]] = []
     for i, config in enumerate(configs):
         key = f"adaptive.signals[{i}].type"
-        if config.kind == "header":
-            signal: Signal = HeaderSignal(config.header_names)
-        elif config.kind == "difficulty":
-            signal = DifficultySignal(DifficultyWeights(**config.difficulty_weights))
+        if config.type == "header":
+            signal: Signal = HeaderSignal(config.headers)
+        elif config.type == "difficulty":
+            signal = DifficultySignal(config.weights)
         else:
-            signal = _plugin(config.kind, config, key)
+            signal = _plugin(config.type, config, key)
         built.append((signal, config.weight))
     return built
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .grouping import group
 from .locate import SHORT_TEXT_LIMIT, TAIL_LIMIT, extract
-from .messages import content_text, message_answer, tool_calls_key
+from .messages import message_answer, tool_calls_key
 from .model import EMPTY, KINDS, Answer, Kind
 from .text import normalise_text
 
@@ -23,7 +23,6 @@ __all__ = [
     "TAIL_LIMIT",
     "Answer",
     "Kind",
-    "content_text",
     "extract",
     "group",
     "message_answer",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from ..chat import content_text
 from .locate import extract
 from .model import EMPTY, Answer
 
@@ -47,20 +48,6 @@ def message_answer(message: Mapping[str, object] | None) -> Answer:
     ):
         return Answer("tool_calls", tool_calls_key(tool_calls))
     return EMPTY
-
-
-def content_text(content: object) -> str:
-    """Message content as text: a string, or the text parts of a content-part list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence) and not isinstance(content, bytes):
-        parts = [
-            part["text"]
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        ]
-        return "".join(parts)
-    return ""
 
 
 def _canonical_arguments(function: Mapping[object, object]) -> str:

@@ -24,6 +24,11 @@ after ``latency_ms``; bad requests are still answered 400. The kinds:
 ``malformed_sse``
     Streaming: a ``data:`` line that is not JSON after the first piece, then the rest
     of the stream as usual. Not streaming: no fault.
+``echo_headers``
+    A careless provider: HTTP ``failure_status`` (default 500) with an OpenAI error body
+    whose message lists every request header it received, credentials included, and each
+    of them back as an ``x-echo-<name>`` response header. Streaming: a 200 stream whose
+    first event after the role chunk is such an error event, then ``[DONE]``.
 
 In ``/demo/stats`` a request is counted under ``faults`` when its fault applied, and
 under its outcome as any other: ``failed`` for an error status, ``cancelled`` when the
@@ -38,17 +43,18 @@ from typing import Final
 
 from aiohttp import web
 
-from ensemble_extproc.demo.models import DemoModel, FaultKind
-from ensemble_extproc.demo.payloads import JSONObject
+from ensemble_extproc.config.demo import DemoModel, FaultKind
+from ensemble_extproc.demo.payloads import JSONObject, error_body
 from ensemble_extproc.demo.streaming import (
+    DONE_EVENT,
     Outcome,
     reset_connection,
     send_bytes,
     send_dripping,
     send_json,
+    sse_event,
     wait_forever,
 )
-from ensemble_extproc.errors import ApiError
 
 __all__ = ["STREAM_ONLY_FAULTS", "applies", "drip_json", "serve_fault"]
 
@@ -67,18 +73,14 @@ async def serve_fault(
     """Misbehave instead of answering; None for a fault that bends the answer itself
     (``drip``, and the stream faults of a streamed answer), which the senders apply."""
     if fault == "status_500":
-        error = ApiError(500, _message(model, fault), type="server_error", code="demo_fault")
-        return await send_json(request, error.body(), error.status, Outcome.FAILED)
+        error = error_body(_message(model, fault), "server_error", "demo_fault")
+        return await send_json(request, error, 500, Outcome.FAILED)
     if fault == "rate_limit":
         seconds = f"{model.fault_retry_after_s:g}"
-        error = ApiError(
-            429,
-            f"{_message(model, fault)}; retry after {seconds} s",
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-        )
+        message = f"{_message(model, fault)}; retry after {seconds} s"
+        error = error_body(message, "rate_limit_error", "rate_limit_exceeded")
         headers = {"Retry-After": seconds}
-        return await send_json(request, error.body(), error.status, Outcome.FAILED, headers)
+        return await send_json(request, error, 429, Outcome.FAILED, headers)
     if fault == "malformed_json":
         return await send_bytes(
             request, _truncated_completion(model), 200, Outcome.COMPLETED, "application/json"
@@ -89,7 +91,25 @@ async def serve_fault(
         return web.Response(status=500), Outcome.COMPLETED
     if fault == "hang":
         await wait_forever()
+    if fault == "echo_headers":
+        return await _echo_headers(request, model, stream)
     return None
+
+
+async def _echo_headers(
+    request: web.Request, model: DemoModel, stream: bool
+) -> tuple[web.StreamResponse, Outcome]:
+    received = json.dumps(dict(request.headers))
+    message = f"demo model {model.name} received these headers: {received}"
+    kind = "server_error" if model.failure_status >= 500 else "invalid_request_error"
+    error = error_body(message, kind)
+    if not stream:
+        echoed = {f"x-echo-{name.lower()}": value for name, value in request.headers.items()}
+        return await send_json(request, error, model.failure_status, Outcome.FAILED, echoed)
+    head = {"object": "chat.completion.chunk", "model": model.name}
+    role = {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    events = sse_event(role) + sse_event(error) + DONE_EVENT
+    return await send_bytes(request, events, 200, Outcome.FAILED, "text/event-stream")
 
 
 async def drip_json(

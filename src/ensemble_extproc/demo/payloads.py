@@ -18,6 +18,7 @@ __all__ = [
     "ToolCallAnswer",
     "argument_pieces",
     "completion_body",
+    "error_body",
     "stream_plan",
     "word_pieces",
 ]
@@ -72,6 +73,11 @@ def argument_pieces(arguments: str) -> list[str]:
     """Split JSON text into token-like pieces: "".join() == arguments."""
     pieces: list[str] = _ARGUMENT_PIECE_RE.findall(arguments)
     return pieces
+
+
+def error_body(message: str, type: str, code: str | None = None) -> JSONObject:
+    """A provider's OpenAI-style error body (the demo's own faults and failures)."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
 
 def completion_body(answer: Answer) -> JSONObject:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import random
@@ -31,19 +30,23 @@ from typing import Final, Self
 from aiohttp import web
 
 from ensemble_extproc import prompts
+from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
+from ensemble_extproc.config import Config
+from ensemble_extproc.config.demo import DemoModel
 from ensemble_extproc.demo import faults, quiz
-from ensemble_extproc.demo.models import DemoModel
 from ensemble_extproc.demo.payloads import (
     Answer,
     JSONObject,
     ToolCallAnswer,
     argument_pieces,
     completion_body,
+    error_body,
     stream_plan,
     word_pieces,
 )
 from ensemble_extproc.demo.streaming import Outcome, send_json, send_stream, sleep_ms
-from ensemble_extproc.errors import ApiError, bad_request
+from ensemble_extproc.errors import ApiError, ErrorCode
+from ensemble_extproc.serve import LISTEN_BACKLOG, wait_for_signal
 
 __all__ = [
     "DEMO_MODEL_HEADER",
@@ -80,9 +83,6 @@ _CANDIDATE_HEADING_RE: Final = re.compile(
 # How a demo judge names its pick; any reasonable judge parser reads all of them.
 _JUDGE_STYLES: Final = ("{n}", "Candidate {n}", '{{"best": {n}}}', "The best is Candidate {n}.")
 
-_MISSING: Final = object()  # tells an absent key apart from an explicit null
-_TOOL_CHOICES: Final = ("none", "auto", "required")
-
 
 @dataclass(slots=True)
 class DemoStats:
@@ -107,19 +107,6 @@ class DemoStats:
 DEMO_MODEL_KEY: Final = web.AppKey("demo_model", DemoModel)
 DEMO_STATS_KEY: Final = web.AppKey("demo_stats", DemoStats)
 _RNG_KEY: Final = web.AppKey("demo_rng", random.Random)
-
-
-@dataclass(frozen=True, slots=True)
-class _ChatRequest:
-    texts: tuple[str, ...]  # text of every message, for prompt_tokens
-    prompt: str  # text of the last user message ("" if none)
-    max_words: int | None
-    stream: bool
-    include_usage: bool
-    logprobs: bool
-    # The request offers tools (and tool_choice is not "none"); only parsed for a model
-    # with a tool_call.
-    offers_tools: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +153,7 @@ async def _openai_http_errors(
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         message = f"demo model {request.app[DEMO_MODEL_KEY].name}: {exc.reason}"
         return web.json_response(
-            ApiError(exc.status, message, code=None).body(),
+            error_body(message, "invalid_request_error"),
             status=exc.status,
             headers=headers,
         )
@@ -215,15 +202,15 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome]:
     model = request.app[DEMO_MODEL_KEY]
     try:
-        body = await _read_body(request)
-        chat = _parse_chat_request(body, tools=model.tool_call is not None)
+        chat = parse_chat_request(await _read_body(request))
     except ApiError as exc:
         return await send_json(request, exc.body(), exc.status, Outcome.FAILED)
     fails = request.app[_RNG_KEY].random() < model.failure_rate
     await sleep_ms(model.latency_ms)
     if fails:
         return await send_json(request, _failure_body(model), model.failure_status, Outcome.FAILED)
-    fault = model.fault if faults.applies(model.fault, chat.stream) else None
+    kind = None if model.fault == "none" else model.fault  # "none" is read as None already
+    fault = kind if faults.applies(kind, chat.stream) else None
     if fault is not None:
         request.app[DEMO_STATS_KEY].faults += 1
         faulty = await faults.serve_fault(request, model, fault, chat.stream)
@@ -248,199 +235,39 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
 async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(exc.status, "request body is too large", code="request_too_large") from None
-
-
-# ------------------------------------------------------------- request parsing
-
-
-def _parse_chat_request(raw: bytes, tools: bool = False) -> _ChatRequest:
-    """Validate a request; ``tools``: also its tools and tool_choice (for a tool model)."""
-    payload = _load_json_object(raw)
-    texts, prompt = _parse_messages(payload.get("messages", _MISSING))
-    return _ChatRequest(
-        texts=texts,
-        prompt=prompt,
-        max_words=_parse_max_words(payload),
-        stream=_optional_bool(payload, "stream"),
-        include_usage=_parse_include_usage(payload),
-        logprobs=_optional_bool(payload, "logprobs"),
-        offers_tools=_parse_tools(payload) if tools else False,
-    )
-
-
-def _load_json_object(raw: bytes) -> JSONObject:
-    try:
-        payload = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise bad_request(
-            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            code="invalid_json",
-        ) from None
-    except (ValueError, RecursionError):
-        # Undecodable bytes or absurdly deep nesting: still the client's mistake.
-        raise bad_request("request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_type")
-    return payload
-
-
-def _parse_messages(raw: object) -> tuple[tuple[str, ...], str]:
-    if raw is _MISSING:
-        raise bad_request(
-            "missing required parameter: 'messages'",
-            param="messages",
-            code="missing_required_parameter",
-        )
-    if not isinstance(raw, list):
-        raise bad_request("'messages' must be a list", param="messages", code="invalid_type")
-    if not raw:
-        raise bad_request("'messages' must not be empty", param="messages", code="empty_array")
-    texts: list[str] = []
-    prompt = ""
-    for index, message in enumerate(raw):
-        role, text = _parse_message(message, f"messages[{index}]")
-        texts.append(text)
-        if role == "user":
-            prompt = text
-    return tuple(texts), prompt
-
-
-def _parse_message(message: object, param: str) -> tuple[str, str]:
-    if not isinstance(message, dict):
-        raise bad_request(f"'{param}' must be an object", param=param, code="invalid_type")
-    role = message.get("role")
-    if not isinstance(role, str) or not role:
-        raise bad_request(
-            f"'{param}.role' must be a non-empty string", param=f"{param}.role", code="invalid_type"
-        )
-    return role, _content_text(message.get("content"), f"{param}.content")
-
-
-def _content_text(content: object, param: str) -> str:
-    # Content is a string, null (e.g. assistant tool calls) or a list of parts.
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise bad_request(
-            f"'{param}' must be a string or a list of content parts",
-            param=param,
-            code="invalid_type",
-        )
-    texts: list[str] = []
-    for index, part in enumerate(content):
-        part_param = f"{param}[{index}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise bad_request(
-                f"'{part_param}' must be an object with a string 'type'",
-                param=part_param,
-                code="invalid_type",
-            )
-        if part["type"] != "text":
-            continue  # images, audio...: a demo model only reads text
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise bad_request(f"'{part_param}.text' must be a string", param=f"{part_param}.text")
-        texts.append(text)
-    return "\n".join(texts)
-
-
-def _parse_max_words(payload: JSONObject) -> int | None:
-    limits: list[int] = []
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = payload.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad_request(
-                f"'{name}' must be a positive integer", param=name, code="invalid_value"
-            )
-        limits.append(value)
-    # Both given: honour the stricter one.
-    return min(limits) if limits else None
-
-
-def _optional_bool(payload: JSONObject, name: str) -> bool:
-    value = payload.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request(f"'{name}' must be a boolean", param=name, code="invalid_type")
-    return value
-
-
-def _parse_include_usage(payload: JSONObject) -> bool:
-    options = payload.get("stream_options")
-    if options is None:
-        return False
-    if not isinstance(options, dict):
-        raise bad_request(
-            "'stream_options' must be an object", param="stream_options", code="invalid_type"
-        )
-    value = options.get("include_usage")
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise bad_request(
-            "'stream_options.include_usage' must be a boolean",
-            param="stream_options.include_usage",
-            code="invalid_type",
-        )
-    return value
-
-
-def _parse_tools(payload: JSONObject) -> bool:
-    """Whether the request offers tools that may be called; 400 for a malformed list.
-
-    Which tool tool_choice names does not matter: a demo model calls its own.
-    """
-    tools = payload.get("tools")
-    if tools is None:
-        tools = []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be a list", param="tools", code="invalid_type")
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            raise bad_request(
-                f"'tools[{index}]' must be an object", param=f"tools[{index}]", code="invalid_type"
-            )
-    choice = payload.get("tool_choice")
-    if choice is not None and not isinstance(choice, dict) and choice not in _TOOL_CHOICES:
-        raise bad_request(
-            "'tool_choice' must be 'none', 'auto', 'required' or an object",
-            param="tool_choice",
-            code="invalid_value",
-        )
-    return bool(tools) and choice != "none"
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(ErrorCode.REQUEST_TOO_LARGE, "request body is too large") from None
 
 
 # ------------------------------------------------------------------ answering
 
 
-def _make_answer(model: DemoModel, chat: _ChatRequest) -> Answer:
-    if model.tool_call is not None and chat.offers_tools:
+def _make_answer(model: DemoModel, chat: ChatRequest) -> Answer:
+    fields = chat.fields
+    if model.tool_call is not None and fields.tools and fields.tool_choice != "none":
         arguments = model.tool_call.arguments_json
         call = ToolCallAnswer(f"call_{uuid.uuid4().hex[:24]}", model.tool_call.name, arguments)
         return _answer(model, chat, "", "tool_calls", None, argument_pieces(arguments), call)
-    reply = _reply(model, chat.prompt)
-    content, finish_reason = _truncate(reply.text, chat.max_words)
-    logprobs = _logprobs(model, chat.prompt, content, reply.right) if chat.logprobs else None
+    prompt = last_user_message(chat.body)
+    reply = _reply(model, prompt)
+    limits = [n for n in (fields.max_tokens, fields.max_completion_tokens) if n is not None]
+    # Both given: honour the stricter one.
+    content, finish_reason = _truncate(reply.text, min(limits) if limits else None)
+    logprobs = _logprobs(model, prompt, content, reply.right) if fields.logprobs else None
     return _answer(model, chat, content, finish_reason, logprobs, word_pieces(content))
 
 
 def _answer(
     model: DemoModel,
-    chat: _ChatRequest,
+    chat: ChatRequest,
     content: str,
     finish_reason: str,
     logprobs: JSONObject | None,
     pieces: list[str],
     tool_call: ToolCallAnswer | None = None,
 ) -> Answer:
-    prompt_tokens = sum(_word_count(text) for text in chat.texts)
+    messages = chat.body["messages"]
+    prompt_tokens = sum(_word_count(content_text(m.get("content"))) for m in messages)
     # A word per piece of text; a tool call's pieces are its tokens.
     completion_tokens = len(pieces) if tool_call is not None else _word_count(content)
     return Answer(
@@ -578,13 +405,12 @@ def _word_count(text: str) -> int:
 
 def _failure_body(model: DemoModel) -> JSONObject:
     rate_limited = model.failure_status == 429
-    return ApiError(
-        model.failure_status,
+    return error_body(
         f"demo model {model.name}: simulated failure "
         f"(failure_rate {model.failure_rate:g}, seed {model.seed})",
-        type="rate_limit_error" if rate_limited else "server_error",
-        code="rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
-    ).body()
+        "rate_limit_error" if rate_limited else "server_error",
+        "rate_limit_exceeded" if rate_limited else "demo_simulated_failure",
+    )
 
 
 # -------------------------------------------------------------------- servers
@@ -609,7 +435,8 @@ class DemoServers:
         )
         await runner.setup()
         self._runners.append(runner)  # before binding, so close() cleans it up
-        site = web.TCPSite(runner, self.host, model.port)
+        # As a provider would: a burst of connections is queued, not dropped.
+        site = web.TCPSite(runner, self.host, model.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
         self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"
@@ -661,3 +488,13 @@ async def serve_demo_forever(models: Sequence[DemoModel], host: str = "127.0.0.1
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def serve_demo(config: Config) -> None:
+    """Serve the config's demo models until SIGINT/SIGTERM (``serve.py``)."""
+    task = asyncio.create_task(serve_demo_forever(config.demo_models, "127.0.0.1"))
+    try:
+        await wait_for_signal()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -18,7 +18,7 @@ from typing import Final, NoReturn
 
 from aiohttp import web
 
-from ensemble_extproc.demo.models import FaultKind
+from ensemble_extproc.config.demo import FaultKind
 from ensemble_extproc.demo.payloads import JSONObject, StreamPlan
 
 __all__ = [

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 from ..adaptive.signals import Signal, combine, read
 from ..config import Config
-from ..config.model import HeaderControl
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..rules import RequestView, first_match, lookup
 from ..scope import scope
-from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, profile_spec, spec_from_headers
+from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, spec_from_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +72,14 @@ def client_key(headers: Mapping[str, str]) -> str:
     return headers.get("x-api-key", "").strip()
 
 
-def header_control_allows(headers: Mapping[str, str], control: HeaderControl) -> bool:
-    if control.api_keys:
+def header_control_allows(headers: Mapping[str, str], config: Config) -> bool:
+    if config.client_api_keys:
         key = client_key(headers).encode()
-        if not any(hmac.compare_digest(key, k.encode()) for k in control.api_keys):
+        if not any(hmac.compare_digest(key, k.encode()) for k in config.client_api_keys):
             return False
-    if control.require_header is not None:
-        return headers.get(control.require_header, "") in control.require_values
+    required = config.header_control.require_header
+    if required is not None:
+        return headers.get(required.name, "") in required.values
     return True
 
 
@@ -98,13 +98,11 @@ def decide(
         if enable is False or not config.ensemble.enabled:
             return DISABLED
         if config.header_control.enabled and asks_for_ensemble(headers, enable):
-            if not header_control_allows(headers, config.header_control):
+            if not header_control_allows(headers, config):
                 return Reject(
                     ApiError(
-                        403,
+                        ErrorCode.ENSEMBLE_HEADERS_NOT_ALLOWED,
                         "this client may not ask for an ensemble with x-ensemble-* headers",
-                        type="permission_error",
-                        code="ensemble_headers_not_allowed",
                     )
                 )
             return Reroute(spec_from_headers(headers, config), "header")
@@ -114,10 +112,10 @@ def decide(
         return NEED_BODY
     model = lookup(view.body, "model")
     if isinstance(model, str) and model in config.profiles:
-        return Reroute(profile_spec(config.profiles[model]), f"rule:{MODEL_RULE}")
+        return Reroute(config.profiles[model], f"rule:{MODEL_RULE}")
     rule = first_match(config.rules, view)
     if rule is not None:
-        return Reroute(profile_spec(config.profiles[rule.profile]), f"rule:{rule.name}")
+        return Reroute(config.profiles[rule.profile], f"rule:{rule.name}")
     return _adaptive(view, config, signals, admit)
 
 
@@ -144,8 +142,7 @@ def _adaptive(
     admitted, why = admit(view)
     if not admitted:
         return Passthrough(f"adaptive: {why}", confidence, ignored)
-    spec = profile_spec(config.profiles[settings.profile])
-    return Reroute(spec, "adaptive", confidence, ignored)
+    return Reroute(config.profiles[settings.profile], "adaptive", confidence, ignored)
 
 
 def decision_label(decision: Decision) -> str:

@@ -6,7 +6,6 @@ decision into what Envoy and the upstream are told (internal headers, dynamic me
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,16 +14,17 @@ from google.protobuf import struct_pb2
 
 from .. import headers as h
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from ..adaptive.difficulty import prompt_text
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
+from ..body import check_content_encoding, parse_json_object
+from ..chat import prompt_text
 from ..config import Config
-from ..errors import bad_request
+from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
 from . import responses
-from .decision import Decision, Passthrough, Reroute, decide, decision_label, needs_body
+from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,8 @@ NOT_A_CHAT_COMPLETION = Passthrough("not a chat completion")
 
 
 def with_body(view: RequestView, raw: bytes) -> RequestView:
-    """The view once the body is in: parsed once, here. Not JSON: the client's 400."""
-    try:
-        body = json.loads(raw) if raw else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    except RecursionError:  # absurdly deep nesting: still the client's mistake
-        raise bad_request("request body is nested too deeply", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", code="invalid_json")
+    """The view once the body is in: parsed once, here. Not standard JSON: the client's 400."""
+    body = parse_json_object(raw) if raw else {}
     last_user, system = prompt_text(body)
     return RequestView(view.path, view.headers, body, last_user, system)
 
@@ -48,8 +41,10 @@ def with_body(view: RequestView, raw: bytes) -> RequestView:
 class DecisionPolicy:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self._signals = build_signals(config.adaptive.signals)  # plugins fail at start-up
-        self._gate = AdmissionGate(config.adaptive.sample_rate, config.adaptive.max_per_second)
+        adaptive = config.adaptive
+        # Plugins fail at start-up; none is loaded while adaptive ensembling is off.
+        self._signals = build_signals(adaptive.signals) if adaptive.enabled else []
+        self._gate = AdmissionGate(adaptive.sample_rate, adaptive.max_per_second)
         self._clock = clock
         self._needs_body = needs_body(config)
         # Answers that depend on nothing in the request, built once (the common case: a
@@ -66,6 +61,13 @@ class DecisionPolicy:
             # Only a chat completion can be ensembled: anything else is plain traffic, which
             # Envoy proxies to the default model (or answers 404/405), whatever it asks.
             return NOT_A_CHAT_COMPLETION
+        if body_pending:
+            # A chat completion's body may be read here, by the upstream or by neither: one
+            # rule for all of them, whatever the route.
+            try:
+                check_content_encoding(headers)
+            except ApiError as error:
+                return Reject(error)
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:

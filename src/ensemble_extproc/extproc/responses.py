@@ -11,7 +11,7 @@ from .._pb.envoy.config.core.v3 import base_pb2 as core
 from .._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
 from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .._pb.envoy.type.v3 import http_status_pb2 as http_status
-from ..envoy_bootstrap import PROCESSOR_REPLY
+from ..envoy_names import PROCESSOR_REPLY
 from ..errors import ApiError
 
 Mode = modes.ProcessingMode
@@ -96,7 +96,13 @@ def reject(error: ApiError) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status.HttpStatus(code=error.status),  # type: ignore[arg-type]
-            headers=pb.HeaderMutation(set_headers=[_set("content-type", "application/json")]),
+            headers=pb.HeaderMutation(
+                set_headers=[
+                    _set("content-type", "application/json"),
+                    # e.g. Accept-Encoding with a 415, Retry-After with a 429.
+                    *(_set(key.lower(), value) for key, value in error.headers.items()),
+                ]
+            ),
             body=error.body_bytes(),
             details=f"{PROCESSOR_REPLY}{error.code}",
         )

@@ -6,11 +6,18 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
+
+from ..redact import Redactor
 
 # The request being served by this task (each gRPC stream and HTTP request is a task).
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ensemble_request_id", default=None
+)
+# Credentials of the client being served by this task (its own key): masked in log lines.
+REQUEST_SECRETS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "ensemble_request_secrets", default=()
 )
 # Attributes every LogRecord has; anything else came in ``extra=`` and is logged as a field.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -39,15 +46,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(component: str, level: str, fmt: str) -> None:
-    """Root logging for one process: ``json`` (default) or ``text``."""
+class RedactingFormatter(logging.Formatter):
+    """The last line of defence: whatever a log call was given (messages, ``extra`` fields,
+    tracebacks), configured secrets and the client's own credentials leave masked."""
+
+    def __init__(self, inner: logging.Formatter, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._redact(self._inner.format(record))
+        client = REQUEST_SECRETS.get()
+        return Redactor(client)(line) if client else line
+
+
+def configure(
+    component: str, level: str, fmt: str, redact: Callable[[str], str] | None = None
+) -> None:
+    """Root logging for one process: ``json`` (default) or ``text``; ``redact`` masks the
+    config's secrets (``redact.config_redactor``) in every line."""
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter(component))
-    else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
-        )
+    inner = (
+        JsonFormatter(component)
+        if fmt == "json"
+        else logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
+    )
+    handler.setFormatter(RedactingFormatter(inner, redact or Redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -14,7 +14,6 @@ from .base import (
     Selection,
     Status,
     Strategy,
-    StrategySettings,
     Usage,
 )
 from .cascade import Cascade
@@ -22,6 +21,7 @@ from .first_success import FirstSuccess
 from .fusion import Fusion
 from .reranking import Reranking
 from .score_averaging import ScoreAveraging
+from .settings import StrategySettings
 from .voting import Voting
 from .weighted import Weighted
 

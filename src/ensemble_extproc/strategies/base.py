@@ -11,9 +11,16 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
+from ..chat import content_text
+from .settings import StrategySettings
+
+if TYPE_CHECKING:  # trust imports this module (Candidate): no import cycle at run time
+    from ..trust.weights import WeightPlan
 
 # A truncated answer (``length``) is still the model's answer to the request as sent; a
 # filtered one is not.
@@ -46,11 +53,15 @@ class Role(StrEnum):
     AGGREGATOR = "aggregator"  # writes one answer from members' answers (fusion)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+Tokens = Annotated[int, Meta(ge=0)]
+
+
+class Usage(Struct, frozen=True):
+    """OpenAI's token counts (a response's ``usage``, as it is on the wire)."""
+
+    prompt_tokens: Tokens
+    completion_tokens: Tokens
+    total_tokens: Tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -92,8 +103,7 @@ class Candidate:
 
     @property
     def content(self) -> str:
-        content = self.message.get("content") if self.message else None
-        return content if isinstance(content, str) else ""
+        return content_text(self.message.get("content")) if self.message else ""
 
     @property
     def tool_calls(self) -> Sequence[Any]:
@@ -195,6 +205,10 @@ class Selection:
     details: Mapping[str, Any] = field(default_factory=dict)
     # Replaces the winner's message (e.g. a mean of numeric answers).
     message: Mapping[str, Any] | None = None
+    # The groups of agreeing answers the strategy counted (model names, every valid
+    # member answer in exactly one), handed to learned trust so that it does not group
+    # the same answers again. None: the strategy did not group them all.
+    groups: tuple[tuple[str, ...], ...] | None = None
 
 
 # None: the plan could not produce an answer (quorum not met).
@@ -212,27 +226,14 @@ class Context:
     # Per model: configured weight and (optional) accuracy.
     weights: Mapping[str, float] = field(default_factory=dict)
     accuracies: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class StrategySettings:
-    """Config of the strategies (``ensemble.<strategy>`` keys), compiled once."""
-
-    similarity_threshold: float = 0.9
-    weighted_use_confidence: bool = False
-    # Plausible wrong answers per question (k): log-odds weights become log(k p / (1 - p)),
-    # the optimal weights for independent voters whose errors spread over k answers. None
-    # (the default): the limit of large k, votes first and log-odds break ties, which is
-    # never worse than voting whatever the number of wrong answers (see weighted.py).
-    weighted_alternatives: int | None = None
-    hedge_delay_seconds: float | None = None
-    numeric_aggregate: str = "none"  # none | mean | median
-    judge_model: str | None = None
-    aggregator_model: str | None = None
-    cascade_order: tuple[str, ...] = ()
-    cascade_confidence: float = 0.8
-    cascade_agreement: int = 2
-    cascade_escalation: str = "next"  # next | ensemble
+    # This ensemble's weights from learned trust (trust.weights): accuracies learned or
+    # configured, correlation multipliers, groups of members that move together. None:
+    # trust is off: configured accuracies, independent members (weighted.weight_plan).
+    weight_plan: WeightPlan | None = None
+    # Ask every member to the end: this ensemble is a sample for learned trust, which
+    # needs answers that an early stop did not choose. The answer must be the one the
+    # plan would give without it (strategies that may stop early, see Strategy).
+    complete: bool = False
 
 
 class Strategy(Protocol):
@@ -244,6 +245,12 @@ class Strategy(Protocol):
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         """The config key this strategy needs but does not have (e.g. a judge model)."""
+        ...
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        """Whether the plan may leave members unasked or cancelled depending on the
+        answers. Learned trust then counts only ensembles run with ``ctx.complete``: the
+        others are a biased sample (an early stop keeps easy questions' slow members out)."""
         ...
 
     def plan(self, ctx: Context) -> Plan: ...

@@ -6,19 +6,26 @@ token probability) reaches ``confidence_threshold``, or when ``agreement`` answe
 agree. Otherwise the cascade escalates: to the next model (``escalation: next``), or to
 all remaining models at once and a vote (``escalation: ensemble``). When every model has
 answered without acceptance, the majority wins. The response reports the depth reached.
+
+With learned trust (``ensemble.trust``, correlation on), the agreement check counts
+independent *voices*: members that move together (one model behind two names, clones of
+one fine-tune) are one voice however many of them agree, and share a vote in the final
+majority.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, StrategySettings, Wait
-from .tally import ordered, tally
-from .voting import majority
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Wait
+from .settings import StrategySettings
+from .tally import Group, names, ordered, tally
+from .voting import correlated_votes, majority
 
 
 def cascade_order(ctx: Context) -> list[str]:
-    listed = [m for m in ctx.settings.cascade_order if m in ctx.models]
+    listed = [m for m in ctx.settings.cascade.order if m in ctx.models]
     return listed + [m for m in ctx.models if m not in listed]
 
 
@@ -26,23 +33,48 @@ def confidence(candidate: Candidate) -> float | None:
     return math.exp(candidate.mean_logprob) if candidate.mean_logprob is not None else None
 
 
+def voices(ctx: Context, group: Group) -> int:
+    """Independent voices in a group of agreeing answers: members that move together
+    (learned trust) count once."""
+    models = [c.model for c in group.members]
+    plan = ctx.weight_plan
+    return plan.voices(models) if plan is not None else len(models)
+
+
+def weights_details(ctx: Context) -> dict[str, Any]:
+    """With learned trust: the members' shares of a vote and who moves with whom."""
+    plan = ctx.weight_plan
+    if plan is None:
+        return {}
+    shares = {model: plan.multiplier(model) for model in ctx.models}
+    return {"weights": plan.details(shares, rule="voices", accuracies=False)}
+
+
 def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> Selection | None:
     """The answer the cascade may stop at, if any."""
     if len(valid) < ctx.min_responses:
         return None
-    settings = ctx.settings
+    settings = ctx.settings.cascade
     level = confidence(newest) if newest is not None and newest.valid else None
-    if newest is not None and level is not None and level >= settings.cascade_confidence:
-        return Selection(newest, None, f"confidence {level:.3f} >= {settings.cascade_confidence:g}")
-    groups = tally(valid, [c.model for c in valid], settings.similarity_threshold)
-    if groups and len(groups[0].members) >= settings.cascade_agreement:
-        leader = groups[0]
-        return Selection(
-            leader.members[0],
-            len(leader.members) / len(valid),
-            f"{len(leader.members)} answers agree on {leader.answer.key!r}",
-        )
-    return None
+    if newest is not None and level is not None and level >= settings.confidence_threshold:
+        threshold = settings.confidence_threshold
+        return Selection(newest, None, f"confidence {level:.3f} >= {threshold:g}")
+    groups = tally(valid, [c.model for c in valid], ctx.settings.similarity_threshold)
+    if not groups:
+        return None
+    # The first group (in the cascade's order) with the most voices.
+    leader = max(groups, key=lambda g: voices(ctx, g))
+    heard = voices(ctx, leader)
+    if heard < settings.agreement:
+        return None
+    agree = len(leader.members)
+    return Selection(
+        leader.members[0],
+        agree / len(valid),
+        f"{agree} answers agree on {leader.answer.key!r}"
+        + (f" ({heard} independent voices)" if heard != agree else ""),
+        groups=names(groups),
+    )
 
 
 class Cascade:
@@ -52,12 +84,15 @@ class Cascade:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return len(ctx.models) > 1
+
     def plan(self, ctx: Context) -> Plan:
         order = cascade_order(ctx)
         launched = 0
         newest: Candidate | None = None
         while True:
-            batch = 1 if launched == 0 or ctx.settings.cascade_escalation == "next" else None
+            batch = 1 if launched == 0 or ctx.settings.cascade.escalation == "next" else None
             upcoming = order[launched:] if batch is None else order[launched : launched + 1]
             yield Launch(tuple(Call(m, extra={"logprobs": True}) for m in upcoming))
             launched += len(upcoming)
@@ -70,15 +105,25 @@ class Cascade:
             selection = accepted(ctx, valid, newest if batch is not None else None)
             done = launched >= len(order) or progress.deadline_passed
             if selection is None and done and len(valid) >= ctx.min_responses:
-                selection = majority(ctx, valid)
+                selection = majority(ctx, valid, correlated_votes(ctx))
             if selection is not None:
                 depth = {"cascade_depth": launched, "cascade_models": order[:launched]}
                 how = "" if launched < len(order) else " (all models asked)"
+                sample = {}
+                if ctx.complete and launched < len(order):
+                    # A learning sample: the rest answer too; the answer stays this one.
+                    sample = {"learning_sample": True, "asked_for_learning": order[launched:]}
+                    progress = yield Launch(
+                        tuple(Call(m, extra={"logprobs": True}) for m in order[launched:])
+                    )
+                    while progress.running and not progress.deadline_passed:
+                        progress = yield Wait()
                 return Selection(
                     selection.winner,
                     selection.agreement,
                     f"cascade stage {launched} of {len(order)}{how}: {selection.reason}",
-                    {**selection.details, **depth},
+                    {**selection.details, **depth, **weights_details(ctx), **sample},
+                    groups=selection.groups if not sample else None,
                 )
             if done:
                 return None

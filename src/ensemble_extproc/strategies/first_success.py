@@ -7,7 +7,18 @@ fails, so a fast first model costs a single call.
 
 from __future__ import annotations
 
-from .base import Call, CancelRest, Context, Launch, Plan, Selection, StrategySettings, Wait
+from collections.abc import Generator
+
+from .base import Call, CancelRest, Context, Launch, Plan, Progress, Selection, Step, Wait
+from .settings import StrategySettings
+
+
+def _the_rest(waiting: list[str], progress: Progress) -> Generator[Step, Progress, None]:
+    """Launch the models not asked yet and wait for every call (not relayed)."""
+    if waiting:
+        progress = yield Launch(tuple(Call(m) for m in waiting))
+    while progress.running and not progress.deadline_passed:
+        progress = yield Wait()
 
 
 class FirstSuccess:
@@ -17,8 +28,12 @@ class FirstSuccess:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return len(ctx.models) > 1
+
     def plan(self, ctx: Context) -> Plan:
-        delay = ctx.settings.hedge_delay_seconds
+        delay_ms = ctx.settings.first_success.hedge_delay_ms
+        delay = None if delay_ms is None else delay_ms / 1000
         count = len(ctx.models) if delay is None else 1
         waiting = list(ctx.models[count:])
         # Relayed: a streaming client gets the first model to produce output, live.
@@ -27,13 +42,20 @@ class FirstSuccess:
             progress = yield Wait(delay if waiting else None)
             valid = progress.valid_members()
             if len(valid) >= ctx.min_responses:
-                yield CancelRest("a valid answer arrived first")
                 winner = min(valid, key=lambda c: c.order)
                 launched = len(ctx.models) - len(waiting)
+                if ctx.complete:  # a learning sample: the others answer too, for learning
+                    yield from _the_rest(waiting, progress)
+                else:
+                    yield CancelRest("a valid answer arrived first")
                 return Selection(
                     winner=winner,
                     reason=f"first valid answer ({winner.latency_ms:.0f} ms)",
-                    details={"hedged": delay is not None, "launched": launched},
+                    details={
+                        "hedged": delay is not None,
+                        "launched": launched,
+                        **({"learning_sample": True} if ctx.complete else {}),
+                    },
                 )
             if waiting and not progress.deadline_passed:
                 # No valid answer yet: the hedge delay passed or a call failed. Next model.

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import prompts
-from .base import Call, Context, Plan, Role, Selection, StrategySettings
-from .judging import HELPER_CALL_DROPS, candidate_texts, request_text
+from ..chat import conversation_text
+from .base import Call, Context, Plan, Role, Selection
+from .judging import HELPER_CALL_DROPS, candidate_texts
+from .settings import StrategySettings
 from .steps import ask, gather
 from .tally import ordered
 from .voting import majority
@@ -21,16 +23,19 @@ class Fusion:
     natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None if settings.aggregator_model else "ensemble.fusion.aggregator_model"
+        return None if settings.fusion.aggregator_model else "ensemble.fusion.aggregator_model"
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        return False  # every member is asked and awaited (steps.gather)
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))
         if progress is None or len(progress.valid_members()) < ctx.min_responses:
             return None
         valid = ordered(progress.valid_members(), ctx.models)
-        aggregator = ctx.settings.aggregator_model or ""
+        aggregator = ctx.settings.fusion.aggregator_model or ""
         prompt = prompts.candidates_prompt(
-            prompts.AGGREGATOR_INSTRUCTION, request_text(ctx.request), candidate_texts(valid)
+            prompts.AGGREGATOR_INSTRUCTION, conversation_text(ctx.request), candidate_texts(valid)
         )
         system: list[dict[str, Any]] = [
             dict(m)

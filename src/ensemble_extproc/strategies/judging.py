@@ -25,32 +25,18 @@ HELPER_CALL_DROPS: Mapping[str, Any] = {
 
 _CANDIDATE = re.compile(r"candidate\s*(?:number\s*)?#?\s*(\d+)", re.IGNORECASE)
 _INTEGER = re.compile(r"(?<![\d.])(\d+)(?![\d.])")
+# A number longer than this names no candidate; int() would refuse thousands of digits.
+_MAX_DIGITS = 9
 
 
-def message_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def request_text(request: Mapping[str, Any]) -> str:
-    """The conversation as plain text, so a judge sees what was asked."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        return ""
-    if len(messages) == 1 and isinstance(messages[0], dict):
-        return message_text(messages[0].get("content"))
-    lines = []
-    for message in messages:
-        if isinstance(message, dict):
-            lines.append(f"{message.get('role', 'user')}: {message_text(message.get('content'))}")
-    return "\n\n".join(lines)
+def _number(text: str) -> int:
+    """A verdict's number; 0 (never a candidate) for one that cannot be one: too long, or
+    digits int() does not read (such as '²', which str.isdigit() accepts; int() reads
+    exactly the str.isdecimal() ones)."""
+    text = text.strip()
+    if not text.isdecimal() or len(text) > _MAX_DIGITS:
+        return 0
+    return int(text)
 
 
 def candidate_text(candidate: Candidate) -> str:
@@ -75,7 +61,7 @@ def _from_json(text: str) -> int | None:
             if isinstance(item, int) and not isinstance(item, bool):
                 return item
             if isinstance(item, str) and item.strip().isdigit():
-                return int(item.strip())
+                return _number(item)
     return None
 
 
@@ -90,11 +76,12 @@ def parse_verdict(text: str, count: int) -> int | None:
         stripped = stripped[4:].strip()
     found = _from_json(stripped)
     if found is None:
-        named = {int(n) for n in _CANDIDATE.findall(stripped)}
+        named = {_number(n) for n in _CANDIDATE.findall(stripped)}
         if len(named) == 1:
             found = named.pop()
         elif not named:
-            numbers = {int(n) for n in _INTEGER.findall(stripped) if 1 <= int(n) <= count}
+            numbers = {_number(n) for n in _INTEGER.findall(stripped)}
+            numbers = {n for n in numbers if 1 <= n <= count}
             found = numbers.pop() if len(numbers) == 1 else None
     return found if found is not None and 1 <= found <= count else None
 

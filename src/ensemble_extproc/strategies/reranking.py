@@ -6,8 +6,10 @@ A judge failure or an unreadable verdict falls back to voting, and the response 
 from __future__ import annotations
 
 from .. import prompts
-from .base import Call, Context, Plan, Role, Selection, StrategySettings
-from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict, request_text
+from ..chat import conversation_text
+from .base import Call, Context, Plan, Role, Selection
+from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict
+from .settings import StrategySettings
 from .steps import ask, gather
 from .tally import ordered
 from .voting import majority
@@ -18,7 +20,10 @@ class Reranking:
     natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None if settings.judge_model else "ensemble.reranking.judge_model"
+        return None if settings.reranking.judge_model else "ensemble.reranking.judge_model"
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        return False  # every member is asked and awaited (steps.gather)
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))
@@ -27,9 +32,9 @@ class Reranking:
         valid = ordered(progress.valid_members(), ctx.models)
         if len(valid) == 1:
             return Selection(valid[0], 1.0, "only one valid answer: no judge needed")
-        judge = ctx.settings.judge_model or ""
+        judge = ctx.settings.reranking.judge_model or ""
         prompt = prompts.candidates_prompt(
-            prompts.JUDGE_INSTRUCTION, request_text(ctx.request), candidate_texts(valid)
+            prompts.JUDGE_INSTRUCTION, conversation_text(ctx.request), candidate_texts(valid)
         )
         call = Call(
             judge,

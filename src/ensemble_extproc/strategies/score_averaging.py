@@ -13,7 +13,8 @@ import math
 import statistics
 from fractions import Fraction
 
-from .base import Call, Candidate, Context, Plan, Selection, StrategySettings
+from .base import Call, Candidate, Context, Plan, Selection
+from .settings import StrategySettings
 from .steps import gather
 from .tally import summary, tally
 from .voting import majority
@@ -59,6 +60,9 @@ class ScoreAveraging:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return False  # every member is asked and awaited (steps.gather)
+
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m, extra={"logprobs": True}) for m in ctx.models))
         if progress is None:
@@ -81,7 +85,7 @@ class ScoreAveraging:
                 details,
             )
         best = max(scored, key=score)
-        numeric = numeric_selection(ctx, scored, ctx.settings.numeric_aggregate, best)
+        numeric = numeric_selection(ctx, scored, ctx.settings.score_averaging.numeric, best)
         if numeric is not None:
             return numeric
         groups = tally(scored, ctx.models, ctx.settings.similarity_threshold)

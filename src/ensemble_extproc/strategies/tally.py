@@ -96,6 +96,11 @@ def representative(members: Sequence[Candidate]) -> Candidate:
     return members[0]
 
 
+def names(groups: Sequence[Group]) -> tuple[tuple[str, ...], ...]:
+    """The models of each group: what learned trust needs of a tally (``Selection.groups``)."""
+    return tuple(tuple(c.model for c in g.members) for g in groups)
+
+
 def summary(groups: Sequence[Group]) -> list[Mapping[str, object]]:
     return [
         {

@@ -5,13 +5,17 @@ yes/no, formulas, ``\\boxed{}``, "the answer is ...", chains of thought), near-i
 text counting as one. The plan stops early, cancelling the calls still running, only when
 their answers could not change the winner whatever they are (``tally.leader_is_safe``) and
 ``min_responses`` valid answers are in: the answer with early stop is the answer without.
+
+With learned trust (``ensemble.trust``, correlation on), members that move together
+share a vote: each one counts its ``WeightPlan.multiplier`` (three clones a third each).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .base import (
     Call,
@@ -21,10 +25,10 @@ from .base import (
     Launch,
     Plan,
     Selection,
-    StrategySettings,
     Wait,
 )
-from .tally import leader_is_safe, representative, summary, tally
+from .settings import StrategySettings
+from .tally import leader_is_safe, names, representative, summary, tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Ballot:
     tiebreak: Callable[[str], float] = lambda _: 0.0
     use_confidence: bool = False
     unit: str = "votes"
+    # The ``weights`` object of the response's details (which weights, from where).
+    report: Callable[[], Mapping[str, Any]] | None = None
 
     def weight_of(self, candidate: Candidate) -> float:
         weight = self.weight(candidate.model)
@@ -50,6 +56,19 @@ class Ballot:
 VOTES = Ballot()
 
 
+def correlated_votes(ctx: Context) -> Ballot:
+    """One vote each, except that members that move together share one (learned trust);
+    plain votes when trust is off."""
+    plan = ctx.weight_plan
+    if plan is None:
+        return VOTES
+    shares = {model: plan.multiplier(model) for model in ctx.models}
+    return Ballot(
+        weight=lambda model: shares.get(model, 1.0),
+        report=lambda: plan.details(shares, rule="votes", accuracies=False),
+    )
+
+
 def vote_plan(ctx: Context, ballot: Ballot, name: str) -> Plan:
     """Launch every member, then count as answers arrive (shared by voting and weighted)."""
     yield Launch(tuple(Call(model) for model in ctx.models))
@@ -62,7 +81,7 @@ def vote_plan(ctx: Context, ballot: Ballot, name: str) -> Plan:
             return None  # the quorum can no longer be met
         if not running or progress.deadline_passed:
             break
-        if len(valid) < ctx.min_responses:
+        if len(valid) < ctx.min_responses or ctx.complete:
             continue
         groups = tally(
             valid,
@@ -99,8 +118,19 @@ def majority(
         agreement=len(leader.members) / len(valid),
         reason=f"{name}: {leader.weight:g} of {total:g} {ballot.unit} for {leader.answer.key!r}"
         + (", stopped early" if early else ""),
-        details={"groups": summary(groups), "stopped_early": early},
+        details={
+            "groups": summary(groups),
+            "stopped_early": early,
+            **({"weights": ballot.report()} if ballot.report is not None else {}),
+            **({"learning_sample": True} if ctx.complete else {}),
+        },
+        groups=names(groups),
     )
+
+
+def may_stop_early(ctx: Context) -> bool:
+    """vote_plan stops early only once min_responses answers are in and others run."""
+    return ctx.min_responses < len(ctx.models)
 
 
 class Voting:
@@ -110,5 +140,8 @@ class Voting:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def may_stop_early(self, ctx: Context) -> bool:
+        return may_stop_early(ctx)
+
     def plan(self, ctx: Context) -> Plan:
-        return vote_plan(ctx, VOTES, self.name)
+        return vote_plan(ctx, correlated_votes(ctx), self.name)

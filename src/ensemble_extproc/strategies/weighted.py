@@ -1,7 +1,7 @@
 """weighted: a weighted vote over extracted answers.
 
-With ``ensemble.weighted.alternatives`` = k, a model of configured accuracy ``p`` votes
-with ``log(k p / (1 - p))``: the optimal weight of independent voters whose wrong answers
+With ``ensemble.weighted.alternatives`` = k, a model of accuracy ``p`` votes with
+``log(k p / (1 - p))``: the optimal weight of independent voters whose wrong answers
 spread evenly over k alternatives (k = 1: the classic log-odds). It may be negative (a
 model below chance, p < 1 / (k + 1)): its vote then counts against its answer. Models
 without an accuracy vote with their configured ``weight``.
@@ -15,6 +15,15 @@ are. A fixed k does better when k is right (on the quiz benchmark's 3 distractor
 do worse than voting when wrong answers are more spread out than k says; see
 bench/RESULTS.md.
 
+Where the accuracies come from (``ensemble.weighted.weights``): ``configured`` (each
+model's ``accuracy``), or ``learned`` from the members' agreement (``ensemble.trust``,
+docs/trust.md): a member's learned accuracy once it has enough evidence, its configured
+one before. With ``learned`` and ``alternatives: auto``, k is learned too (1/c, the rate
+at which two wrong answers agree) once it has enough evidence: the log-odds rule then
+replaces votes-first, as it measures how spread out wrong answers are instead of assuming.
+With learned trust, members that move together share their weight (times
+``WeightPlan.multiplier``). The response's ``details.weights`` says what was used.
+
 Optionally every vote is multiplied by the answer's confidence (mean token probability)
 when the endpoint returned logprobs.
 """
@@ -23,43 +32,57 @@ from __future__ import annotations
 
 import math
 
-from .base import Context, Plan, StrategySettings
-from .voting import Ballot, vote_plan
+from ..trust.weights import WeightPlan, plan_weights
+from .base import Context, Plan
+from .settings import StrategySettings
+from .voting import Ballot, may_stop_early, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
 _P_MIN, _P_MAX = 0.01, 0.99
 
 
-def log_odds(p: float, alternatives: int = 1) -> float:
+def log_odds(p: float, alternatives: float = 1) -> float:
     """log(k p / (1 - p)): the optimal vote weight of an independent voter of accuracy p
     whose wrong answers spread evenly over k alternatives (k = 1: the classic log-odds)."""
     p = min(max(p, _P_MIN), _P_MAX)
     return math.log(alternatives * p / (1 - p))
 
 
-def model_weight(ctx: Context, model: str) -> float:
-    """The vote weight with a fixed number of alternatives (or the configured weight)."""
-    accuracy = ctx.accuracies.get(model)
-    alternatives = ctx.settings.weighted_alternatives
-    if accuracy is None or alternatives is None:
-        return ctx.weights.get(model, 1.0)
-    return log_odds(accuracy, alternatives)
-
-
-def model_tiebreak(ctx: Context, model: str) -> float:
-    """With the default: the log-odds that decide between answers of equal votes."""
-    accuracy = ctx.accuracies.get(model)
-    if accuracy is None or ctx.settings.weighted_alternatives is not None:
-        return 0.0
-    return log_odds(accuracy)
+def weight_plan(ctx: Context) -> WeightPlan:
+    """The context's plan; with trust off, the configured accuracies, independent members."""
+    if ctx.weight_plan is not None:
+        return ctx.weight_plan
+    return plan_weights(None, ctx.models, ctx.accuracies, learned=False, correlation=False)
 
 
 def ballot(ctx: Context) -> Ballot:
+    plan = weight_plan(ctx)
+    configured_k = ctx.settings.weighted.k
+    k = plan.alternatives(configured_k)
+    weights: dict[str, float] = {}
+    tiebreaks: dict[str, float] = {}
+    for model in ctx.models:
+        accuracy, share = plan.accuracy(model), plan.multiplier(model)
+        if accuracy is None or k is None:
+            weights[model] = ctx.weights.get(model, 1.0) * share
+        else:
+            weights[model] = log_odds(accuracy, k) * share
+        # Votes first: the log-odds decide between answers of equal votes.
+        if accuracy is not None and k is None:
+            tiebreaks[model] = log_odds(accuracy) * share
+    source = plan.alternatives_source(configured_k)
+    rule = "votes, then log-odds" if k is None else "log-odds"
     return Ballot(
-        weight=lambda model: model_weight(ctx, model),
-        tiebreak=lambda model: model_tiebreak(ctx, model),
-        use_confidence=ctx.settings.weighted_use_confidence,
+        weight=lambda model: weights.get(model, 1.0),
+        tiebreak=lambda model: tiebreaks.get(model, 0.0),
+        use_confidence=ctx.settings.weighted.use_confidence,
         unit="weight",
+        report=lambda: plan.details(
+            weights,
+            rule=rule,
+            tiebreaks=tiebreaks,
+            alternatives=(k, source) if k is not None and source is not None else None,
+        ),
     )
 
 
@@ -69,6 +92,9 @@ class Weighted:
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
+
+    def may_stop_early(self, ctx: Context) -> bool:
+        return may_stop_early(ctx)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, ballot(ctx), self.name)

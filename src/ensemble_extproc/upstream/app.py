@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,22 +14,32 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from .. import headers as h
+from ..chat import ChatRequest, parse_chat_request
 from ..config import Config
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..internal import ReplayGuard
-from ..observability.logs import REQUEST_ID
+from ..json_out import encode
+from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
-from ..spec import upstream_spec
+from ..redact import Redactor, client_credentials, config_redactor
+from ..serve import DRAIN_SECONDS, GRACE_SECONDS, LISTEN_BACKLOG, wait_for_signal
+from ..spec import EnsembleSpec, upstream_spec
+from ..trust.feed import client_identity
+from ..trust.report import TrustCollector, trust_report
+from ..trust.service import TrustService, default_replica_id
 from .auth import signed_ensembles
-from .client import EndpointClient, HttpEndpointClient, forwardable
-from .openapi import OPENAPI_PATH, openapi_handler
+from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
+from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
-from .request import parse_chat_request, read_body
-from .response import completion_body, ensemble_headers, failure
+from .request import read_body
+from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
 from .stream_writer import stream_completion
+from .wire import Health, Model, ModelList
 
 log = logging.getLogger(__name__)
 
+JSON = "application/json"
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 
@@ -44,11 +55,9 @@ class InFlight:
     def slot(self) -> Iterator[None]:
         if self.count >= self.limit:
             raise ApiError(
-                429,
+                ErrorCode.TOO_MANY_ENSEMBLES,
                 f"the ensemble upstream is serving its limit of {self.limit} requests; "
                 "retry shortly",
-                type="rate_limit_error",
-                code="too_many_ensembles",
                 headers={"Retry-After": "1"},
             )
         self.count += 1
@@ -59,16 +68,26 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+REDACT = web.AppKey("redact", Redactor)
 METRICS = web.AppKey("metrics", UpstreamMetrics)
+TRUST = web.AppKey("trust", TrustService)
 # Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
 DRAINING = web.AppKey("draining", asyncio.Event)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        error.body(), status=error.status, headers={**error.headers, **(headers or {})}
+def error_response(
+    error: ApiError,
+    headers: dict[str, str] | None = None,
+    redact: Callable[[str], str] = NO_SECRETS,
+) -> web.Response:
+    # Candidate errors are masked where they are made; this masks whatever else got in.
+    return web.Response(
+        text=redact(error.body_bytes().decode()),
+        status=error.status,
+        content_type=JSON,
+        headers={**error.headers, **(headers or {})},
     )
 
 
@@ -76,36 +95,49 @@ def error_response(error: ApiError, headers: dict[str, str] | None = None) -> we
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer that is not a completion is an OpenAI-style JSON error."""
     REQUEST_ID.set(request.headers.get("x-request-id"))
+    REQUEST_SECRETS.set(client_credentials(request.headers))
     try:
         return await handler(request)
     except ApiError as error:
         request.app[METRICS].rejected.labels(error.code or "none").inc()
-        return error_response(error)
+        response = error_response(error, redact=request.app[REDACT])
+        if error.status in (408, 413, 415):
+            # The body was not read (or not all of it): the connection cannot carry another
+            # request.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status, ErrorCode.HTTP_ERROR
+        )
         # RFC 9110: a 405 says which methods are allowed.
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(
-            ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code),
+            ApiError(code, f"{request.method} {request.path}: {exc.reason}", status=exc.status),
             allow,
+            request.app[REDACT],
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(
-            ApiError(
-                500,
-                "internal error in the ensemble upstream",
-                type="server_error",
-                code="internal_error",
-            )
+            ApiError(ErrorCode.INTERNAL_ERROR, "internal error in the ensemble upstream")
         )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    started = time.monotonic()
+    # Everything the client sends is in and checked before the request takes a slot: a
+    # client trickling its body holds a connection (for body_timeout_seconds at most),
+    # never one of the max_in_flight slots that ensembles need.
+    ensemble = config.ensemble
+    raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
+    chat = parse_chat_request(raw)
+    spec = upstream_spec(request.headers, config)
     with request.app[IN_FLIGHT].slot():
-        return await _chat_completions(request)
+        return await _chat_completions(request, chat, spec, started)
 
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
@@ -136,63 +168,102 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "agreement": agreement,
         "latency_ms": round(seconds * 1000, 1),
         "calls": [
-            {
-                "model": c.model,
-                "role": c.role.value,
-                "status": c.status.value,
-                "latency_ms": round(c.latency_ms, 1),
-                "attempts": c.attempts,
-                "error": None if c.valid else c.invalid_reason,
-            }
-            for c in outcome.candidates
+            {name: getattr(call, name) for name in LOG_FIELDS}
+            for call in map(summarise, outcome.candidates)
         ],
     }
-    if config.log_include_text and selection is not None:
+    if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
     log.info("ensemble %s", result, extra={"ensemble": summary})
+    trust = request.app[TRUST]
+    if trust.enabled and not outcome.learning_sample:
+        trust.not_sampled += 1
+    elif trust.enabled:
+        client = client_identity(request.headers, request.remote)
+        grouped = selection.groups if selection is not None else None
+        trust.observe(
+            outcome.spec.profile, outcome.spec.models, outcome.candidates, client, grouped
+        )
 
 
-async def _chat_completions(request: web.Request) -> web.StreamResponse:
+async def _chat_completions(
+    request: web.Request, chat: ChatRequest, spec: EnsembleSpec, started: float
+) -> web.StreamResponse:
     config = request.app[CONFIG]
-    started = time.monotonic()
-    body = parse_chat_request(await read_body(request, config.ensemble.max_body_bytes))
-    spec = upstream_spec(request.headers, config)
     client_headers = forwardable(request.headers)
-    if body.get("stream") is True:
+    redact = request.app[REDACT]
+    if chat.stream:
         keepalive = config.ensemble.stream_keepalive_seconds
         response, streamed = await stream_completion(
-            request, request.app[FANOUT], spec, body, keepalive, error_response, client_headers
+            request,
+            request.app[FANOUT],
+            spec,
+            chat,
+            keepalive,
+            functools.partial(error_response, redact=redact),
+            client_headers,
         )
         record(request, streamed, started)
         return response
-    outcome = await request.app[FANOUT].run(spec, body, client_headers=client_headers)
+    outcome = await request.app[FANOUT].run(spec, chat.body, client_headers=client_headers)
     record(request, outcome, started)
     headers = ensemble_headers(outcome)
     if outcome.selection is None:
-        return error_response(failure(outcome), headers)
-    return web.json_response(
-        completion_body(outcome, outcome.selection, int(time.time())), headers=headers
-    )
+        return error_response(failure(outcome), headers, redact)
+    answer = completion(outcome, outcome.selection, int(time.time()))
+    return _json(answer, headers=headers)
+
+
+def _json(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=encode(value), status=status, headers=headers, content_type=JSON)
 
 
 async def list_models(request: web.Request) -> web.Response:
     endpoints = request.app[CONFIG].endpoints.values()
     data = [
-        {
-            "id": endpoint.name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "ensemble-extproc-demo" if endpoint.demo else "ensemble-extproc",
-        }
+        Model(
+            id=endpoint.name,
+            created=0,
+            owned_by="ensemble-extproc-demo" if endpoint.demo else "ensemble-extproc",
+        )
         for endpoint in endpoints
     ]
-    return web.json_response({"object": "list", "data": data})
+    return _json(ModelList(data=data))
 
 
 async def healthz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
-        return web.json_response({"status": "draining"}, status=503)
-    return web.json_response({"status": "ok"})
+        return _json(Health("draining"), status=503)
+    return _json(Health("ok"))
+
+
+async def admin_trust(request: web.Request) -> web.Response:
+    """Read-only, for operators: what the trust book learned (docs/trust.md).
+
+    Only asked directly on the upstream's port: a request that came through Envoy's
+    ensemble route carries the processor's route header (clients cannot forge it), and
+    is told there is nothing here."""
+    if h.ROUTE in request.headers:
+        raise web.HTTPNotFound()
+    return web.json_response(trust_report(request.app[TRUST]))
+
+
+def trust_service(config: Config) -> TrustService:
+    settings = config.ensemble.trust
+    return TrustService(
+        settings,
+        {name: endpoint.accuracy for name, endpoint in config.endpoints.items()},
+        config.ensemble.similarity_threshold,
+        settings.replica_id or default_replica_id(config.listen.upstream.port),
+    )
+
+
+def _trust_context(service: TrustService) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with service.running():
+            yield
+
+    return context
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -201,19 +272,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _fanout_context(
-    config: Config, client: EndpointClient | None
+    config: Config, client: EndpointClient | None, trust: TrustService
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         if client is not None:
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, client)
+            app[FANOUT] = Fanout(config.endpoints, config.ensemble, client, trust)
             yield
             return
         # One session per app; its pool admits every call the fan-out may run at once.
         limit = config.ensemble.max_concurrent_requests
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
         async with aiohttp.ClientSession(connector=connector) as session:
-            http_client = HttpEndpointClient(session, config.ensemble.max_response_bytes)
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client)
+            http_client = HttpEndpointClient(
+                session, config.ensemble.max_response_bytes, config_redactor(config)
+            )
+            app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client, trust)
             yield
 
     return context
@@ -221,21 +294,51 @@ def _fanout_context(
 
 def create_app(config: Config, client: EndpointClient | None = None) -> web.Application:
     """The upstream app; ``client`` replaces the HTTP endpoint client (tests)."""
-    # The body limit is enforced by read_body with an OpenAI-style 413.
+    # The body limit is enforced by read_body with an OpenAI-style 413. Bodies are never
+    # inflated (a compressed one is a 415, body.py): without auto_decompress aiohttp does
+    # not decode one either, not even the rest of a refused body it reads to keep the
+    # connection (a broken gzip body logged a traceback per request there).
     # Signatures are checked (once each) before a handler reads the body.
     signed = signed_ensembles(config, ReplayGuard(), time.time)
     app = web.Application(
-        middlewares=[openai_errors, signed], client_max_size=config.ensemble.max_body_bytes
+        middlewares=[openai_errors, signed],
+        client_max_size=config.ensemble.max_body_bytes,
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
+    app[REDACT] = config_redactor(config)
     app[DRAINING] = asyncio.Event()
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
     app[METRICS] = UpstreamMetrics(CollectorRegistry())
     app[METRICS].in_flight.set_function(lambda: in_flight.count)
-    app.cleanup_ctx.append(_fanout_context(config, client))
+    app[TRUST] = trust = trust_service(config)
+    app[METRICS].registry.register(TrustCollector(trust))
+    app.cleanup_ctx.append(_fanout_context(config, client, trust))
+    app.cleanup_ctx.append(_trust_context(trust))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(TRUST_PATH, admin_trust)
     return app
+
+
+async def serve_upstream(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM, then drain (``serve.py``)."""
+    # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, shutdown_timeout=GRACE_SECONDS, access_log=None, handler_cancellation=True
+    )
+    await runner.setup()
+    address = config.listen.upstream
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=False, backlog=LISTEN_BACKLOG)
+    await site.start()
+    log.info("ensemble upstream listening on http://%s", address)
+    try:
+        await wait_for_signal()
+        app[DRAINING].set()  # /healthz answers 503: Envoy stops sending new requests
+        await asyncio.sleep(DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from .. import headers as h
 from ..config import Config
-from ..errors import ApiError
+from ..errors import ApiError, ErrorCode
 from ..internal import Binding, ReplayGuard, ReplayWindowFull, verify
 from ..paths import is_chat_completion
 
@@ -22,10 +22,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _refused(reason: str) -> ApiError:
     return ApiError(
-        403,
+        ErrorCode.UNSIGNED_INTERNAL_HEADERS,
         f"ensemble request not signed by the processor: {reason}",
-        type="permission_error",
-        code="unsigned_internal_headers",
     )
 
 
@@ -41,7 +39,7 @@ def check_signature(
     if config.internal_secret is None:
         return
     verdict = verify(
-        config.internal_secret, headers, binding, now, config.signature_lifetime_seconds
+        config.internal_secret, headers, binding, now, config.security.signature_lifetime_seconds
     )
     if not verdict.ok:
         raise _refused(verdict.reason)
@@ -49,11 +47,9 @@ def check_signature(
         first = guard.first_use(verdict.token, verdict.expires_at, now)
     except ReplayWindowFull:
         raise ApiError(
-            503,
+            ErrorCode.REPLAY_WINDOW_FULL,
             f"more than {guard.capacity} signed requests within "
-            f"{config.signature_lifetime_seconds:g} s; retry shortly",
-            type="server_error",
-            code="replay_window_full",
+            f"{config.security.signature_lifetime_seconds:g} s; retry shortly",
             headers={"Retry-After": "1"},
         ) from None
     if not first:

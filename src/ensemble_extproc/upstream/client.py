@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import aiohttp
 
 from ..config import Endpoint
+from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, is_done, parse_data_line
+from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
@@ -66,25 +71,49 @@ def _usage(raw: object) -> Usage | None:
     return Usage(*numbers)  # type: ignore[arg-type]
 
 
-def mean_logprob(choice: Mapping[str, Any]) -> float | None:
-    """Mean token log-probability of an OpenAI choice, when it carries logprobs."""
-    logprobs = choice.get("logprobs")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(content, list) or not content:
-        return None
-    values = [t.get("logprob") for t in content if isinstance(t, dict)]
-    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numbers) != len(content):
-        return None
-    return sum(numbers) / len(numbers)
+# Statuses whose message describes the request as sent: the client can act on it, so it is
+# kept (masked, shortened). Other bodies (401 and 403 echo keys, 5xx dump internals) are not.
+REQUEST_FAULTS = frozenset({400, 404, 409, 413, 415, 422})
+MAX_DETAIL = 200
+# An OpenAI error's code or type, as a short reason: an identifier, never free text.
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}", re.ASCII)
+NO_SECRETS = Redactor()
 
 
-def _error_detail(payload: object, raw: bytes) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        message = payload["error"].get("message")
-        if isinstance(message, str):
-            return message[:200]
-    return raw[:200].decode("utf-8", "replace")
+def _reason(error: object) -> str | None:
+    """The endpoint's error code (else type), when it is a plain identifier."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "type"):
+        value = error.get(key)
+        if isinstance(value, str) and _IDENTIFIER.fullmatch(value):
+            return value
+    return None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def error_summary(status: int, payload: object, redact: Callable[[str], str]) -> str:
+    """An endpoint's error answer in a few words: ``HTTP 401 Unauthorized (invalid_api_key)``.
+
+    The body is the endpoint's text and may echo anything it received (the configured key,
+    every header): only its status, its error code and, for a mistake in the request, its
+    message (secrets masked, then shortened) are kept.
+    """
+    try:
+        summary = f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        summary = f"HTTP {status}"
+    error = payload.get("error") if isinstance(payload, dict) else None
+    reason = _reason(error)
+    if reason is not None:
+        summary += f" ({reason})"
+    message = error.get("message") if isinstance(error, Mapping) else None
+    if status in REQUEST_FAULTS and isinstance(message, str) and message.strip():
+        summary += ": " + _shorten(" ".join(redact(message).split()))
+    return redact(summary)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -92,7 +121,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # float() refuses other digits such as '²'.
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -101,8 +130,24 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _failed(
+    model: str,
+    latency_ms: float,
+    error: str,
+    failure: Failure | None,
+    status: Status = Status.ERROR,
+) -> Candidate:
+    """A call that gave no usable answer (an error status has its own fields)."""
+    return Candidate(model, status, latency_ms=latency_ms, error=error, failure=failure)
+
+
 def candidate_from_response(
-    model: str, status: int, raw: bytes, latency_ms: float, retry_after: float | None = None
+    model: str,
+    status: int,
+    raw: bytes,
+    latency_ms: float,
+    retry_after: float | None = None,
+    redact: Callable[[str], str] = NO_SECRETS,
 ) -> Candidate:
     """Interpret an endpoint's HTTP answer as an OpenAI chat completion."""
     try:
@@ -110,8 +155,7 @@ def candidate_from_response(
     except ValueError:
         payload = None
     if status != 200:
-        detail = _error_detail(payload, raw)
-        error = f"HTTP {status}: {detail}"
+        error = error_summary(status, payload, redact)
         return Candidate(
             model,
             Status.ERROR,
@@ -121,26 +165,13 @@ def candidate_from_response(
             http_status=status,
             retry_after=retry_after,
         )
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    choice = first_choice(payload) if isinstance(payload, dict) else None
+    if choice is None:
         what = "not JSON" if payload is None else "a completion without choices"
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error=f"answer is {what}",
-            failure=Failure.BAD_ANSWER,
-        )
-    choice = choices[0]
+        return _failed(model, latency_ms, f"answer is {what}", Failure.BAD_ANSWER)
     message = choice.get("message")
     if not isinstance(message, dict):
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error="choice has no message",
-            failure=Failure.BAD_ANSWER,
-        )
+        return _failed(model, latency_ms, "choice has no message", Failure.BAD_ANSWER)
     finish_reason = choice.get("finish_reason")
     return Candidate(
         model,
@@ -166,14 +197,10 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Candidate:
     if acc.error is not None:
-        return Candidate(
-            model,
-            Status.ERROR,
-            latency_ms=latency_ms,
-            error=f"error event: {acc.error}",
-            failure=Failure.ERROR_EVENT,
-        )
-    mean = sum(acc.logprobs) / len(acc.logprobs) if acc.logprobs else None
+        # Mid-stream, as for an error status: the event's code or type, not its message.
+        reason = _reason(acc.error)
+        error = "error event" + (f" ({reason})" if reason else "")
+        return _failed(model, latency_ms, error, Failure.ERROR_EVENT)
     return Candidate(
         model,
         Status.OK,
@@ -181,7 +208,7 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
         finish_reason=acc.finish_reason,
         usage=_usage(acc.usage),
         latency_ms=latency_ms,
-        mean_logprob=mean,
+        mean_logprob=acc.mean_logprob(),
     )
 
 
@@ -197,7 +224,7 @@ class _Stopwatch:
         return (self._loop.time() - self._started) * 1000
 
     def failed(self, status: Status, error: str, failure: Failure | None = None) -> Candidate:
-        return Candidate(self._model, status, latency_ms=self.ms(), error=error, failure=failure)
+        return _failed(self._model, self.ms(), error, failure, status)
 
 
 class StreamStopped(Exception):
@@ -207,11 +234,24 @@ class StreamStopped(Exception):
 class HttpEndpointClient:
     """Calls OpenAI-compatible endpoints over the app's one ClientSession."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_response_bytes: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        max_response_bytes: int,
+        redact: Callable[[str], str],
+    ) -> None:
         self._session = session
         self._max_response_bytes = max_response_bytes
+        # Masks the config's secrets in what endpoints answer (redact.config_redactor).
+        self._redact = redact
         # One TLS context per configured CA file, made at its first use.
         self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def _masked(self, candidate: Candidate) -> Candidate:
+        """Every failed call's error, whatever built it (an exception's text included)."""
+        if candidate.error is None:
+            return candidate
+        return replace(candidate, error=self._redact(candidate.error))
 
     def _tls(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
         """An https endpoint's certificate and host name are verified, with SNI: against
@@ -237,6 +277,12 @@ class HttpEndpointClient:
             headers["authorization"] = client["authorization"]
         return headers
 
+    def _post(
+        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        headers = self._headers(endpoint, client_headers)
+        return self._session.post(endpoint.url, json=body, headers=headers, ssl=self._tls(endpoint))
+
     async def complete(
         self,
         endpoint: Endpoint,
@@ -245,12 +291,7 @@ class HttpEndpointClient:
     ) -> Candidate:
         watch = _Stopwatch(endpoint.name)
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -260,8 +301,10 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
             error = f"request failed: {type(exc).__name__}: {exc}"
-            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
-        return candidate_from_response(endpoint.name, status, raw, watch.ms(), retry_after)
+            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
+        return candidate_from_response(
+            endpoint.name, status, raw, watch.ms(), retry_after, self._redact
+        )
 
     async def stream(
         self,
@@ -273,15 +316,12 @@ class HttpEndpointClient:
         watch = _Stopwatch(endpoint.name)
         acc = Accumulator()
         try:
-            async with self._session.post(
-                endpoint.url,
-                json=body,
-                headers=self._headers(endpoint, client_headers),
-                ssl=self._tls(endpoint),
-            ) as response:
+            async with self._post(endpoint, body, client_headers) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
-                    return candidate_from_response(endpoint.name, response.status, raw, watch.ms())
+                    return candidate_from_response(
+                        endpoint.name, response.status, raw, watch.ms(), redact=self._redact
+                    )
                 await self._relay(response, acc, offer)
         except StreamStopped:
             return watch.failed(Status.CANCELLED, "cancelled: another model streamed first")
@@ -293,8 +333,8 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
             error = f"stream failed: {type(exc).__name__}: {exc}"
-            return watch.failed(Status.ERROR, error, Failure.CONNECTION)
-        return candidate_from_stream(endpoint.name, acc, watch.ms())
+            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
+        return self._masked(candidate_from_stream(endpoint.name, acc, watch.ms()))
 
     async def _relay(
         self, response: aiohttp.ClientResponse, acc: Accumulator, offer: Offer

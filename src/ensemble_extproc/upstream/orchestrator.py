@@ -32,6 +32,7 @@ from ..strategies.base import (
     Step,
     Wait,
 )
+from ..trust.service import TrustService
 from .client import EndpointClient
 from .resilience import CircuitBreaker, endpoint_failed, retry_delay, retryable
 
@@ -50,6 +51,9 @@ class Outcome:
     deadline_exceeded: bool
     calls_started: int
     calls_cancelled: int
+    # Learned trust may count it: every member was asked to the end (a sample), or the
+    # strategy could not stop early.
+    learning_sample: bool = True
 
     @property
     def members(self) -> tuple[Candidate, ...]:
@@ -100,10 +104,14 @@ class Fanout:
         endpoints: Mapping[str, Endpoint],
         settings: EnsembleSettings,
         client: EndpointClient,
+        trust: TrustService | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._settings = settings
         self._client = client
+        # Learned trust: what each ensemble's weights are (None or disabled: configured).
+        self._trust = trust if trust is not None and trust.enabled else None
+        self._learned = settings.weighted.weights == "learned"
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         # Per-model facts the strategies read, derived once from config.
         self._weights = {name: e.weight for name, e in endpoints.items()}
@@ -120,14 +128,30 @@ class Fanout:
     def circuit_states(self) -> dict[str, str]:
         return {name: b.state.value for name, b in self._breakers.items()}
 
+    def _sampled(self, spec: EnsembleSpec, ctx: Context) -> tuple[Context, bool]:
+        """(the context, whether learning may count the ensemble): of the ensembles that
+        may stop early, a random share (``trust.sample_share``) asks every member."""
+        if self._trust is None or not STRATEGIES[spec.strategy].may_stop_early(ctx):
+            return ctx, True
+        if self._rng.random() < self._trust.settings.sample_share:
+            return replace(ctx, complete=True), True
+        return ctx, False
+
     def context(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Context:
+        trust = self._trust
+        plan = (
+            trust.weights(spec.profile, spec.models, self._accuracies, learned=self._learned)
+            if trust is not None
+            else None
+        )
         return Context(
             models=spec.models,
             min_responses=spec.min_responses,
             request=request,
-            settings=self._settings.strategy,
+            settings=self._settings,
             weights=self._weights,
             accuracies=self._accuracies,
+            weight_plan=plan,
         )
 
     async def call(
@@ -164,7 +188,7 @@ class Fanout:
         deadline_seconds: float | None,
     ) -> Candidate:
         endpoint = self._endpoints[call.model]
-        model_timeout = self._settings.model_timeout_seconds
+        model_timeout = self._settings.model_timeout_seconds or self._settings.timeout_seconds
         # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
         # the deadline (enforced by the run) decides, and says so (504).
         timeout = (
@@ -216,7 +240,8 @@ class Fanout:
         sink: Sink | None = None,
         client_headers: Mapping[str, str] | None = None,
     ) -> Outcome:
-        plan = STRATEGIES[spec.strategy].plan(self.context(spec, request))
+        ctx, sample = self._sampled(spec, self.context(spec, request))
+        plan = STRATEGIES[spec.strategy].plan(ctx)
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
         run = _Run(self, request, timeout, rank, sink, client_headers)
@@ -232,6 +257,7 @@ class Fanout:
             deadline_exceeded=run.deadline_passed,
             calls_started=run.started,
             calls_cancelled=sum(c.status is Status.CANCELLED for c in run.stopped),
+            learning_sample=sample,
         )
 
 

@@ -22,7 +22,7 @@ def retry_delay(
     one, else exponential backoff with jitter (x0.5 to x1.5), capped."""
     if retry_after is not None:
         return retry_after
-    base = min(policy.backoff_seconds * 2.0**attempt, policy.max_backoff_seconds)
+    base = min(policy.backoff_ms * 2.0**attempt, policy.max_backoff_ms) / 1000
     return base * rng.uniform(0.5, 1.5)
 
 

@@ -15,14 +15,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from .. import headers as h
-from ..errors import ApiError
+from ..chat import ChatRequest
+from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
 from .orchestrator import Fanout, Outcome
-from .response import ensemble_details, ensemble_headers, failure, total_usage
-from .sse import DONE, KEEPALIVE, Accumulator, event, message_chunks
+from .response import answer, ensemble_details, ensemble_headers, failure, spec_headers, total_usage
+from .sse import DONE, KEEPALIVE, Accumulator, event, first_choice, message_choices
+from .wire import ChatCompletionChunk
+
+FINISH = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
 
 
 class StreamWriter:
@@ -32,19 +37,24 @@ class StreamWriter:
         self._request = request
         self._spec = spec
         self._include_usage = include_usage
-        self.envelope = {
-            "id": f"chatcmpl-ens-{uuid.uuid4().hex}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": f"ensemble/{spec.strategy}",
-        }
+        # Every chunk of the response: this id, time and model, and its own choices.
+        self.head = ChatCompletionChunk(
+            id=f"chatcmpl-ens-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=f"ensemble/{spec.strategy}",
+            choices=[],
+        )
         self.response: web.StreamResponse | None = None
         self.committed: str | None = None
         self.on_commit: Callable[[str], None] | None = None
         self._pending: dict[str, list[Mapping[str, Any]]] = {}
-        self._final: dict[str, Any] | None = None  # held back to carry the ensemble object
+        # The relayed finish_reason chunk's choice, held back to carry the ensemble object.
+        self._final: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         self._last_write = time.monotonic()
+
+    def chunk(self, choice: dict[str, Any] | None) -> ChatCompletionChunk:
+        return msgspec.structs.replace(self.head, choices=[] if choice is None else [choice])
 
     async def start(self, headers: Mapping[str, str]) -> None:
         response = web.StreamResponse(
@@ -52,12 +62,6 @@ class StreamWriter:
         )
         await response.prepare(self._request)
         self.response = response
-
-    def _spec_headers(self) -> dict[str, str]:
-        return {
-            h.RESP_STRATEGY: self._spec.strategy,
-            h.RESP_MODELS_QUERIED: ",".join(self._spec.models),
-        }
 
     async def _write(self, data: bytes) -> None:
         assert self.response is not None
@@ -68,22 +72,17 @@ class StreamWriter:
     def idle_seconds(self) -> float:
         return time.monotonic() - self._last_write
 
-    def _convert(self, chunk: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def _relay(self, chunk: Mapping[str, Any]) -> None:
         """An endpoint's chunk under our id and model; usage-only chunks are dropped (the
         final usage counts every call)."""
-        choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return None
-        return {**self.envelope, "choices": [{**choices[0], "index": 0}]}
-
-    async def _relay(self, chunk: Mapping[str, Any]) -> None:
-        converted = self._convert(chunk)
-        if converted is None:
+        first = first_choice(chunk)
+        if first is None:
             return
-        if converted["choices"][0].get("finish_reason"):
-            self._final = converted
+        choice = {**first, "index": 0}
+        if choice.get("finish_reason"):
+            self._final = choice
         else:
-            await self._write(event(converted))
+            await self._write(event(self.chunk(choice)))
 
     async def offer(self, model: str, chunk: Mapping[str, Any]) -> bool:
         if self.committed is not None:
@@ -98,7 +97,7 @@ class StreamWriter:
         if self.on_commit is not None:
             self.on_commit(model)
         if self.response is None:
-            await self.start({**self._spec_headers(), h.RESP_SELECTED_MODEL: model})
+            await self.start({**spec_headers(self._spec), h.RESP_SELECTED_MODEL: model})
         for pending in self._pending.pop(model):
             await self._relay(pending)
         self._pending.clear()
@@ -106,7 +105,7 @@ class StreamWriter:
 
     async def keepalive(self) -> None:
         if self.response is None:
-            await self.start(self._spec_headers())
+            await self.start(spec_headers(self._spec))
         await self._write(KEEPALIVE)
 
     async def error(self, error: ApiError) -> None:
@@ -120,10 +119,8 @@ class StreamWriter:
                 failure(outcome)
                 if selection is None
                 else ApiError(
-                    502,
+                    ErrorCode.STREAM_FAILED,
                     f"the streamed answer of {self.committed} failed",
-                    type="upstream_error",
-                    code="stream_failed",
                     extra={"ensemble": ensemble_details(outcome)},
                 )
             )
@@ -131,28 +128,18 @@ class StreamWriter:
         if selection is None:
             await self.error(failure(outcome))
             return
-        details = ensemble_details(outcome)
         if self.committed is None:
-            message = selection.message or selection.winner.message or {}
-            chunks = message_chunks(
-                self.envelope, message, selection.winner.finish_reason or "stop"
-            )
-            for chunk in chunks[:-1]:
-                await self._write(event(chunk))
-            self._final = chunks[-1]
-        final = self._final or {
-            **self.envelope,
-            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-        }
-        await self._write(event({**final, "ensemble": details}))
+            choices = message_choices(*answer(selection))
+            for choice in choices[:-1]:
+                await self._write(event(self.chunk(choice)))
+            self._final = choices[-1]
+        final = self.chunk(self._final or FINISH)
+        final.ensemble = ensemble_details(outcome)
+        await self._write(event(final))
         if self._include_usage:
-            usage = total_usage(outcome)
-            totals = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            }
-            await self._write(event({**self.envelope, "choices": [], "usage": totals}))
+            usage = self.chunk(None)
+            usage.usage = total_usage(outcome)
+            await self._write(event(usage))
         await self._write(DONE)
 
 
@@ -160,15 +147,15 @@ async def stream_completion(
     request: web.Request,
     fanout: Fanout,
     spec: EnsembleSpec,
-    body: Mapping[str, Any],
+    chat: ChatRequest,
     keepalive_seconds: float,
     error_response: Callable[[ApiError, dict[str, str]], web.Response],
     client_headers: Mapping[str, str] | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    writer = StreamWriter(request, spec, include_usage)
-    run = asyncio.create_task(fanout.run(spec, body, sink=writer, client_headers=client_headers))
+    writer = StreamWriter(request, spec, chat.include_usage)
+    run = asyncio.create_task(
+        fanout.run(spec, chat.body, sink=writer, client_headers=client_headers)
+    )
     try:
         while not run.done():
             await asyncio.wait({run}, timeout=keepalive_seconds)

@@ -1,0 +1,188 @@
+"""What the ensemble upstream answers, declared once: the completion, its stream chunks,
+the ``ensemble`` object, errors, the model list and health.
+
+``response.py`` and ``stream_writer.py`` build these and msgspec encodes them; the OpenAPI
+document (``openapi.py``) derives its response schemas from them. A model's message and
+a relayed chunk's choice stay JSON objects: they carry whatever fields the model wrote
+(``refusal``, ``annotations``, provider extras), passed on unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ..envoy_names import LOCAL_REPLY_ERRORS
+from ..errors import ErrorCode
+from ..strategies import STRATEGIES, Role, Status, Usage
+
+StrategyName = Annotated[str, Meta(extra_json_schema={"enum": list(STRATEGIES)})]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=0)]
+
+AssistantMessage = Annotated[
+    dict[str, Any],
+    Meta(
+        description="The selected answer's message as the model wrote it (every field kept).",
+        extra_json_schema={
+            "required": ["role"],
+            "properties": {
+                "role": {"type": "string"},
+                "content": {"type": ["string", "null"]},
+                "tool_calls": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    ),
+]
+
+
+class Calls(Struct):
+    started: Count
+    cancelled: Count
+
+
+class Candidate(Struct):
+    """One call of the ensemble, as the response reports it."""
+
+    model: str
+    role: Role
+    status: Status
+    valid: bool
+    latency_ms: Annotated[float, Meta(ge=0)]
+    attempts: Annotated[int, Meta(ge=1)]
+    finish_reason: str | None
+    answer: Annotated[str | None, Meta(description="the extracted, comparable answer")]
+    confidence: Annotated[
+        Fraction | None,
+        Meta(description="mean token probability, when the model returned logprobs"),
+    ]
+    error: str | None
+    usage: Annotated[
+        Usage | None,
+        Meta(description="this call's share of the response's usage (null: none reported)"),
+    ]
+
+
+class Ensemble(Struct):
+    """How the ensemble decided (docs/strategies.md)."""
+
+    strategy: StrategyName
+    models: Annotated[list[str], Meta(min_length=1)]
+    min_responses: Annotated[int, Meta(ge=1)]
+    responses_received: Annotated[int, Meta(ge=0, description="valid member answers")]
+    selected_model: str | None
+    agreement: Annotated[Fraction | None, Meta(description="winning votes / valid votes")]
+    reason: str | None
+    details: Annotated[
+        dict[str, Any],
+        Meta(
+            description="depends on the strategy: vote groups, average confidences, the "
+            "judge's verdict, the cascade depth, a fallback; weights: the weights used and "
+            "where they came from (configured or learned, docs/trust.md); learning_sample: "
+            "every member was asked to the end for learned trust"
+        ),
+    ]
+    calls: Calls
+    candidates: list[Candidate]
+
+
+class Choice(Struct):
+    index: Count
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletion(Struct, kw_only=True):
+    """An OpenAI chat completion. `model` is `ensemble/<strategy>` and `usage` sums every
+    call of the ensemble, judge and aggregator included. Through the gateway, a request
+    that is not ensembled is answered by the default model: the same fields, without
+    `ensemble`."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: Annotated[str, Meta(examples=[f"ensemble/{name}" for name in STRATEGIES])]
+    choices: Annotated[list[Choice], Meta(min_length=1)]
+    # Always set by the upstream; optional in the document, which also describes the
+    # default model's answers through the gateway.
+    usage: Usage | UnsetType = UNSET
+    ensemble: Ensemble | UnsetType = UNSET
+
+
+ChunkChoice = Annotated[
+    dict[str, Any],
+    Meta(
+        description="The choice of a chunk: a relayed model's own (every field kept) under "
+        "index 0.",
+        extra_json_schema={
+            "required": ["index", "delta"],
+            "properties": {
+                "index": {"const": 0},
+                "delta": {"type": "object"},
+                "finish_reason": {"type": ["string", "null"]},
+                "logprobs": {"type": ["object", "null"]},
+            },
+        },
+    ),
+]
+
+
+class ChatCompletionChunk(Struct, kw_only=True):
+    """One `data:` event of a streamed answer. The chunk with a `finish_reason` carries
+    `ensemble`; with `stream_options.include_usage` a last chunk has `choices: []` and
+    `usage`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: Annotated[list[ChunkChoice], Meta(max_length=1)]
+    usage: Usage | UnsetType = UNSET
+    ensemble: Ensemble | UnsetType = UNSET
+
+
+# Every error an answer may carry, its type by (status, code): ours, and Envoy's own replies.
+ERROR_TYPES = {(c.status, c.code): c.type for c in ErrorCode} | {
+    (status, code): kind for status, kind, code in LOCAL_REPLY_ERRORS
+}
+
+
+class ErrorObject(Struct):
+    message: Annotated[str, Meta(description="what went wrong, for a person")]
+    type: Annotated[str, Meta(examples=sorted(set(ERROR_TYPES.values())))]
+    param: Annotated[str | None, Meta(description="the field or header at fault")]
+    code: Annotated[
+        str | None,
+        Meta(
+            description="machine-readable reason; see each status's description",
+            examples=sorted({code for _, code in ERROR_TYPES}),
+        ),
+    ]
+
+
+class ErrorResponse(Struct):
+    """OpenAI-style error: `{"error": {"message", "type", "param", "code"}}`; a failed
+    ensemble (502, 504) adds the `ensemble` breakdown."""
+
+    error: ErrorObject
+    ensemble: Ensemble | UnsetType = UNSET
+
+
+class Model(Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class Health(Struct):
+    """`ok`, or `draining` (with status 503) from SIGTERM until the upstream stops."""
+
+    status: Literal["ok", "draining"]
