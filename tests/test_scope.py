@@ -11,8 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ensemble_extproc import headers as h
+from ensemble_extproc.adaptive.signals import build_signals
+from ensemble_extproc.body import check_content_encoding
 from ensemble_extproc.config import Config, compile_config
-from ensemble_extproc.extproc.decision import Passthrough, decision_label, needs_body
+from ensemble_extproc.errors import ApiError
+from ensemble_extproc.extproc.decision import (
+    Decision,
+    Passthrough,
+    Reject,
+    decide,
+    decision_label,
+    needs_body,
+)
 from ensemble_extproc.extproc.policy import DecisionPolicy
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.scope import scope
@@ -173,3 +183,38 @@ def test_only_chat_completions_can_need_the_processor(
     view = RequestView(path=path, headers={**headers, ":method": method, ":path": path})
     decision = DecisionPolicy(built).decide(view, body_pending=True)
     assert decision == Passthrough("not a chat completion")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@settings(max_examples=200, deadline=None)
+@given(headers=st.dictionaries(NAMES, VALUES, max_size=6), body_pending=st.booleans())
+def test_the_processors_shortcut_outside_the_scope_decides_as_the_full_path(
+    name: str, headers: dict[str, str], body_pending: bool
+) -> None:
+    """The processor answers a chat completion outside the scope at once (for Envoys that
+    ask about every request): exactly what every source in turn would have decided."""
+    built = CONFIGS[name][0]
+    policy = DecisionPolicy(built)
+    full = {**headers, ":method": "POST", ":path": CHAT, "x-request-id": "r"}
+    view = RequestView(path=CHAT, headers=full)
+    expected: Decision
+    try:
+        if body_pending:
+            check_content_encoding(full)
+        expected = decide(
+            view,
+            built,
+            build_signals(built.adaptive.signals),
+            lambda _: (True, ""),
+            body_pending=body_pending and needs_body(built),
+        )
+    except ApiError as error:
+        expected = Reject(error)
+    assert comparable(policy.decide(view, body_pending=body_pending)) == comparable(expected)
+
+
+def comparable(decision: Decision) -> object:
+    """Rejects carry an exception, which compares by identity: compare what it says."""
+    if isinstance(decision, Reject):
+        return (decision.error.status, decision.error.code, str(decision.error))
+    return decision

@@ -23,8 +23,19 @@ from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
+from ..scope import scope
 from . import responses
-from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
+from .decision import (
+    DISABLED,
+    NOTHING,
+    Decision,
+    Passthrough,
+    Reject,
+    Reroute,
+    decide,
+    decision_label,
+    needs_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,12 @@ class DecisionPolicy:
         self._gate = AdmissionGate(adaptive.sample_rate, adaptive.max_per_second)
         self._clock = clock
         self._needs_body = needs_body(config)
+        # The rendered routes never ask about a chat completion outside the scope; an Envoy
+        # that asks about every request (a hand-made bootstrap, an EnvoyExtensionPolicy on
+        # a whole Gateway) gets the same answer for it without reading any source.
+        needed = scope(config)
+        self._scope = None if needed.every_chat_completion else frozenset(needed.headers)
+        self._outside = NOTHING if config.ensemble.enabled else DISABLED
         # Answers that depend on nothing in the request, built once (the common case: a
         # pass-through with nothing to remove costs no message building). Keyed by phase
         # and reason, a handful of fixed strings; grpc serialises a message afresh for
@@ -68,6 +85,8 @@ class DecisionPolicy:
                 check_content_encoding(headers)
             except ApiError as error:
                 return Reject(error)
+        if self._scope is not None and self._scope.isdisjoint(headers):
+            return self._outside
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
