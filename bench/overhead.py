@@ -13,8 +13,9 @@ and prints the median of the rounds:
   grpc.aio servicer that answers every request with an empty CommonResponse
   (bench/minimal_extproc.py, on the processor's event loop): the floor of a Python
   processor;
-- processor, headers decide: the same bootstrap in front of our processor, a plain
-  request: what the processor path costs when the headers decide;
+- processor, headers decide: the same bootstrap in front of our processor, a request
+  with ``x-ensemble-enable: false`` (the minimal servicer gets the same header): what the
+  processor path costs when it reads the headers and decides;
 - headers decide, ensembled: x-ensemble-models: <the demo model>, first_success, through
   the ensemble upstream (shows the upstream's cost);
 - body decides, plain: a config with a profile and a keyword rule, so Envoy sends the body
@@ -198,6 +199,12 @@ class Stack:
         return self.service(f"minimal servicer ({loop})", argv, port)
 
 
+# The processor path when the headers decide: a header it must read (so neither the
+# rendered routes nor the processor's own shortcut for requests outside the scope skip
+# the decision), sent to the minimal servicer too.
+DECIDED_ON_HEADERS = {"x-ensemble-enable": "false"}
+
+
 def rendered(config: Path, every_request: bool = False) -> str:
     return render_yaml(load_config(config), str(config), processor_on_every_request=every_request)
 
@@ -261,15 +268,15 @@ def start(stack: Stack) -> list[Case]:
             "minimal",
             "Envoy + minimal grpc.aio servicer, every request (the floor)",
             minimal_port,
-            {},
+            DECIDED_ON_HEADERS,
             {"processor": minimal, "envoy": envoy_minimal, **demo_only},
             _expect(x_demo_model=MODEL),
         ),
         Case(
             "headers",
-            "Envoy + processor, every request, headers decide, plain",
+            "Envoy + processor, every request, headers decide (x-ensemble-enable: false)",
             every_port,
-            {},
+            DECIDED_ON_HEADERS,
             {"processor": processor, "envoy": envoy_every, **demo_only},
             plain,
         ),
