@@ -33,7 +33,7 @@ leave the cores idle.
 servicer, each on asyncio's loop and on uvloop, behind an Envoy that asks for every
 request; ratios are paired per round (uvloop / asyncio).
 
-    python -m bench.overhead [--duration 10] [--rounds 3] [--loops]
+    python -m bench.overhead [--duration 10] [--rounds 3] [--cases skip,headers] [--loops]
 """
 
 from __future__ import annotations
@@ -383,6 +383,8 @@ def run(args: argparse.Namespace) -> str:
     require_wrk()
     bodies = {size: chat_body(size, MODEL) for size in args.bodies}
     count = 5 if args.loops else 7
+    if args.cases:
+        count = len({"envoy", *args.cases})
     runs = len(bodies) * len(args.connections) * count * args.rounds
     total = runs * (args.duration + 1) + count * args.warmup
     print(f"about {total / 60:.0f} min: {runs} wrk runs of {args.duration} s", file=sys.stderr)
@@ -391,6 +393,9 @@ def run(args: argparse.Namespace) -> str:
         with workdir("bench-overhead-") as work:
             stack = Stack(processes, work)
             cases = start_loops(stack) if args.loops else start(stack)
+            if args.cases:
+                # Envoy alone stays: every ratio is paired with it.
+                cases = [c for c in cases if c.key in {"envoy", *args.cases}]
             for case in cases:
                 for size, body in bodies.items():
                     reply = post(f"http://127.0.0.1:{case.port}{PATH}", body, case.headers)
@@ -426,7 +431,15 @@ def run(args: argparse.Namespace) -> str:
                     for impl in ("processor", "minimal")
                 ]
                 return report(args, cases, bodies, samples, pairs, "uvloop vs asyncio")
-            pairs = [("processor / minimal servicer", "headers", "minimal")]
+            keys = {case.key for case in cases}
+            pairs = [
+                (label, a, b)
+                for label, a, b in [
+                    ("processor / minimal servicer", "headers", "minimal"),
+                    ("skip / Envoy only", "skip", "envoy"),
+                ]
+                if {a, b} <= keys
+            ]
             return report(args, cases, bodies, samples, pairs, "against the floor")
     finally:
         processes.stop()
@@ -536,15 +549,23 @@ def compare(
             ) -> str:
                 return fmt(median([value(x, e) / value(y, e) for x, y, e in triples]))
 
+            def cpu(role: str, a: Sequence[Sample] = a, b: Sequence[Sample] = b) -> str:
+                if not all(role in s.cpu_us for s in (*a, *b)):
+                    return "-"  # e.g. Envoy alone has no processor
+                return ratio(lambda s, e: s.cpu_us[role])
+
             rows.append(
                 [
                     str(conns),
                     label,
                     ratio(lambda s, e: s.result.p50_ms),
-                    ratio(lambda s, e: s.result.p50_ms - e.result.p50_ms),
+                    # Over Envoy alone: meaningless when b is Envoy alone.
+                    "-"
+                    if b_key == "envoy"
+                    else ratio(lambda s, e: s.result.p50_ms - e.result.p50_ms),
                     ratio(lambda s, e: s.result.rps),
-                    ratio(lambda s, e: s.cpu_us["processor"]),
-                    ratio(lambda s, e: s.cpu_us["envoy"]),
+                    cpu("processor"),
+                    cpu("envoy"),
                 ]
             )
     return table(header, "rlrrrrr", rows)
@@ -581,6 +602,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=60,
         help="before each run, wait up to this many seconds for other programs to leave "
         "the machine idle (0: do not wait)",
+    )
+    parser.add_argument(
+        "--cases",
+        type=lambda text: [word for word in text.split(",") if word],
+        default=[],
+        help="only these configurations (comma-separated keys: direct, skip, minimal, "
+        "headers, ensembled, body; Envoy alone always runs); default: all",
     )
     parser.add_argument(
         "--loops",
