@@ -49,3 +49,9 @@ RESP_SELECTED_MODEL = "x-ensemble-selected-model"
 RESP_AGREEMENT = "x-ensemble-agreement"
 # How many models a cascade asked before it accepted an answer.
 RESP_CASCADE_DEPTH = "x-ensemble-cascade-depth"
+
+# The semantic router's ensemble-service dialect (semantic_router.dialect): "true" when an
+# ensemble ran, how many models it was asked to query, how many answered validly.
+RESP_VSR_USED = "x-vsr-ensemble-used"
+RESP_VSR_MODELS_QUERIED = "x-vsr-ensemble-models-queried"
+RESP_VSR_RESPONSES_RECEIVED = "x-vsr-ensemble-responses-received"
