@@ -29,6 +29,7 @@ import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from .. import headers as h
 from ..adaptive.difficulty import DifficultyWeights
 from ..rules import Rule
 from ..section import Count, Fraction, Positive, Section
@@ -261,7 +262,7 @@ class SignalConfig(Section, frozen=True):
     ]
     weight: Positive = 1.0
     # type header: the headers read, first present wins (the semantic router's by default).
-    headers: tuple[str, ...] = ("x-vsr-selected-confidence",)
+    headers: tuple[str, ...] = (h.VSR_SELECTED_CONFIDENCE,)
     # type difficulty: the weights of its features.
     weights: DifficultyWeights = DifficultyWeights()
 
