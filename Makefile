@@ -7,8 +7,8 @@ PB_DIR := src/ensemble_extproc/_pb
 PB_STAMP := $(PB_DIR)/.generated
 PROTOS := $(shell find protos -name '*.proto')
 CONFIG ?= config/default.yaml
-EXTPROC_REPLICAS ?= 1
-UPSTREAM_REPLICAS ?= 1
+EXTPROC_REPLICAS ?= auto
+UPSTREAM_REPLICAS ?= auto
 PYTEST_ARGS ?=
 
 .PHONY: all install protos run test lint clean bench-quality bench-quality-long bench-answers bench-decision load-faults bench-overhead bench-fanout bench-peer bench-scaleout bench-burst bench-wire
@@ -107,7 +107,8 @@ bench-fanout: install
 bench-peer: install
 	$(PY) -m bench.peer
 
-# Throughput with 1 and 2 processor processes behind one Envoy (~1 min).
+# Throughput of the processor path with 1 to 4 processor processes behind one Envoy, and
+# where the CPU went (~3 min).
 bench-scaleout: install
 	$(PY) -m bench.scaleout
 

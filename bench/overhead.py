@@ -1,33 +1,49 @@
 """What the gateway adds per request: direct to a model, Envoy alone, Envoy + processor.
 
-Starts its own demo model (0 ms latency), ensemble upstream, two processors and three
-Envoys on free loopback ports, then loads each configuration with wrk at several
-connection counts and body sizes, interleaved round by round (the configuration order is
-rotated every round), and prints the median of the rounds:
+Starts its own demo model (0 ms latency), ensemble upstream, processors and Envoys on free
+loopback ports, then loads each configuration with wrk at several connection counts and
+body sizes, interleaved round by round (the configuration order is rotated every round),
+and prints the median of the rounds:
 
 - direct: wrk -> demo model (no Envoy);
 - Envoy only: a bootstrap rendered from the same config with the ext_proc filter removed;
-- headers decide, plain: Envoy + processor, no x-ensemble-* header, no rule needing the body;
-- headers decide, ensembled: x-ensemble-models: <the demo model>, first_success, through the
-  ensemble upstream (shows the upstream's cost);
+- processor not asked: the shipped bootstrap of a headers-only config, a plain request
+  (no x-ensemble-* header): Envoy routes it alone, the processor runs but is not asked;
+- minimal servicer: a bootstrap with ext_proc on every route, in front of a 40-line
+  grpc.aio servicer that answers every request with an empty CommonResponse
+  (bench/minimal_extproc.py, on the processor's event loop): the floor of a Python
+  processor;
+- processor, headers decide: the same bootstrap in front of our processor, a plain
+  request: what the processor path costs when the headers decide;
+- headers decide, ensembled: x-ensemble-models: <the demo model>, first_success, through
+  the ensemble upstream (shows the upstream's cost);
 - body decides, plain: a config with a profile and a keyword rule, so Envoy sends the body
-  to the processor; the body matches no rule.
+  of every chat completion to the processor; the body matches no rule.
 
 Added latency is the median over rounds of the paired difference to the Envoy-only run of
-the same round. CPU per request is the utime+stime delta of each process (from /proc)
-divided by the requests wrk completed. Not a timed test: it prints tables.
+the same round; "x floor" the paired ratio of the processor path to the minimal servicer.
+CPU per request is the utime+stime delta of each process (from /proc) divided by the
+requests wrk completed. Not a timed test: it prints tables.
 
-    python -m bench.overhead [--duration 10] [--rounds 3]
+On a shared machine each run first waits (``--quiet``, up to 60 s) until other programs
+leave the cores idle.
+
+``--loops`` instead compares event loops under grpc.aio: our processor and the minimal
+servicer, each on asyncio's loop and on uvloop, behind an Envoy that asks for every
+request; ratios are paired per round (uvloop / asyncio).
+
+    python -m bench.overhead [--duration 10] [--rounds 3] [--loops]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +58,13 @@ from bench.speedkit import (
     bench_main,
     bench_parser,
     chat_body,
+    children_cpu_seconds,
     fmt,
     free_port,
     group_cpu_seconds,
     int_list,
     listen_block,
+    machine_ticks,
     median,
     post,
     python_service,
@@ -54,6 +72,7 @@ from bench.speedkit import (
     secret_env,
     table,
     wait_listening,
+    wait_quiet,
     workdir,
     write_yaml,
 )
@@ -68,26 +87,14 @@ PATH = "/v1/chat/completions"
 ROLES = ("processor", "envoy", "upstream", "demo")
 
 
-@dataclass
-class Ports:
-    demo: int = field(default_factory=free_port)
-    upstream: int = field(default_factory=free_port)
-    extproc_headers: int = field(default_factory=free_port)
-    extproc_body: int = field(default_factory=free_port)
-    envoy_headers: int = field(default_factory=free_port)
-    envoy_body: int = field(default_factory=free_port)
-    envoy_only: int = field(default_factory=free_port)
-    admin: tuple[int, int, int] = field(
-        default_factory=lambda: (free_port(), free_port(), free_port())
-    )
-
-
-def base_config(ports: Ports, envoy: int, admin: int, extproc: int) -> dict[str, Any]:
+def base_config(ports: Mapping[str, int], envoy: int, extproc: int) -> dict[str, Any]:
     return {
-        "listen": listen_block(envoy, admin, extproc, ports.upstream),
+        "listen": listen_block(envoy, free_port(), extproc, ports["upstream"]),
         "default_model": MODEL,
         "demo": {
-            "models": [{"name": MODEL, "port": ports.demo, "latency_ms": 0, "answers": ["Paris."]}]
+            "models": [
+                {"name": MODEL, "port": ports["demo"], "latency_ms": 0, "answers": ["Paris."]}
+            ]
         },
         "ensemble": {
             "default_strategy": "voting",
@@ -128,6 +135,9 @@ class Case:
 class Sample:
     result: WrkResult
     cpu_us: Mapping[str, float]  # CPU microseconds per request, by role
+    # Cores other programs kept busy meanwhile: the machine's busy cores (/proc/stat)
+    # less those of this case's processes and of wrk.
+    others: float = 0.0
 
 
 def _expect(status: int = 200, **headers: str) -> Callable[[Reply], str | None]:
@@ -143,100 +153,186 @@ def _expect(status: int = 200, **headers: str) -> Callable[[Reply], str | None]:
     return check
 
 
-def start(processes: Processes, work: Path, ports: Ports) -> list[Case]:
-    secret = secrets.token_hex(32)
-    env = secret_env(secret)
-    headers_cfg = write_yaml(
-        work / "headers.yaml",
-        base_config(ports, ports.envoy_headers, ports.admin[0], ports.extproc_headers),
-    )
-    body_cfg = write_yaml(
-        work / "body.yaml",
-        {
-            **base_config(ports, ports.envoy_body, ports.admin[1], ports.extproc_body),
-            **RULES,
-        },
-    )
-    only_cfg = write_yaml(
-        work / "envoy-only.yaml",
-        base_config(ports, ports.envoy_only, ports.admin[2], ports.extproc_headers),
-    )
-    if not needs_body(load_config(body_cfg)):
-        raise RuntimeError("the body-decides config does not make the processor read bodies")
+class Stack:
+    """The bench's processes: one demo model and upstream, processors and Envoys."""
 
-    def service(name: str, command: str, config: Path, port: int) -> int:
-        log = work / f"{name}.log"
-        process = processes.start(name, python_service(command, config), env, log)
+    def __init__(self, processes: Processes, work: Path) -> None:
+        self.processes = processes
+        self.work = work
+        self.env = secret_env(secrets.token_hex(32))
+        self.ports = {"demo": free_port(), "upstream": free_port()}
+        self._configs = 0
+
+    def config(self, extra: Mapping[str, Any] | None = None) -> tuple[Path, int, int]:
+        """A config file for one Envoy + processor pair: its path, Envoy's and the
+        processor's ports."""
+        self._configs += 1
+        envoy, extproc = free_port(), free_port()
+        raw = {**base_config(self.ports, envoy, extproc), **(extra or {})}
+        return write_yaml(self.work / f"config-{self._configs}.yaml", raw), envoy, extproc
+
+    def service(self, name: str, argv: Sequence[str], port: int) -> int:
+        log = self.work / f"{name.replace(' ', '-')}.log"
+        process = self.processes.start(name, argv, self.env, log)
         wait_listening(port, process, name, log)
         return process.pid
 
-    demo = service("demo", "demo", headers_cfg, ports.demo)
-    upstream = service("upstream", "upstream", headers_cfg, ports.upstream)
-    proc_headers = service("processor (headers)", "extproc", headers_cfg, ports.extproc_headers)
-    proc_body = service("processor (body)", "extproc", body_cfg, ports.extproc_body)
-
-    envoy = envoy_binary()
-
-    def start_envoy(name: str, yaml_text: str, port: int) -> int:
-        path = work / f"{name}.envoy.yaml"
+    def envoy(self, name: str, yaml_text: str, port: int) -> int:
+        path = self.work / f"{name.replace(' ', '-')}.envoy.yaml"
         path.write_text(yaml_text)
-        log = work / f"{name}.envoy.log"
-        argv = [envoy, "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn"]
-        process = processes.start(f"envoy ({name})", argv, None, log)
+        log = self.work / f"{name.replace(' ', '-')}.envoy.log"
+        argv = [envoy_binary(), "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn"]
+        process = self.processes.start(f"envoy ({name})", argv, None, log)
         wait_listening(port, process, f"envoy ({name})", log)
         return process.pid
 
-    envoy_headers = start_envoy(
-        "headers", render_yaml(load_config(headers_cfg), str(headers_cfg)), ports.envoy_headers
+    def demo_and_upstream(self, config: Path) -> tuple[int, int]:
+        demo = self.service("demo", python_service("demo", config), self.ports["demo"])
+        upstream = self.service(
+            "upstream", python_service("upstream", config), self.ports["upstream"]
+        )
+        return demo, upstream
+
+    def minimal(self, port: int, loop: str) -> int:
+        argv = [sys.executable, "-m", "bench.minimal_extproc", "--port", str(port), "--loop", loop]
+        return self.service(f"minimal servicer ({loop})", argv, port)
+
+
+def rendered(config: Path, every_request: bool = False) -> str:
+    return render_yaml(load_config(config), str(config), processor_on_every_request=every_request)
+
+
+def start(stack: Stack) -> list[Case]:
+    headers_cfg, headers_port, extproc_headers = stack.config()
+    every_cfg, every_port, _ = stack.config()
+    minimal_cfg, minimal_port, minimal_extproc = stack.config()
+    body_cfg, body_port, extproc_body = stack.config(RULES)
+    only_cfg, only_port, _ = stack.config()
+    if not needs_body(load_config(body_cfg)):
+        raise RuntimeError("the body-decides config does not make the processor read bodies")
+    # The every-request Envoy shares the headers config's processor.
+    every = yaml.safe_load(every_cfg.read_text())
+    every["listen"]["extproc"] = f"127.0.0.1:{extproc_headers}"
+    write_yaml(every_cfg, every)
+
+    demo, upstream = stack.demo_and_upstream(headers_cfg)
+    processor = stack.service(
+        "processor (headers)", python_service("extproc", headers_cfg), extproc_headers
     )
-    envoy_body = start_envoy(
-        "body", render_yaml(load_config(body_cfg), str(body_cfg)), ports.envoy_body
+    processor_body = stack.service(
+        "processor (body)", python_service("extproc", body_cfg), extproc_body
     )
-    envoy_only = start_envoy("only", envoy_only_yaml(only_cfg), ports.envoy_only)
+    minimal = stack.minimal(minimal_extproc, PROCESSOR_LOOP)
+
+    envoy_skip = stack.envoy("shipped", rendered(headers_cfg), headers_port)
+    envoy_every = stack.envoy("every request", rendered(every_cfg, True), every_port)
+    envoy_minimal = stack.envoy("minimal", rendered(minimal_cfg, True), minimal_port)
+    envoy_body = stack.envoy("body", rendered(body_cfg), body_port)
+    envoy_only = stack.envoy("only", envoy_only_yaml(only_cfg), only_port)
 
     demo_only = {"demo": demo}
+    plain = _expect(x_demo_model=MODEL, x_ensemble_decision="none")
     return [
         Case(
-            "direct", "direct to the model", ports.demo, {}, demo_only, _expect(x_demo_model=MODEL)
+            "direct",
+            "direct to the model",
+            stack.ports["demo"],
+            {},
+            demo_only,
+            _expect(x_demo_model=MODEL),
         ),
         Case(
             "envoy",
             "Envoy only (no ext_proc)",
-            ports.envoy_only,
+            only_port,
             {},
             {"envoy": envoy_only, **demo_only},
             _expect(x_demo_model=MODEL),
         ),
         Case(
-            "headers",
-            "Envoy + processor, headers decide, plain",
-            ports.envoy_headers,
+            "skip",
+            "Envoy + processor, plain, config allowing the skip (processor not asked)",
+            headers_port,
             {},
-            {"processor": proc_headers, "envoy": envoy_headers, **demo_only},
-            _expect(x_demo_model=MODEL, x_ensemble_decision="none"),
+            {"processor": processor, "envoy": envoy_skip, **demo_only},
+            plain,
+        ),
+        Case(
+            "minimal",
+            "Envoy + minimal grpc.aio servicer, every request (the floor)",
+            minimal_port,
+            {},
+            {"processor": minimal, "envoy": envoy_minimal, **demo_only},
+            _expect(x_demo_model=MODEL),
+        ),
+        Case(
+            "headers",
+            "Envoy + processor, every request, headers decide, plain",
+            every_port,
+            {},
+            {"processor": processor, "envoy": envoy_every, **demo_only},
+            plain,
         ),
         Case(
             "ensembled",
             "Envoy + processor + upstream, headers decide, ensembled (1 model, first_success)",
-            ports.envoy_headers,
+            headers_port,
             {"x-ensemble-models": MODEL, "x-ensemble-strategy": "first_success"},
-            {
-                "processor": proc_headers,
-                "envoy": envoy_headers,
-                "upstream": upstream,
-                **demo_only,
-            },
+            {"processor": processor, "envoy": envoy_skip, "upstream": upstream, **demo_only},
             _expect(x_ensemble_decision="header", x_ensemble_strategy="first_success"),
         ),
         Case(
             "body",
             "Envoy + processor, body decides (keyword rule), plain",
-            ports.envoy_body,
+            body_port,
             {},
-            {"processor": proc_body, "envoy": envoy_body, **demo_only},
-            _expect(x_demo_model=MODEL, x_ensemble_decision="none"),
+            {"processor": processor_body, "envoy": envoy_body, **demo_only},
+            plain,
         ),
     ]
+
+
+# The loop the processor runs on (cli.py): the minimal servicer runs on the same.
+PROCESSOR_LOOP = "uvloop"
+LOOPS = ("asyncio", "uvloop")
+
+
+def start_loops(stack: Stack) -> list[Case]:
+    """Our processor and the minimal servicer on each loop, each behind its own Envoy
+    that asks for every request, and Envoy alone."""
+    only_cfg, only_port, _ = stack.config()
+    demo, _ = stack.demo_and_upstream(only_cfg)
+    cases = [
+        Case(
+            "envoy",
+            "Envoy only (no ext_proc)",
+            only_port,
+            {},
+            {"envoy": stack.envoy("only", envoy_only_yaml(only_cfg), only_port), "demo": demo},
+            _expect(x_demo_model=MODEL),
+        ),
+    ]
+    for loop in LOOPS:
+        for impl in ("processor", "minimal"):
+            cfg, port, extproc = stack.config()
+            if impl == "processor":
+                argv = [sys.executable, "-m", "bench.loops", "--config", str(cfg), "--loop", loop]
+                pid = stack.service(f"processor ({loop})", argv, extproc)
+            else:
+                pid = stack.minimal(extproc, loop)
+            envoy = stack.envoy(f"{impl} {loop}", rendered(cfg, True), port)
+            label = f"Envoy + {'processor' if impl == 'processor' else 'minimal servicer'}, {loop}"
+            cases.append(
+                Case(
+                    f"{impl}-{loop}",
+                    label,
+                    port,
+                    {},
+                    {"processor": pid, "envoy": envoy, "demo": demo},
+                    _expect(x_demo_model=MODEL),
+                )
+            )
+    return cases
 
 
 def envoy_only_yaml(config_path: Path) -> str:
@@ -257,13 +353,20 @@ def envoy_only_yaml(config_path: Path) -> str:
 
 def measure(wrk: Wrk, case: Case, body: bytes, connections: int, seconds: float) -> Sample:
     before = {role: group_cpu_seconds(pid) for role, pid in case.pids.items()}
+    wrk_before, machine_before = children_cpu_seconds(), machine_ticks()
+    started = time.monotonic()
     result = wrk.run(
         f"http://127.0.0.1:{case.port}{PATH}", body, case.headers, connections, seconds
     )
+    wall = time.monotonic() - started
     after = {role: group_cpu_seconds(pid) for role, pid in case.pids.items()}
+    busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
+    ours = sum(after[role] - before[role] for role in case.pids)
+    ours += children_cpu_seconds() - wrk_before
+    others = busy / max(total, 1) * (os.cpu_count() or 1) - ours / wall
     per_request = max(result.requests, 1)
     cpu = {role: (after[role] - before[role]) / per_request * 1e6 for role in case.pids}
-    return Sample(result, cpu)
+    return Sample(result, cpu, others)
 
 
 Key = tuple[str, int, int]  # case, body size, connections
@@ -272,13 +375,15 @@ Key = tuple[str, int, int]  # case, body size, connections
 def run(args: argparse.Namespace) -> str:
     require_wrk()
     bodies = {size: chat_body(size, MODEL) for size in args.bodies}
-    runs = len(bodies) * len(args.connections) * 5 * args.rounds
-    total = runs * (args.duration + 1) + 5 * args.warmup
+    count = 5 if args.loops else 7
+    runs = len(bodies) * len(args.connections) * count * args.rounds
+    total = runs * (args.duration + 1) + count * args.warmup
     print(f"about {total / 60:.0f} min: {runs} wrk runs of {args.duration} s", file=sys.stderr)
     processes = Processes()
     try:
         with workdir("bench-overhead-") as work:
-            cases = start(processes, work, Ports())
+            stack = Stack(processes, work)
+            cases = start_loops(stack) if args.loops else start(stack)
             for case in cases:
                 for size, body in bodies.items():
                     reply = post(f"http://127.0.0.1:{case.port}{PATH}", body, case.headers)
@@ -296,6 +401,8 @@ def run(args: argparse.Namespace) -> str:
                 for size, body in bodies.items():
                     for connections in args.connections:
                         for case in order:
+                            if args.quiet:
+                                wait_quiet(args.quiet)
                             sample = measure(wrk, case, body, connections, args.duration)
                             samples.setdefault((case.key, size, connections), []).append(sample)
                             r = sample.result
@@ -306,7 +413,14 @@ def run(args: argparse.Namespace) -> str:
                                 f"errors {r.errors}",
                                 file=sys.stderr,
                             )
-            return report(args, cases, bodies, samples)
+            if args.loops:
+                pairs = [
+                    (f"{impl}: uvloop / asyncio", f"{impl}-uvloop", f"{impl}-asyncio")
+                    for impl in ("processor", "minimal")
+                ]
+                return report(args, cases, bodies, samples, pairs, "uvloop vs asyncio")
+            pairs = [("processor / minimal servicer", "headers", "minimal")]
+            return report(args, cases, bodies, samples, pairs, "against the floor")
     finally:
         processes.stop()
 
@@ -316,6 +430,8 @@ def report(
     cases: Sequence[Case],
     bodies: Mapping[int, bytes],
     samples: Mapping[Key, Sequence[Sample]],
+    pairs: Sequence[tuple[str, str, str]],
+    title: str,
 ) -> str:
     out = [
         f"Machine: {MACHINE}. Date: {time.strftime('%Y-%m-%d')}.",
@@ -323,7 +439,9 @@ def report(
         f"in), 1 thread, keep-alive, {args.duration:g} s per run; configurations interleaved "
         f"over {args.rounds} rounds (order rotated each round), median of the rounds. Demo "
         f"model with 0 ms latency, answer 'Paris.'. vs Envoy-only: median over rounds of the "
-        f"paired ratio/difference to the Envoy-only run of the same round.",
+        f"paired ratio/difference to the Envoy-only run of the same round. Other programs "
+        f"on the machine kept {others_cores(samples)} cores busy during the runs (median; "
+        f"each run first waited up to {args.quiet:g} s for them to leave it idle).",
         "",
     ]
     header = [
@@ -347,7 +465,7 @@ def report(
             base = samples[("envoy", size, connections)]
             for case in cases:
                 got = samples[(case.key, size, connections)]
-                pairs = list(zip(got, base, strict=True))
+                paired = list(zip(got, base, strict=True))
                 res = [s.result for s in got]
 
                 def cpu(role: str, got: Sequence[Sample] = got) -> str:
@@ -361,10 +479,10 @@ def report(
                         fmt(median([r.rps for r in res]), 0),
                         fmt(median([r.p50_ms for r in res])),
                         fmt(median([r.p99_ms for r in res])),
-                        fmt(median([g.result.p50_ms / b.result.p50_ms for g, b in pairs])),
-                        fmt(median([g.result.p50_ms - b.result.p50_ms for g, b in pairs])),
-                        fmt(median([g.result.p99_ms - b.result.p99_ms for g, b in pairs])),
-                        fmt(median([g.result.rps / b.result.rps for g, b in pairs])),
+                        fmt(median([g.result.p50_ms / b.result.p50_ms for g, b in paired])),
+                        fmt(median([g.result.p50_ms - b.result.p50_ms for g, b in paired])),
+                        fmt(median([g.result.p99_ms - b.result.p99_ms for g, b in paired])),
+                        fmt(median([g.result.rps / b.result.rps for g, b in paired])),
                         cpu("processor"),
                         cpu("envoy"),
                         cpu("upstream"),
@@ -375,7 +493,59 @@ def report(
         out.append("")
         out.append(table(header, "rlrrrrrrrrrrr", rows))
         out.append("")
+        out.append(f"Paired, {title} (median over rounds of the ratio in each round):")
+        out.append("")
+        out.append(compare(args.connections, size, samples, pairs))
+        out.append("")
     return "\n".join(out)
+
+
+def compare(
+    connections: Sequence[int],
+    size: int,
+    samples: Mapping[Key, Sequence[Sample]],
+    pairs: Sequence[tuple[str, str, str]],
+) -> str:
+    """Ratios of case a to case b, paired round by round; added p50 is over Envoy-only."""
+    header = [
+        "conns",
+        "pair",
+        "p50",
+        "added p50",
+        "req/s",
+        "processor CPU/req",
+        "Envoy CPU/req",
+    ]
+    rows = []
+    for conns in connections:
+        base = samples[("envoy", size, conns)]
+        for label, a_key, b_key in pairs:
+            a, b = samples[(a_key, size, conns)], samples[(b_key, size, conns)]
+            triples = list(zip(a, b, base, strict=True))
+
+            def ratio(
+                value: Callable[[Sample, Sample], float],
+                triples: Sequence[tuple[Sample, Sample, Sample]] = triples,
+            ) -> str:
+                return fmt(median([value(x, e) / value(y, e) for x, y, e in triples]))
+
+            rows.append(
+                [
+                    str(conns),
+                    label,
+                    ratio(lambda s, e: s.result.p50_ms),
+                    ratio(lambda s, e: s.result.p50_ms - e.result.p50_ms),
+                    ratio(lambda s, e: s.result.rps),
+                    ratio(lambda s, e: s.cpu_us["processor"]),
+                    ratio(lambda s, e: s.cpu_us["envoy"]),
+                ]
+            )
+    return table(header, "rlrrrrr", rows)
+
+
+def others_cores(samples: Mapping[Key, Sequence[Sample]]) -> str:
+    values = sorted(s.others for runs in samples.values() for s in runs)
+    return f"{fmt(median(values))} (90th percentile {fmt(values[int(0.9 * (len(values) - 1))])})"
 
 
 def describe(size: int) -> str:
@@ -397,6 +567,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int_list,
         default=[90, 1024, 32768],
         help="comma-separated body sizes in bytes (default 90,1024,32768)",
+    )
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=60,
+        help="before each run, wait up to this many seconds for other programs to leave "
+        "the machine idle (0: do not wait)",
+    )
+    parser.add_argument(
+        "--loops",
+        action="store_true",
+        help="compare asyncio's loop and uvloop under grpc.aio instead",
     )
     return parser.parse_args(argv)
 

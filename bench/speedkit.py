@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -198,6 +199,39 @@ def group_cpu_seconds(pgid: int) -> float:
     """utime + stime of every live process in the group (all threads), from /proc."""
     ticks = sum(int(f[11]) + int(f[12]) for f in _group_stats(pgid))
     return ticks / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and all CPU ticks of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (wrk, once the bench waited for it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def busy_cores(seconds: float) -> float:
+    """Cores the whole machine keeps busy over ``seconds``."""
+    busy_before, all_before = machine_ticks()
+    time.sleep(seconds)
+    busy_after, all_after = machine_ticks()
+    share = (busy_after - busy_before) / max(all_after - all_before, 1)
+    return share * (os.cpu_count() or 1)
+
+
+def wait_quiet(most: float, below: float = 0.25, window: float = 2.0) -> float:
+    """On a shared machine: wait (at most ``most`` seconds) until other programs keep
+    fewer than ``below`` cores busy; returns the busy cores last seen."""
+    deadline = time.monotonic() + most
+    while True:
+        busy = busy_cores(window)
+        if busy < below or time.monotonic() > deadline:
+            return busy
+        print(f"machine busy ({busy:.2f} cores): waiting for a quiet moment", file=sys.stderr)
 
 
 def rss_bytes(pid: int) -> int:

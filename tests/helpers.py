@@ -22,6 +22,7 @@ from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from ensemble_extproc.config import Address, Config, compile_config
 from ensemble_extproc.extproc import create_server
+from ensemble_extproc.observability.metrics import ProcessorMetrics
 
 # Ports handed out in this test process: the kernel may offer a released port again, and
 # a config with the same port twice does not start.
@@ -154,9 +155,11 @@ async def serve_app(app: web.Application, **runner: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def processor_stub(config: Config) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
+async def processor_stub(
+    config: Config, metrics: ProcessorMetrics | None = None
+) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
     """A processor for ``config`` on a free port, and a gRPC client of it."""
-    server, port = create_server(config, Address("127.0.0.1", 0))
+    server, port = create_server(config, Address("127.0.0.1", 0), metrics)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -8,6 +8,7 @@ curl against a gateway.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
-from ensemble_extproc.config import compile_config
+from ensemble_extproc.config import Address, Config, compile_config
 from ensemble_extproc.config.demo import DemoModel, DemoToolCall
 from ensemble_extproc.envoy_bootstrap import render_yaml
 from ensemble_extproc.stack import envoy_binary
@@ -98,16 +100,7 @@ class Parts:
     def start(self, name: str) -> None:
         listen = self.config.listen
         if name == "envoy":
-            bootstrap = self.tmp / "envoy.yaml"
-            bootstrap.write_text(render_yaml(self.config, str(self.config_path)))
-            argv = [
-                envoy_binary(),
-                "-c",
-                str(bootstrap),
-                "--use-dynamic-base-id",
-                "--log-level",
-                "error",
-            ]
+            argv = self._envoy_argv(self.tmp / "envoy.yaml", self.config)
             ready = [listen.envoy]
         else:
             argv = [
@@ -134,6 +127,41 @@ class Parts:
             )
         for address in ready:
             wait_port(address.host, address.port)
+
+    def _envoy_argv(
+        self, path: Path, config: Config, processor_on_every_request: bool = False
+    ) -> list[str]:
+        rendered = render_yaml(
+            config, str(self.config_path), processor_on_every_request=processor_on_every_request
+        )
+        path.write_text(rendered)
+        # The access log (on stdout, into the parts' log) is written within 0.2 s.
+        return [
+            envoy_binary(),
+            "-c",
+            str(path),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "error",
+            "--file-flush-interval-msec",
+            "200",
+        ]
+
+    def start_envoy(self, name: str, *, processor_on_every_request: bool) -> Config:
+        """One more Envoy in front of the same parts, on free ports; its config (listen)."""
+        listen = msgspec.structs.replace(
+            self.config.listen,
+            envoy=Address("127.0.0.1", free_port()),
+            envoy_admin=Address("127.0.0.1", free_port()),
+        )
+        config = dataclasses.replace(self.config, listen=listen)
+        argv = self._envoy_argv(self.tmp / f"{name}.yaml", config, processor_on_every_request)
+        with self.log.open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_port(listen.envoy.host, listen.envoy.port)
+        return config
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)
@@ -231,11 +259,16 @@ def gateway_config(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# One processor and one upstream: ``run`` starts one of each per usable CPU by default;
+# the tests that are about replicas say how many they want.
+ONE_EACH = ("--extproc-replicas", "1", "--upstream-replicas", "1")
+
+
 @contextlib.contextmanager
 def running_gateway(
     tmp: Path,
     extra: dict[str, Any],
-    args: tuple[str, ...] = (),
+    args: tuple[str, ...] = ONE_EACH,
     raw: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:

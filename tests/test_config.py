@@ -132,6 +132,33 @@ def test_cli_reports_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "allowed keys here" in err
 
 
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("config/default.yaml", ["asked only for chat completions that carry one of"]),
+        (
+            "config/examples/policy.yaml",
+            [
+                "reads the body of every chat completion",
+                "  - profiles: ",
+                "  - rules[0] (high-stakes): matches on last_user_message",
+                "  - adaptive.signals[1]: difficulty",
+            ],
+        ),
+    ],
+)
+def test_check_config_says_which_requests_the_processor_sees(
+    path: str, said: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ensemble_extproc.cli import main
+
+    assert main(["check-config", "--config", str(ROOT / path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{ROOT / path}: ok (")
+    for part in said:
+        assert part in out, out
+
+
 def test_policy_example_config_compiles() -> None:
     config = load_config(ROOT / "config" / "examples" / "policy.yaml")
     assert set(config.profiles) == {"critical", "quick"}

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from deploy.gateway_routes import processor_matches
 from deploy.render_plain_envoy import (
     BOOTSTRAP_KEY,
     CONFIGMAP_NAME,
@@ -32,6 +33,8 @@ from ensemble_extproc.config import Config, ConfigError, compile_config
 from ensemble_extproc.envoy_bootstrap import bootstrap
 from ensemble_extproc.envoy_names import RUNTIME_FLAGS
 from ensemble_extproc.headers import ROUTE, ROUTE_VALUE
+from ensemble_extproc.paths import CHAT_COMPLETIONS
+from ensemble_extproc.scope import scope
 from ensemble_extproc.stack import envoy_binary
 
 Manifest = dict[str, Any]
@@ -424,12 +427,14 @@ def test_gateway_exists_for_every_route_and_policy() -> None:
     named(docs, "GatewayClass", gateway["spec"]["gatewayClassName"])
     for route in of_kind(docs, "HTTPRoute"):
         assert [p["name"] for p in route["spec"]["parentRefs"]] == ["llm-gateway"]
-    for kind in ("EnvoyExtensionPolicy", "ClientTrafficPolicy"):
+    routes = {route["metadata"]["name"] for route in of_kind(docs, "HTTPRoute")}
+    for kind in ("EnvoyExtensionPolicy", "ClientTrafficPolicy", "BackendTrafficPolicy"):
         for policy in of_kind(docs, kind):
             assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
-            assert policy["spec"]["targetRefs"] == [
-                {"group": GATEWAY_API, "kind": "Gateway", "name": "llm-gateway"}
-            ]
+            for ref in policy["spec"]["targetRefs"]:
+                assert ref["group"] == GATEWAY_API
+                targets = {"Gateway": {"llm-gateway"}, "HTTPRoute": routes}[ref["kind"]]
+                assert ref["name"] in targets, ref
             assert policy["metadata"]["namespace"] == gateway["metadata"]["namespace"]
 
 
@@ -469,9 +474,12 @@ def only_rule(route: Manifest) -> Manifest:
 def test_ensemble_route_matches_the_internal_header_and_reaches_the_upstream() -> None:
     docs = gateway_variant()
     rule = only_rule(named(docs, "HTTPRoute", "ensemble"))
+    # The chat completion POST only, as the bootstrap's ensemble route; and an exact path,
+    # so that it outranks default-model-chat (Gateway API precedence).
     assert rule["matches"] == [
         {
-            "path": {"type": "PathPrefix", "value": "/"},
+            "path": {"type": "Exact", "value": CHAT_COMPLETIONS},
+            "method": "POST",
             "headers": [{"type": "Exact", "name": ROUTE, "value": ROUTE_VALUE}],
         }
     ]
@@ -487,11 +495,13 @@ def test_ensemble_route_matches_the_internal_header_and_reaches_the_upstream() -
     assert float(timeout[:-1]) > pod_config().ensemble.timeout_seconds
 
 
-def test_default_route_reaches_the_default_model_service() -> None:
+@pytest.mark.parametrize("name", ["default-model", "default-model-chat"])
+def test_default_routes_reach_the_default_model_service(name: str) -> None:
     docs = gateway_variant()
     config = pod_config()
-    rule = only_rule(named(docs, "HTTPRoute", "default-model"))
-    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    rule = only_rule(named(docs, "HTTPRoute", name))
+    if name == "default-model":
+        assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
     [backend] = rule["backendRefs"]
     # The default model's URL is http://<service>.<namespace>.svc[.cluster.local]:<port>.
     url = urlsplit(config.endpoints[config.default_model].url)
@@ -515,13 +525,53 @@ def test_default_route_reaches_the_default_model_service() -> None:
 
 def test_routes_report_the_decision_from_the_configs_metadata_namespace() -> None:
     namespace = pod_config().metadata_namespace
+    asked = processor_routes()
     for route in of_kind(gateway_variant(), "HTTPRoute"):
         [modifier] = only_rule(route)["filters"]
         headers = {h["name"]: h["value"] for h in modifier["responseHeaderModifier"]["set"]}
-        assert headers == {
-            "x-ensemble-decision": f"%DYNAMIC_METADATA({namespace}:decision)%",
-            "x-ensemble-confidence": f"%DYNAMIC_METADATA({namespace}:confidence)%",
-        }
+        if route["metadata"]["name"] in asked:
+            assert headers == {
+                "x-ensemble-decision": f"%DYNAMIC_METADATA({namespace}:decision)%",
+                "x-ensemble-confidence": f"%DYNAMIC_METADATA({namespace}:confidence)%",
+            }
+        else:  # the processor is not asked there: nobody decided, as it would have said
+            assert headers == {"x-ensemble-decision": "none"}
+
+
+def processor_routes() -> set[str]:
+    policy = named(gateway_variant(), "EnvoyExtensionPolicy", PROCESSOR)
+    refs = policy["spec"]["targetRefs"]
+    assert all((ref["group"], ref["kind"]) == (GATEWAY_API, "HTTPRoute") for ref in refs)
+    return {ref["name"] for ref in refs}
+
+
+def test_the_processor_is_attached_only_to_routes_that_need_it() -> None:
+    """Issue 14: the ensemble route (a client's copy of its header must meet the
+    processor), and the chat completions the config makes it see; not the rest."""
+    assert processor_routes() == {"ensemble", "default-model-chat"}
+    rule = only_rule(named(gateway_variant(), "HTTPRoute", "default-model-chat"))
+    assert rule["matches"] == processor_matches(pod_config())
+    # This config reads every chat body (profiles, body rules): all chat completions.
+    assert scope(pod_config()).reads_body
+    assert rule["matches"] == [
+        {"path": {"type": "Exact", "value": CHAT_COMPLETIONS}, "method": "POST"}
+    ]
+
+
+def test_for_a_headers_only_config_the_chat_route_matches_each_header_the_processor_reads() -> None:
+    raw = {**configmap_raw(), "profiles": {}, "rules": []}
+    config = compile_config(raw, fake_environ())
+    matches = processor_matches(config)
+    assert [m["headers"] for m in matches] == [
+        [{"type": "RegularExpression", "name": name, "value": ".*"}]
+        for name in scope(config).headers
+    ]
+    assert ROUTE in {m["headers"][0]["name"] for m in matches}
+    for match in matches:
+        assert (match["path"], match["method"]) == (
+            {"type": "Exact", "value": CHAT_COMPLETIONS},
+            "POST",
+        )
 
 
 def test_extension_policy_sends_requests_to_the_processor_as_the_bootstrap_does() -> None:

@@ -161,7 +161,7 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
     with running_parts(tmp_path_factory.mktemp("closed"), config("closed")) as parts:
         assert_still_serving(parts)
         parts.kill("extproc")
-        status, _, payload, _ = ask(parts)
+        status, _, payload, _ = ask(parts, {"x-ensemble-models": "demo-fast"})
         assert status >= 500
         assert payload["error"]["code"].startswith("gateway")
         # Issue 12.9: this message was "" (Envoy's reply has no body of its own).
@@ -171,6 +171,10 @@ def test_processor_down_fail_closed(tmp_path_factory: pytest.TempPathFactory) ->
         # A spoofed routing header cannot get through while the processor is down.
         status, _, _, _ = ask(parts, {"x-ensemble-route": "ensemble"})
         assert status >= 500
+        # Plain traffic never needed the processor (issue 14): Envoy alone routes it.
+        status, _, payload, _ = ask(parts)
+        assert status == 200
+        assert payload["choices"][0]["message"]["content"] == "default model answer"
         parts.start("extproc")
         assert_serving_again(parts)
 

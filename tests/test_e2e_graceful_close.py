@@ -118,16 +118,21 @@ def abort_while_ensembling(front: Front) -> None:
         time.sleep(0.05)  # demo-b answers after 200 ms
 
 
+# Plain requests that still reach the processor (which lets them pass): without any
+# x-ensemble-* header, Envoy would route them alone, with no stream to close.
+PLAIN = {"x-ensemble-enable": "false"}
+
+
 def drive(front: Front) -> None:
     body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
     for i in range(20):
-        status, _, raw = http_post(f"{front.url}/v1/chat/completions", body, {}, 10)
+        status, _, raw = http_post(f"{front.url}/v1/chat/completions", body, PLAIN, 10)
         assert status == 200, raw
         if i % 4 == 0:
             status, _, raw = http_post(f"{front.url}/v1/chat/completions", body, ENSEMBLE, 10)
             assert status == 200, raw
     for _ in range(3):
-        abort_mid_request(front, {})
+        abort_mid_request(front, PLAIN)
         abort_mid_request(front, ENSEMBLE)
         abort_while_ensembling(front)
 

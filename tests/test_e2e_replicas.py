@@ -3,6 +3,7 @@ killed under load and no request fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ensemble_extproc.cpus import usable_cpus
 from parts import POLICY, Gateway, gateway_config, running_gateway
 
 from helpers import http_post
@@ -124,3 +126,40 @@ def test_killing_replicas_under_load(
     assert len(failed) <= tolerated, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
     assert set(failed) <= {500}  # only the fail-closed answer of a lost processor stream
     assert set(after) == {200}
+
+
+def free_block(size: int) -> int:
+    """A port p with p + 1 ... p + size - 1 free too."""
+    for _ in range(100):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                for i in range(1, size):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + i))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {size} consecutive free ports")
+
+
+def test_run_starts_one_processor_and_one_upstream_per_usable_cpu(tmp_path: Path) -> None:
+    """``run`` without replica flags (``make run``): as many of each as usable CPUs."""
+    cpus = usable_cpus()
+    raw: dict[str, Any] = gateway_config({})
+    blocks = [free_block(cpus) for _ in range(3)]
+    for key, port in zip(("extproc", "upstream", "extproc_metrics"), blocks, strict=True):
+        raw["listen"][key] = f"127.0.0.1:{port}"
+    with running_gateway(tmp_path, {}, (), raw) as gateway:
+        config = tmp_path / "gateway.yaml"
+        for part in ("extproc", "upstream"):
+            pids = {replica_pid(config, part, i) for i in range(cpus)}
+            assert len(pids) == cpus
+            with pytest.raises(LookupError):
+                _find(config, part, cpus)
+        assert f"processes: {cpus} processor, {cpus} upstream" in gateway.log.read_text()
+        body = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+        for headers in ({}, {"x-ensemble-models": "demo-fast,demo-medium"}):
+            status, _, _ = http_post(f"{gateway.url}/v1/chat/completions", body, headers, 10)
+            assert status == 200

@@ -35,6 +35,7 @@ from ensemble_extproc.envoy_names import (
     TYPE,
 )
 from ensemble_extproc.envoy_types import system_ca_bundle
+from ensemble_extproc.scope import scope
 from ensemble_extproc.stack import envoy_binary
 
 from helpers import make_config
@@ -322,7 +323,11 @@ def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
     internal = listeners[FALLBACK_LISTENER]
     hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
     [host] = hcm["route_config"]["virtual_hosts"]
-    assert host["routes"] == list(gateway_routes(rendered).values())[1:]
+    # The default model's routes, without the processor's per-route switches (the
+    # internal listener has no ext_proc filter).
+    unswitched = bootstrap(config, processor_on_every_request=True)
+    assert host["routes"] == list(gateway_routes(unswitched).values())[1:]
+    assert "typed_per_filter_config" not in json.dumps(host["routes"])
     aggregate = cluster(rendered, "ensemble_or_default")
     assert aggregate["cluster_type"]["typed_config"]["clusters"] == [
         "ensemble_upstream",
@@ -386,3 +391,94 @@ def test_without_a_router_there_is_one_processor_and_clients_headers_stay() -> N
     assert ROUTER_FILTER not in [f["name"] for f in hcm["http_filters"]]
     [early] = hcm["early_header_mutation_extensions"]
     assert [m["remove"] for m in early["typed_config"]["mutations"]] == ["x-request-id"]
+
+
+def ext_proc_filter(rendered: dict[str, Any]) -> dict[str, Any]:
+    [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
+    filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    [found] = [f for f in filters if f["name"] == "envoy.filters.http.ext_proc"]
+    return found
+
+
+def asks_processor(rendered: dict[str, Any], route: dict[str, Any]) -> bool:
+    """The filter runs on a route unless it is off by default and the route does not turn
+    it on (with a per-route config that overrides nothing; Envoy does not create the filter
+    otherwise)."""
+    if not ext_proc_filter(rendered).get("disabled"):
+        return True
+    per_route = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_proc")
+    per_route_type = f"{TYPE}envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+    return per_route == {"@type": per_route_type, "overrides": {}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "direct"),
+    [
+        ({}, True),
+        ({"header_control": {"enabled": False}}, True),
+        ({"profiles": {"p": {"models": ["m"]}}}, False),
+        ({"profiles": {"p": {"models": ["m"]}}, "ensemble": {"enabled": False}}, True),
+    ],
+    ids=["headers only", "header control off", "a profile", "ensembles off"],
+)
+def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
+    extra: dict[str, Any], direct: bool
+) -> None:
+    config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}], **extra)
+    rendered = bootstrap(config)
+    routes = gateway_routes(rendered)
+    chat = ["default_model_direct", "default_model"] if direct else ["default_model"]
+    assert list(routes) == [
+        "ensemble",
+        *chat,
+        "models",
+        "chat_method_not_allowed",
+        "models_method_not_allowed",
+        "not_found",
+    ]
+    asked = {name for name, route in routes.items() if asks_processor(rendered, route)}
+    assert asked == {"ensemble", "default_model"}
+    for name, route in routes.items():
+        if name in asked:
+            continue
+        # The answer still says that nobody decided, as the processor's would.
+        [said] = [
+            o for o in route["response_headers_to_add"] if o["header"]["key"] == h.RESP_DECISION
+        ]
+        assert said["header"]["value"] == "none"
+        assert route["metadata"]["filter_metadata"][config.metadata_namespace] == {
+            "decision": "none"
+        }
+    if direct:
+        plain = routes["default_model_direct"]
+        # The chat completion POST, without any header the processor reads (in any case:
+        # Envoy compares lower-cased names; an empty value is present).
+        matchers = plain["match"]["headers"]
+        assert matchers[0] == {"name": ":method", "string_match": {"exact": "POST"}}
+        assert all(
+            m == {"name": m["name"], "present_match": True, "invert_match": True}
+            for m in matchers[1:]
+        )
+        assert tuple(m["name"] for m in matchers[1:]) == scope(config).headers
+        same = {
+            k: v
+            for k, v in plain.items()
+            if k
+            not in (
+                "name",
+                "match",
+                "metadata",
+                "typed_per_filter_config",
+                "response_headers_to_add",
+            )
+        }
+        assert same == {k: v for k, v in routes["default_model"].items() if k in same}
+
+
+def test_every_route_asks_the_processor_when_told_to() -> None:
+    config = compile_models([{"name": "m", "url": "http://127.0.0.1:1/v1"}])
+    rendered = bootstrap(config, processor_on_every_request=True)
+    routes = gateway_routes(rendered)
+    assert "default_model_direct" not in routes
+    assert all(asks_processor(rendered, route) for route in routes.values())
+    assert "typed_per_filter_config" not in json.dumps(routes)

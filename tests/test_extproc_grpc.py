@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ensemble_extproc._pb.envoy.config.core.v3 import base_pb2 as core
 from ensemble_extproc._pb.envoy.extensions.filters.http.ext_proc.v3 import (
@@ -17,6 +18,7 @@ from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb
 from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from ensemble_extproc.config import compile_config
 from ensemble_extproc.internal import Binding, verify
+from ensemble_extproc.observability.metrics import ProcessorMetrics
 
 from helpers import headers_message, make_config, processor_stub
 
@@ -202,3 +204,50 @@ async def test_a_request_without_a_body_is_decided_on_headers(
     assert response.HasField("mode_override")
     facts = response.dynamic_metadata.fields["ensemble_extproc"].struct_value.fields
     assert facts["decision"].string_value == "none"
+
+
+# ------------------------------------------------------- prebuilt answers and metrics
+
+
+async def test_prebuilt_answers_never_carry_another_requests_part(
+    policy_stub: pb_grpc.ExternalProcessorStub,
+) -> None:
+    """The plain pass-through and the wait for the body are built once and reused: a
+    request with headers to remove, or a confidence, gets its own, and the next plain
+    one is plain again."""
+    chat = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    plain = await exchange(policy_stub, headers_message({}), body_message(chat))
+    spoofed = await exchange(
+        policy_stub, headers_message({"x-ensemble-route": "ensemble"}), body_message(chat)
+    )
+    again = await exchange(policy_stub, headers_message({}), body_message(chat))
+    assert again == plain
+    assert list(spoofed[0].request_headers.response.header_mutation.remove_headers) == [
+        "x-ensemble-route"
+    ]
+    assert list(spoofed[1].request_body.response.header_mutation.remove_headers) == [
+        "x-ensemble-route"
+    ]
+    for response in (plain[0], again[0]):
+        assert not response.request_headers.response.HasField("header_mutation")
+    facts = plain[1].dynamic_metadata.fields["ensemble_extproc"].struct_value.fields
+    assert {k: v.string_value for k, v in facts.items()} == {"decision": "none", "reason": "none"}
+
+
+async def test_metrics_count_streams_and_decisions_and_time_one_message_in_sixteen() -> None:
+    metrics = ProcessorMetrics(CollectorRegistry(), sample_every=16)
+    async with processor_stub(CONFIG, metrics) as stub:
+        for i in range(32):
+            headers = {"x-ensemble-models": "m1,nope"} if i % 4 == 0 else {}
+            await exchange(stub, headers_message(headers))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+    assert samples[("extproc_streams_total", ())] == 32
+    assert samples[("extproc_open_streams", ())] == 0
+    assert samples[("extproc_decisions_total", (("decision", "none"),))] == 24
+    assert samples[("extproc_decisions_total", (("decision", "rejected"),))] == 8
+    timed = ("extproc_message_seconds_count", (("phase", "request_headers"),))
+    assert samples[timed] == 2

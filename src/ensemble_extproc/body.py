@@ -34,6 +34,7 @@ from .errors import ApiError, ErrorCode
 # No model API takes an integer this long (seeds and token counts fit in 64 bits).
 MAX_INTEGER_DIGITS = 100
 IDENTITY = "identity"
+CONTENT_ENCODING = "content-encoding"
 # Every digit to "0", every other byte to " ": a long run of digits is then a plain
 # substring search (10x faster than the same regular expression).
 _DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
@@ -92,7 +93,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def check_content_encoding(headers: Mapping[str, str]) -> None:
     """415 unless the body is sent as it is (no ``Content-Encoding``, or ``identity``)."""
-    value = headers.get("content-encoding")
+    value = headers.get(CONTENT_ENCODING)
     if value is None:
         return
     codings = [coding.strip().lower() for coding in value.split(",")]

@@ -15,9 +15,11 @@ import uvloop
 from . import group_command
 from .config import Address, Config, ConfigError, EnsembleSettings, load_config
 from .config.schema import config_schema
+from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .observability import logs
 from .redact import config_redactor
+from .scope import scope
 from .serve import service
 from .stack import Replicas, run_stack
 
@@ -40,12 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config file")
         sub.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
         if name in ("run", "envoy-config"):
+            # run: the machine's CPUs; envoy-config renders for another deployment, so its
+            # output does not depend on the machine it runs on.
+            default = AUTO if name == "run" else "1"
             for part in ("extproc", "upstream"):
                 sub.add_argument(
                     f"--{part}-replicas",
-                    type=_positive,
-                    default=1,
-                    help=f"{part} processes (consecutive ports from listen.{part})",
+                    type=_replicas,
+                    default=default,
+                    help=f"{part} processes on consecutive ports from listen.{part}: a "
+                    f"number, or {AUTO} for one per usable CPU (default: {default})",
                 )
         if name in ("extproc", "upstream"):
             sub.add_argument(
@@ -70,8 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
+AUTO = "auto"
+
+
+def _replicas(text: str) -> int:
+    """A positive number of processes, or ``auto``: one per usable CPU (``cpus``)."""
+    if text == AUTO:
+        return usable_cpus()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or {AUTO}, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -99,6 +114,8 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
     command, path = args.command, args.config
     if command == "check-config":
         print(f"{path}: ok ({len(config.endpoints)} models)")
+        # What the config costs per request: which requests the processor must see.
+        print(scope(config).describe())
         return 0
     if command == "envoy-config":
         rendered = render_yaml(config, str(path), args.extproc_replicas, args.upstream_replicas)
@@ -109,12 +126,10 @@ def _execute(args: argparse.Namespace, config: Config) -> int:
         return asyncio.run(run_stack(config, path, replicas))
     if command in ("extproc", "upstream"):
         config = for_replica(config, command, args.replica)
-    if command == "extproc":
-        # grpc.aio on uvloop measured no better than on asyncio's own loop.
-        asyncio.run(service(command)(config))
-    else:
-        # aiohttp servers and clients: uvloop's event loop costs less per request.
-        uvloop.run(service(command)(config))
+    # uvloop's event loop costs less per request: for aiohttp's servers and clients, and
+    # under grpc.aio too (bench/RESULTS.md, "uvloop under grpc.aio": 6-8 % less processor
+    # CPU per stream than asyncio's loop, paired rounds).
+    uvloop.run(service(command)(config))
     return 0
 
 

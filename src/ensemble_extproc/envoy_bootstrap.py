@@ -21,7 +21,11 @@ from .config import Config
 
 
 def bootstrap(
-    config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
+    config: Config,
+    extproc_replicas: int = 1,
+    upstream_replicas: int = 1,
+    *,
+    processor_on_every_request: bool = False,
 ) -> dict[str, Any]:
     """The bootstrap as proto JSON: snake_case field names, ``Any`` as ``{"@type": ...}``
     plus the packed message's fields, durations as ``"0.500s"``; fields at their proto3
@@ -41,16 +45,31 @@ def bootstrap(
             "missing): pip install 'envoy-data-plane>=2.2'",
             name=missing.name,
         ) from missing
-    built = typed_bootstrap(config, extproc_replicas, upstream_replicas)
+    built = typed_bootstrap(
+        config,
+        extproc_replicas,
+        upstream_replicas,
+        processor_on_every_request=processor_on_every_request,
+    )
     return built.to_dict(casing=betterproto2.Casing.SNAKE)
 
 
 def render_yaml(
-    config: Config, source: str, extproc_replicas: int = 1, upstream_replicas: int = 1
+    config: Config,
+    source: str,
+    extproc_replicas: int = 1,
+    upstream_replicas: int = 1,
+    *,
+    processor_on_every_request: bool = False,
 ) -> str:
     header = (
         f"# Envoy bootstrap rendered from {source}; do not edit by hand.\n"
         f"# Re-render: ensemble-extproc envoy-config --config {source}\n"
     )
-    rendered = bootstrap(config, extproc_replicas, upstream_replicas)
+    rendered = bootstrap(
+        config,
+        extproc_replicas,
+        upstream_replicas,
+        processor_on_every_request=processor_on_every_request,
+    )
     return header + yaml.safe_dump(rendered, sort_keys=False)

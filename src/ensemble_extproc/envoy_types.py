@@ -40,6 +40,8 @@ from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import Int
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ExternalProcessor,
+    ExtProcOverrides,
+    ExtProcPerRoute,
     MetadataOptions,
     MetadataOptionsMetadataNamespaces,
     ProcessingMode,
@@ -95,9 +97,13 @@ from .envoy_names import (
     replica_addresses,
 )
 from .envoy_redact import lua_source
+from .scope import Scope, scope
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+# What x-ensemble-decision and the access log say for a request the processor never saw.
+NOT_ASKED = "none"
 OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -273,10 +279,13 @@ def _struct(fields: Mapping[str, Json]) -> Struct:
     return Struct(fields={key: _value(item) for key, item in fields.items()})
 
 
-def _ext_proc_filter(config: Config) -> HttpFilter:
+def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
     envoy = config.envoy
     return HttpFilter(
-        name="envoy.filters.http.ext_proc",
+        name=EXT_PROC_FILTER,
+        # Off by default, on where a route says so (``_with_processor``): on the other
+        # routes Envoy does not even create the filter.
+        disabled=not every_request,
         typed_config=Any.pack(
             ExternalProcessor(
                 grpc_service=core.GrpcService(
@@ -455,6 +464,17 @@ def _decision_headers(config: Config) -> list[core.HeaderValueOption]:
     ]
 
 
+def _decision_or_route(config: Config) -> str:
+    """The processor's decision, or, on a route where it is not asked, the route's own
+    (``none``): a CEL expression, as one command operator cannot fall back to another."""
+    ns = config.metadata_namespace
+    return (
+        f"%CEL('{ns}' in metadata.filter_metadata"
+        f" ? metadata.filter_metadata['{ns}']['decision']"
+        f" : xds.route_metadata.filter_metadata['{ns}']['decision'])%"
+    )
+
+
 def _access_log(config: Config) -> list[al.AccessLog]:
     fields: dict[str, Json] = {
         "time": "%START_TIME%",
@@ -465,7 +485,7 @@ def _access_log(config: Config) -> list[al.AccessLog]:
         "details": "%RESPONSE_CODE_DETAILS%",
         "route": "%ROUTE_NAME%",
         "duration_ms": "%DURATION%",
-        "decision": _facts(config, "decision"),
+        "decision": _decision_or_route(config),
         "confidence": _facts(config, "confidence"),
         "profile": _facts(config, "profile"),
         "strategy": _facts(config, "strategy"),
@@ -546,33 +566,66 @@ def _not_served(
     )
 
 
-def _default_model_routes(config: Config) -> list[rt.Route]:
+def _absent(name: str) -> rt.HeaderMatcher:
+    # Absent in any spelling: Envoy lower-cases names, and an empty value is present too.
+    return rt.HeaderMatcher(name=name, present_match=True, invert_match=True)
+
+
+def _with_processor(route: rt.Route) -> rt.Route:
+    """``route`` with the ext_proc filter, which is off by default, turned on: a per-route
+    config of the filter does that (one that overrides nothing)."""
+    turned_on = ExtProcPerRoute(overrides=ExtProcOverrides())
+    return dataclasses.replace(
+        route, typed_per_filter_config={EXT_PROC_FILTER: Any.pack(turned_on)}
+    )
+
+
+def _without_processor(config: Config, route: rt.Route) -> rt.Route:
+    """``route`` as it is, without ext_proc: Envoy alone routes its requests. Its answers
+    still say that nobody decided (the header and the access log), as the processor's
+    would."""
+    said = core.HeaderValueOption(
+        header=core.HeaderValue(key=h.RESP_DECISION, value=NOT_ASKED), append_action=OVERWRITE
+    )
+    return dataclasses.replace(
+        route,
+        response_headers_to_add=[*route.response_headers_to_add, said],
+        metadata=core.Metadata(
+            filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
+        ),
+    )
+
+
+def _default_model_routes(config: Config, processor: Scope | None = None) -> list[rt.Route]:
     """The OpenAI paths served for plain traffic, to the default model with its policy:
     ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]``, at the endpoint's own
-    path prefix. The other methods on them get a 405, every other path a 404."""
+    path prefix. The other methods on them get a 405, every other path a 404.
+
+    ``processor``: which requests the ext_proc filter in front of these routes must see
+    (None: there is no such filter). Only chat completions can be ensembled; the others
+    never need it, and a chat completion only when ``processor`` says so."""
     endpoint = config.endpoints[config.default_model]
     policy = _ModelPolicy.of(endpoint)
     base = _base_path(endpoint)
     chat_path = f"{base}/chat/completions"
     chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
+    chat_post = dataclasses.replace(chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)])
     models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
     served = f"this gateway serves POST {paths.CHAT_COMPLETIONS} and GET {paths.MODELS}"
-    return [
-        rt.Route(
-            name="default_model",
-            match=dataclasses.replace(
-                chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)]
-            ),
-            # Model answers can take minutes; streams are bounded by the idle timeout.
-            route=rt.RouteAction(
-                cluster=DEFAULT_CLUSTER,
-                timeout=_seconds(300),
-                prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
-                host_rewrite_literal=policy.host,
-            ),
-            request_headers_to_add=policy.add,
-            request_headers_to_remove=policy.remove,
+    chat = rt.Route(
+        name="default_model",
+        match=chat_post,
+        # Model answers can take minutes; streams are bounded by the idle timeout.
+        route=rt.RouteAction(
+            cluster=DEFAULT_CLUSTER,
+            timeout=_seconds(300),
+            prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
+            host_rewrite_literal=policy.host,
         ),
+        request_headers_to_add=policy.add,
+        request_headers_to_remove=policy.remove,
+    )
+    others = [
         # The gateway's own list (upstream/discovery.py): what a client may name, not the
         # default model's list; no model key goes with it, nor a client's credentials.
         rt.Route(
@@ -611,45 +664,68 @@ def _default_model_routes(config: Config) -> list[rt.Route]:
         ),
         _not_served("not_found", rt.RouteMatch(prefix="/"), 404, f"not found; {served}"),
     ]
-
-
-def _routes(config: Config, upstream_replicas: int = 1) -> list[rt.Route]:
-    """The ensemble route, for the one request it serves and only when the processor set
-    the internal header, then the default model's routes."""
+    if processor is None:
+        return [chat, *others]
+    direct = []
+    if not processor.every_chat_completion:
+        # Chat completions without any header the processor reads: Envoy alone. (Route
+        # matching comes before ext_proc: a client's copy of an internal header must
+        # select a route where the processor runs and removes it.)
+        plain = dataclasses.replace(
+            chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
+        )
+        direct.append(
+            _without_processor(
+                config, dataclasses.replace(chat, name="default_model_direct", match=plain)
+            )
+        )
     return [
-        rt.Route(
-            name="ensemble",
-            match=rt.RouteMatch(
-                path=paths.CHAT_COMPLETIONS,
-                headers=[
-                    _header_is(h.ROUTE, h.ROUTE_VALUE),
-                    _header_is(":method", paths.CHAT_METHOD),
-                ],
+        *direct,
+        _with_processor(chat),
+        *(_without_processor(config, route) for route in others),
+    ]
+
+
+def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list[rt.Route]:
+    """The ensemble route, for the one request it serves and only when the processor set
+    the internal header, then the default model's routes. Envoy alone routes the requests
+    the processor could not answer differently, unless ``every_request``."""
+    ensemble = rt.Route(
+        name="ensemble",
+        match=rt.RouteMatch(
+            path=paths.CHAT_COMPLETIONS,
+            headers=[
+                _header_is(h.ROUTE, h.ROUTE_VALUE),
+                _header_is(":method", paths.CHAT_METHOD),
+            ],
+        ),
+        route=rt.RouteAction(
+            cluster=(
+                FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
             ),
-            route=rt.RouteAction(
-                cluster=(
-                    FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
+            timeout=_seconds(config.ensemble.timeout_seconds + 5),
+            retry_policy=rt.RetryPolicy(
+                # A replica that refuses or dies before answering: the ensemble runs
+                # again on another replica (costs calls, saves the request).
+                retry_on="connect-failure,refused-stream,reset-before-request,reset",
+                num_retries=5,
+                retry_back_off=rt.RetryPolicyRetryBackOff(
+                    base_interval=_seconds(0.01), max_interval=_seconds(0.1)
                 ),
-                timeout=_seconds(config.ensemble.timeout_seconds + 5),
-                retry_policy=rt.RetryPolicy(
-                    # A replica that refuses or dies before answering: the ensemble runs
-                    # again on another replica (costs calls, saves the request).
-                    retry_on="connect-failure,refused-stream,reset-before-request,reset",
-                    num_retries=5,
-                    retry_back_off=rt.RetryPolicyRetryBackOff(
-                        base_interval=_seconds(0.01), max_interval=_seconds(0.1)
-                    ),
-                    retry_host_predicate=[
-                        rt.RetryPolicyRetryHostPredicate(
-                            name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                        )
-                    ],
-                    host_selection_retry_max_attempts=5,
-                ),
+                retry_host_predicate=[
+                    rt.RetryPolicyRetryHostPredicate(
+                        name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
+                    )
+                ],
+                host_selection_retry_max_attempts=5,
             ),
         ),
-        *_default_model_routes(config),
-    ]
+    )
+    if every_request:
+        return [ensemble, *_default_model_routes(config)]
+    # A client's copy of the internal header selects this route too: the processor must
+    # see it, to remove it.
+    return [_with_processor(ensemble), *_default_model_routes(config, scope(config))]
 
 
 def router_headers(config: Config) -> list[str]:
@@ -679,7 +755,9 @@ def _edge_removals(config: Config) -> list[core.TypedExtensionConfig]:
     ]
 
 
-def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectionManager:
+def _connection_manager(
+    config: Config, upstream_replicas: int, every_request: bool
+) -> HttpConnectionManager:
     envoy = config.envoy
     return HttpConnectionManager(
         stat_prefix="gateway",
@@ -703,7 +781,7 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
                 rt.VirtualHost(
                     name="llm",
                     domains=["*"],
-                    routes=_routes(config, upstream_replicas),
+                    routes=_routes(config, upstream_replicas, every_request),
                     response_headers_to_add=_decision_headers(config),
                 )
             ],
@@ -712,7 +790,7 @@ def _connection_manager(config: Config, upstream_replicas: int) -> HttpConnectio
         access_log=_access_log(config),
         http_filters=[
             *_router_filters(config),
-            _ext_proc_filter(config),
+            _ext_proc_filter(config, every_request),
             *_key_masking_filter(config),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
@@ -798,11 +876,16 @@ def _fallback_cluster() -> cl.Cluster:
 
 
 def typed_bootstrap(
-    config: Config, extproc_replicas: int = 1, upstream_replicas: int = 1
+    config: Config,
+    extproc_replicas: int = 1,
+    upstream_replicas: int = 1,
+    *,
+    processor_on_every_request: bool = False,
 ) -> Bootstrap:
     """The whole bootstrap: one listener (the gateway), the processor, ensemble and
     default-model clusters, and the fallback (an aggregate cluster and an internal
-    listener) when it applies."""
+    listener) when it applies. ``processor_on_every_request``: ext_proc on every route,
+    as before the routes learnt which requests need it (for comparisons)."""
     default_model = config.endpoints[config.default_model]
     address = default_model.address
     clusters = [
@@ -836,7 +919,13 @@ def typed_bootstrap(
         # Chat bodies are buffered for the processor: room for the largest allowed.
         per_connection_buffer_limit_bytes=config.ensemble.max_body_bytes + 65536,
         filter_chains=[
-            lis.FilterChain(filters=[_hcm_filter(_connection_manager(config, upstream_replicas))])
+            lis.FilterChain(
+                filters=[
+                    _hcm_filter(
+                        _connection_manager(config, upstream_replicas, processor_on_every_request)
+                    )
+                ]
+            )
         ],
     )
     listeners = [gateway]

@@ -24,6 +24,7 @@ from typing import IO, Any, TypeVar
 
 from .config import Address, Config
 from .config.model import DEFAULT_SECRET_ENV as SECRET_ENV
+from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .envoy_names import replica_addresses
 from .supervisor import DEFAULT_BACKOFF, Backoff, Part, StartupError, Supervisor
@@ -159,13 +160,15 @@ class Stack:
         await self._supervisor.stop()
 
 
-def banner(config: Config) -> str:
+def banner(config: Config, replicas: Replicas = Replicas()) -> str:
     gateway = config.listen.envoy
     models = ",".join(config.ensemble.default_models or list(config.endpoints)[:3])
     demo = " (demo models: canned answers, no LLM)" if config.demo_models else ""
     return (
         f"gateway ready on http://{gateway}{demo}\n"
         f"  models: {', '.join(config.endpoints)}; default route -> {config.default_model}\n"
+        f"  processes: {replicas.extproc} processor, {replicas.upstream} upstream "
+        f"({usable_cpus()} usable CPUs; --extproc-replicas/--upstream-replicas)\n"
         f"  try: curl -s http://{gateway}/v1/chat/completions "
         f"-H 'content-type: application/json' -H 'x-ensemble-models: {models}' "
         f"-H 'x-ensemble-strategy: voting' "
@@ -202,7 +205,7 @@ async def run_stack(config: Config, config_path: Path, replicas: Replicas = Repl
                 return 1
             if stop.is_set():
                 return 0
-            print(banner(config), flush=True)
+            print(banner(config, replicas), flush=True)
             # Like a Deployment would: a part that exits is started again; meanwhile Envoy
             # answers as configured (fail closed, or the default model).
             await _unless_stopped(stack.keep_running(stop), stop)

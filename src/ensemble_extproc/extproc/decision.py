@@ -20,6 +20,7 @@ from ..adaptive.signals import HeaderSignal, Signal, combine, read
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..rules import RequestView, first_match, lookup
+from ..scope import scope
 from ..spec import EnsembleSpec, asks_for_ensemble, parse_enable, spec_from_headers
 
 
@@ -56,6 +57,10 @@ class NeedBody:
 
 
 Decision = Passthrough | Reroute | Reject | NeedBody
+# The common answers, made once (decisions are immutable).
+NOTHING = Passthrough()
+DISABLED = Passthrough("disabled")
+NEED_BODY = NeedBody()
 Admit = Callable[[RequestView], tuple[bool, str]]
 
 MODEL_RULE = "model"  # the implicit rule "the body's model names a profile"
@@ -92,7 +97,7 @@ def decide(
     try:
         enable = parse_enable(headers)
         if enable is False or not config.ensemble.enabled:
-            return Passthrough("disabled")
+            return DISABLED
         if config.header_control.enabled and asks_for_ensemble(headers, enable):
             if not header_control_allows(headers, config):
                 return Reject(
@@ -105,7 +110,7 @@ def decide(
     except ApiError as error:
         return Reject(error)
     if body_pending:
-        return NeedBody()
+        return NEED_BODY
     model = lookup(view.body, "model")
     if isinstance(model, str) and model in config.profiles:
         return Reroute(config.profiles[model], f"rule:{MODEL_RULE}")
@@ -118,10 +123,10 @@ def decide(
 def needs_body(config: Config) -> bool:
     """Whether any decision source reads the request body (computed once, at start-up).
 
-    Any profile does: a body's ``model`` may name it. Adaptive ensembling always has a
-    profile, so its signals need no separate check.
+    Any profile does: a body's ``model`` may name it. The same reasons decide which
+    requests Envoy sends to the processor at all (``scope``), so the two cannot disagree.
     """
-    return bool(config.profiles) or any(rule.needs_body for rule in config.rules)
+    return scope(config).reads_body
 
 
 def believed(
@@ -151,7 +156,7 @@ def _adaptive(
 ) -> Decision:
     settings = config.adaptive
     if not settings.enabled:
-        return Passthrough()
+        return NOTHING
     signals, untrusted = believed(signals, view.headers, config)
     readings = read(signals, view)
     ignored = untrusted + tuple(r.ignored for r in readings if r.ignored)

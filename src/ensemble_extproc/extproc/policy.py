@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from google.protobuf import struct_pb2
 
 from .. import headers as h
+from .._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from ..adaptive.gate import AdmissionGate
 from ..adaptive.signals import build_signals
 from ..body import check_content_encoding, parse_json_object
@@ -22,10 +23,23 @@ from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
+from ..scope import scope
 from . import responses
-from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
+from .decision import (
+    DISABLED,
+    NOTHING,
+    Decision,
+    Passthrough,
+    Reject,
+    Reroute,
+    decide,
+    decision_label,
+    needs_body,
+)
 
 log = logging.getLogger(__name__)
+
+NOT_A_CHAT_COMPLETION = Passthrough("not a chat completion")
 
 
 def with_body(view: RequestView, raw: bytes) -> RequestView:
@@ -44,6 +58,18 @@ class DecisionPolicy:
         self._gate = AdmissionGate(adaptive.sample_rate, adaptive.max_per_second)
         self._clock = clock
         self._needs_body = needs_body(config)
+        # The rendered routes never ask about a chat completion outside the scope; an Envoy
+        # that asks about every request (a hand-made bootstrap, an EnvoyExtensionPolicy on
+        # a whole Gateway) gets the same answer for it without reading any source.
+        needed = scope(config)
+        self._scope = None if needed.every_chat_completion else frozenset(needed.headers)
+        self._outside = NOTHING if config.ensemble.enabled else DISABLED
+        # Answers that depend on nothing in the request, built once (the common case: a
+        # pass-through with nothing to remove costs no message building). Keyed by phase
+        # and reason, a handful of fixed strings; grpc serialises a message afresh for
+        # each write and nothing changes these.
+        self._passthrough: dict[tuple[responses.Phase, str], pb.ProcessingResponse] = {}
+        self._await_body = responses.await_body((), None)
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
@@ -51,7 +77,7 @@ class DecisionPolicy:
         if not is_chat_completion(headers.get(":method", ""), headers.get(":path", view.path)):
             # Only a chat completion can be ensembled: anything else is plain traffic, which
             # Envoy proxies to the default model (or answers 404/405), whatever it asks.
-            return Passthrough("not a chat completion")
+            return NOT_A_CHAT_COMPLETION
         if body_pending:
             # A chat completion's body may be read here, by the upstream or by neither: one
             # rule for all of them, whatever the route.
@@ -59,6 +85,8 @@ class DecisionPolicy:
                 check_content_encoding(headers)
             except ApiError as error:
                 return Reject(error)
+        if self._scope is not None and self._scope.isdisjoint(headers):
+            return self._outside
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
@@ -89,6 +117,22 @@ class DecisionPolicy:
             values[h.SIGNATURE] = sign(self.config.internal_secret, values, binding, self._clock())
         # Absent values are signed as "" and read back as "" by the upstream.
         return {name: value for name, value in values.items() if value}
+
+    def passthrough(
+        self, phase: responses.Phase, decision: Passthrough, spoofed: Sequence[str]
+    ) -> pb.ProcessingResponse:
+        """Go on to the default route: the prebuilt answer unless something in it is this
+        request's own (headers to remove, a confidence)."""
+        if spoofed or decision.confidence is not None:
+            return responses.passthrough(phase, spoofed, self.facts(decision))
+        key = (phase, decision.reason)
+        answer = self._passthrough.get(key)
+        if answer is None:
+            answer = self._passthrough[key] = responses.passthrough(phase, (), self.facts(decision))
+        return answer
+
+    def await_body(self, spoofed: Sequence[str]) -> pb.ProcessingResponse:
+        return responses.await_body(spoofed, None) if spoofed else self._await_body
 
     def facts(self, decision: Passthrough | Reroute) -> struct_pb2.Struct:
         """Dynamic metadata for Envoy: response headers and access logs read it."""

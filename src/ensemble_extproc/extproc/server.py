@@ -33,8 +33,12 @@ def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
     """Envoy's header list as a dict; repeated headers are joined with commas (RFC 9110)."""
     out: dict[str, str] = {}
     for header in header_map.headers:
-        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-        out[header.key] = f"{out[header.key]},{value}" if header.key in out else value
+        # Each field read builds a new Python object: read each once.
+        key, raw = header.key, header.raw_value
+        value = raw.decode("utf-8", "replace") if raw else header.value
+        if key in out:
+            value = f"{out[key]},{value}"
+        out[key] = value
     return out
 
 
@@ -73,7 +77,7 @@ class StreamHandler:
         headers = header_dict(request.request_headers.headers)
         REQUEST_ID.set(headers.get("x-request-id"))
         # Internal headers a client sent are removed, whatever the decision.
-        self._spoofed = tuple(name for name in h.INTERNAL if name in headers)
+        self._spoofed = tuple([name for name in h.INTERNAL if name in headers])
         view = self._view = RequestView(path=headers.get(":path", ""), headers=headers)
         pending = not request.request_headers.end_of_stream
         return self._answer(self._policy.decide(view, body_pending=pending), "headers", view)
@@ -98,7 +102,7 @@ class StreamHandler:
         match decision:
             case NeedBody():
                 self._awaiting_body = True
-                return responses.await_body(self._spoofed, None)
+                return self._policy.await_body(self._spoofed)
             case Reject(error):
                 return responses.reject(error)
             case Reroute():
@@ -106,18 +110,17 @@ class StreamHandler:
                 facts = self._policy.facts(decision)
                 return responses.reroute(phase, internal, self._spoofed, facts)
             case Passthrough():
-                facts = self._policy.facts(decision)
-                return responses.passthrough(phase, self._spoofed, facts)
+                return self._policy.passthrough(phase, decision, self._spoofed)
 
     @staticmethod
     def _count(decision: Decision, metrics: ProcessorMetrics) -> None:
         match decision:
             case Reject():
-                metrics.decisions.labels("rejected").inc()
+                metrics.decisions["rejected"] += 1
             case Passthrough() | Reroute():
-                metrics.decisions.labels(decision_label(decision)).inc()
+                metrics.decisions[decision_label(decision)] += 1
                 for ignored in decision.ignored:
-                    metrics.ignored_signals.labels(ignored.partition(":")[0]).inc()
+                    metrics.ignored_signals[ignored.partition(":")[0]] += 1
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -128,23 +131,28 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        handler = StreamHandler(self.policy, self.metrics)
-        if self.metrics is not None:
-            self.metrics.streams.inc()
+        metrics = self.metrics
+        handler = StreamHandler(self.policy, metrics)
+        if metrics is None:
+            async for request in request_iterator:
+                response = handler.handle(request)
+                if response is not None:
+                    yield response
+            return
+        metrics.streams_started += 1
         try:
             async for request in request_iterator:
-                started = time.perf_counter()
-                response = handler.handle(request)
-                if self.metrics is not None:
+                if metrics.sampled():
+                    started = time.perf_counter()
+                    response = handler.handle(request)
                     phase = request.WhichOneof("request") or "none"
-                    self.metrics.message_seconds.labels(phase).observe(
-                        time.perf_counter() - started
-                    )
+                    metrics.message_seconds.labels(phase).observe(time.perf_counter() - started)
+                else:
+                    response = handler.handle(request)
                 if response is not None:
                     yield response
         finally:
-            if self.metrics is not None:
-                self.metrics.streams.dec()
+            metrics.streams_ended += 1
 
 
 def create_server(
