@@ -104,6 +104,7 @@ VARIANTS = {
     "default": (ROOT / "config" / "default.yaml", 1, 1),
     "replicas": (ROOT / "config" / "default.yaml", 2, 2),
     "policy": (ROOT / "config" / "examples" / "policy.yaml", 1, 1),
+    "semantic-router": (ROOT / "config" / "examples" / "semantic-router.yaml", 1, 1),
 }
 
 
