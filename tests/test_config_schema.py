@@ -19,6 +19,7 @@ SCHEMA = ROOT / "config" / "schema.json"
 EXAMPLES = [
     ROOT / "config" / "default.yaml",
     ROOT / "config" / "examples" / "policy.yaml",
+    ROOT / "config" / "examples" / "semantic-router.yaml",
     ROOT / "deploy" / "kubernetes" / "plain-envoy" / "config.yaml",
 ]
 MODELINE = re.compile(r"# yaml-language-server: \$schema=(\S+)")

@@ -531,3 +531,33 @@ def test_deeply_nested_json_is_the_clients_400() -> None:
     with pytest.raises(ApiError) as caught:
         with_body(RequestView("/", {}), b"[" * 100_000)
     assert caught.value.status == 400
+
+
+# A confidence header is the client's word unless the semantic router's processor set it.
+KEYED = {"api_keys_env": "CLIENT_KEYS"}
+ROUTER = {"extproc": {"address": "127.0.0.1:50051"}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "headers", "expected"),
+    [
+        # No restriction on clients: their confidence counts, as their x-ensemble-* would.
+        ({}, {}, "adaptive"),
+        # Restricted: a client with a key may, one without may not.
+        ({"header_control": KEYED}, {"authorization": "Bearer k1"}, "adaptive"),
+        ({"header_control": KEYED}, {}, "none"),
+        ({"header_control": KEYED}, {"authorization": "Bearer wrong"}, "none"),
+        # A router before ours: Envoy removed clients' copies, what arrives is the router's.
+        ({"header_control": KEYED, "semantic_router": ROUTER}, {}, "adaptive"),
+    ],
+)
+def test_whose_confidence_header_counts(
+    extra: dict[str, Any], headers: dict[str, str], expected: str
+) -> None:
+    adaptive = {**ADAPTIVE, "signals": [{"type": "header"}]}
+    config = policy_config(adaptive=adaptive, **extra)
+    decision = run(config, {**headers, "x-vsr-selected-confidence": "0.1"}, ask("hi"))
+    label = decision.source if isinstance(decision, Reroute) else "none"
+    assert label == expected
+    if expected == "none":
+        assert decision.ignored == ("header: set by a client that header_control does not allow",)

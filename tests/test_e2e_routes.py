@@ -226,21 +226,25 @@ def test_a_localhost_endpoint_listening_on_ipv4_only_is_reached(fresh: Provider)
     assert len(capture.requests) == 1
 
 
-@pytest.mark.parametrize(
-    ("path", "upstream_path"),
-    [("/v1/models", "/base/v1/models"), ("/v1/models/capture", "/base/v1/models/capture")],
-)
-def test_the_model_list_is_proxied_with_the_prefix_and_key(
-    fresh: Provider, path: str, upstream_path: str
-) -> None:
+def test_the_model_list_is_the_gateways_and_no_key_leaves(fresh: Provider) -> None:
+    """Issue 16.3: the gateway lists what a client may name; the default model's own list
+    is not asked for (so its key goes nowhere), and no endpoint URL is in the answer."""
     headers = {**CLIENT_CREDENTIALS, "x-ensemble-enable": "true"}
-    status, _, payload = request(fresh.parts, "GET", path, headers)
+    status, _, listing = request(fresh.parts, "GET", "/v1/models", headers)
     assert status == 200
-    assert payload["object"] == "list"
-    [seen] = fresh.captures["provider"].requests
-    assert (seen.method, seen.path) == ("GET", upstream_path)
-    assert seen.headers["authorization"] == f"Bearer {KEY}"
-    assert "cookie" not in seen.headers
+    assert listing["object"] == "list"
+    kinds = {m["id"]: m["ensemble_kind"] for m in listing["data"]}
+    assert kinds["provider"] == "default"
+    assert kinds["secure"] == kinds["demo-fast"] == "member"
+    status, _, one = request(fresh.parts, "GET", "/v1/models/secure", headers)
+    assert (status, one["id"], one["ensemble_kind"]) == (200, "secure", "member")
+    status, _, missing = request(fresh.parts, "GET", "/v1/models/capture", headers)
+    assert (status, missing["error"]["code"]) == (404, "unknown_model")
+    assert fresh.captures["provider"].requests == []
+    for text in (json.dumps(listing), json.dumps(one)):
+        assert "localhost" not in text
+        assert "127.0.0.1" not in text
+        assert KEY not in text
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from ensemble_extproc.config import Config, compile_config, load_config
 from ensemble_extproc.envoy_bootstrap import bootstrap, render_yaml
 from ensemble_extproc.envoy_names import (
     DEFAULT_CLUSTER,
+    ENSEMBLE_CLUSTER,
     EXT_PROC,
     EXTPROC_CLUSTER,
     FALLBACK_DEFAULT_CLUSTER,
@@ -27,6 +28,8 @@ from ensemble_extproc.envoy_names import (
     HCM,
     HTTP_PROTOCOL_OPTIONS,
     LOCAL_REPLIES,
+    ROUTER_CLUSTER,
+    ROUTER_FILTER,
     RUNTIME_FLAGS,
     TLS_CONTEXT,
     TYPE,
@@ -101,6 +104,7 @@ VARIANTS = {
     "default": (ROOT / "config" / "default.yaml", 1, 1),
     "replicas": (ROOT / "config" / "default.yaml", 2, 2),
     "policy": (ROOT / "config" / "examples" / "policy.yaml", 1, 1),
+    "semantic-router": (ROOT / "config" / "examples" / "semantic-router.yaml", 1, 1),
 }
 
 
@@ -178,27 +182,33 @@ def cluster(rendered: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("url", "chat", "models"),
+    ("url", "chat"),
     [
-        ("http://provider.example/base/v1", "/base/v1/chat/completions", "/base/v1/models"),
-        ("http://provider.example:8080", None, None),  # /v1 is added: nothing to rewrite
+        ("http://provider.example/base/v1", "/base/v1/chat/completions"),
+        ("http://provider.example:8080", None),  # /v1 is added: nothing to rewrite
         (
             "http://h/openai/deployments/x/chat/completions",
             "/openai/deployments/x/chat/completions",
-            "/openai/deployments/x/models",
         ),
     ],
 )
 def test_the_default_route_applies_the_urls_path_prefix_and_host(
-    url: str, chat: str | None, models: str | None
+    url: str, chat: str | None
 ) -> None:
     routes = gateway_routes(bootstrap(compile_models([{"name": "m", "url": url}])))
-    chat_route, list_route = routes["default_model"]["route"], routes["default_model_list"]["route"]
+    chat_route = routes["default_model"]["route"]
     assert chat_route.get("prefix_rewrite") == chat
-    rewrite = list_route.get("regex_rewrite")
-    assert (rewrite["substitution"] if rewrite else None) == models
-    host = url.split("//")[1].split("/")[0]
-    assert chat_route["host_rewrite_literal"] == list_route["host_rewrite_literal"] == host
+    assert chat_route["host_rewrite_literal"] == url.split("//")[1].split("/")[0]
+
+
+def test_the_model_list_is_the_gateways_and_carries_no_credential() -> None:
+    model = {"name": "m", "url": "https://api.example.com/base/v1", "api_key_env": "PROVIDER_KEY"}
+    route = gateway_routes(bootstrap(compile_models([model])))["models"]
+    assert route["route"]["cluster"] == ENSEMBLE_CLUSTER
+    assert "regex_rewrite" not in route["route"]
+    assert "request_headers_to_add" not in route
+    removed = set(route["request_headers_to_remove"])
+    assert set(h.INTERNAL) | set(h.REQUEST_HEADERS) | set(h.CLIENT_CREDENTIALS) <= removed
 
 
 @pytest.mark.parametrize("forward", [False, True])
@@ -207,7 +217,7 @@ def test_the_default_route_sends_the_key_by_name_and_no_client_credential(forwar
     model |= {"forward_client_auth": True} if forward else {"api_key_env": "PROVIDER_KEY"}
     rendered = bootstrap(compile_models([model]))
     assert "sk-not-in-the-bootstrap" not in json.dumps(rendered)
-    for name in ("default_model", "default_model_list"):
+    for name in ("default_model",):
         route = gateway_routes(rendered)[name]
         removed = set(route["request_headers_to_remove"])
         assert set(h.INTERNAL) | set(h.REQUEST_HEADERS) <= removed
@@ -332,6 +342,58 @@ def test_the_fallback_goes_through_an_internal_listener_with_the_default_routes(
     }
 
 
+def gateway_hcm(rendered: dict[str, Any]) -> dict[str, Any]:
+    listener = rendered["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def test_the_semantic_routers_processor_goes_first(tmp_path: Path) -> None:
+    router = {"address": "router.internal:50051", "failure_mode": "closed"}
+    raw = {
+        "models": [{"name": "m", "url": "http://127.0.0.1:1/v1"}],
+        "profiles": {"p": {"models": ["m"]}},
+        "adaptive": {
+            "enabled": True,
+            "profile": "p",
+            "signals": [{"type": "header", "headers": ["x-vsr-selected-confidence", "x-conf"]}],
+        },
+        "semantic_router": {"extproc": router},
+    }
+    rendered = bootstrap(compile_config(raw))
+    hcm = gateway_hcm(rendered)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == [ROUTER_FILTER, "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    first = hcm["http_filters"][0]["typed_config"]
+    assert first["grpc_service"]["envoy_grpc"]["cluster_name"] == ROUTER_CLUSTER
+    assert first["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert first["processing_mode"]["response_header_mode"] == "SEND"
+    assert "failure_mode_allow" not in first  # closed: proto3's default false is omitted
+    endpoint = cluster(rendered, ROUTER_CLUSTER)["load_assignment"]["endpoints"][0]
+    address = endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert (address["address"], address["port_value"]) == ("router.internal", 50051)
+    # Clients' copies of what only the router may set are removed at the edge.
+    [early] = hcm["early_header_mutation_extensions"]
+    removed = [m["remove"] for m in early["typed_config"]["mutations"]]
+    assert removed == [
+        "x-request-id",
+        "x-vsr-selected-model",
+        "x-vsr-selected-confidence",
+        "x-conf",
+    ]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(rendered))
+    result = validate(path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_a_router_there_is_one_processor_and_clients_headers_stay() -> None:
+    hcm = gateway_hcm(bootstrap(make_config({"m": "http://127.0.0.1:1/v1"})))
+    assert ROUTER_FILTER not in [f["name"] for f in hcm["http_filters"]]
+    [early] = hcm["early_header_mutation_extensions"]
+    assert [m["remove"] for m in early["typed_config"]["mutations"]] == ["x-request-id"]
+
+
 def ext_proc_filter(rendered: dict[str, Any]) -> dict[str, Any]:
     [listener] = [x for x in rendered["static_resources"]["listeners"] if x["name"] == "gateway"]
     filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
@@ -370,7 +432,7 @@ def test_the_processor_is_asked_only_on_routes_where_it_could_answer_otherwise(
     assert list(routes) == [
         "ensemble",
         *chat,
-        "default_model_list",
+        "models",
         "chat_method_not_allowed",
         "models_method_not_allowed",
         "not_found",

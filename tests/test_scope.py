@@ -218,3 +218,21 @@ def comparable(decision: Decision) -> object:
     if isinstance(decision, Reject):
         return (decision.error.status, decision.error.code, str(decision.error))
     return decision
+
+
+def test_a_confidence_header_from_the_router_sends_every_chat_completion() -> None:
+    """The router sets x-vsr-selected-confidence after Envoy picked the route: a route
+    chosen by its presence would never see it, so every chat completion goes to ours."""
+    raw = {
+        "models": [{"name": "m", "url": "http://127.0.0.1:1/v1"}],
+        "profiles": {"p": {"models": ["m"]}},
+        "adaptive": {"enabled": True, "profile": "p", "signals": [{"type": "header"}]},
+    }
+    without = scope(compile_config(raw))
+    with_router = scope(
+        compile_config({**raw, "semantic_router": {"extproc": {"address": "127.0.0.1:50051"}}})
+    )
+    assert "adaptive.signals[0]" not in [r.key for r in without.every_chat_completion]
+    [reason] = [r for r in with_router.every_chat_completion if r.key == "adaptive.signals[0]"]
+    assert "semantic_router.extproc" in reason.why
+    assert not reason.reads_body

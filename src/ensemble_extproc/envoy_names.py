@@ -17,6 +17,10 @@ DEFAULT_CLUSTER = "default_model"
 # The ensemble upstream while healthy, else the default model (aggregate cluster).
 FALLBACK_CLUSTER = "ensemble_or_default"
 SERVED_BY_NS = "ensemble_extproc.cluster"
+# The semantic router's ext_proc (semantic_router.extproc): its cluster, and its filter's
+# name in the chain (before ours).
+ROUTER_CLUSTER = "semantic_router"
+ROUTER_FILTER = "semantic_router.ext_proc"
 # Type URLs: TYPE + a message's full name (the typed messages carry their own; a test
 # checks that these agree with them).
 TYPE = "type.googleapis.com/"

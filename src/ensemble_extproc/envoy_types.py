@@ -75,6 +75,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 from . import headers as h
 from . import paths
 from .config import Address, Config, Endpoint
+from .config.model import RouterProcessor
 from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
@@ -87,6 +88,8 @@ from .envoy_names import (
     LOCAL_REPLY_OTHER_4XX,
     LOCAL_REPLY_OTHER_5XX,
     PROCESSOR_REPLY,
+    ROUTER_CLUSTER,
+    ROUTER_FILTER,
     RUNTIME_FLAGS,
     SERVED_BY_NS,
     SYSTEM_CA_BUNDLES,
@@ -328,6 +331,48 @@ def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
     )
 
 
+_BODY_MODES = {
+    "none": ProcessingModeBodySendMode.NONE,
+    "streamed": ProcessingModeBodySendMode.STREAMED,
+    "buffered": ProcessingModeBodySendMode.BUFFERED,
+}
+
+
+def _router_filter(router: RouterProcessor) -> HttpFilter:
+    """The semantic router's ext_proc, ahead of ours: ours sees the request as the router
+    left it (its x-vsr-* headers set), and has the last word on the route."""
+    header_mode = ProcessingModeHeaderSendMode
+    return HttpFilter(
+        name=ROUTER_FILTER,
+        typed_config=Any.pack(
+            ExternalProcessor(
+                grpc_service=core.GrpcService(
+                    envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER)
+                ),
+                stat_prefix="semantic_router",
+                failure_mode_allow=router.failure_mode == "open",
+                message_timeout=_seconds(router.message_timeout_ms / 1000),
+                allow_mode_override=True,
+                processing_mode=ProcessingMode(
+                    request_header_mode=header_mode.SEND,
+                    response_header_mode=(
+                        header_mode.SEND if router.response_headers else header_mode.SKIP
+                    ),
+                    request_body_mode=_BODY_MODES[router.request_body],
+                    response_body_mode=_BODY_MODES[router.response_body],
+                    request_trailer_mode=header_mode.SKIP,
+                    response_trailer_mode=header_mode.SKIP,
+                ),
+            )
+        ),
+    )
+
+
+def _router_filters(config: Config) -> list[HttpFilter]:
+    router = config.semantic_router.extproc
+    return [] if router is None else [_router_filter(router)]
+
+
 def _status_is(op: al.ComparisonFilterOp, status: int) -> al.AccessLogFilter:
     comparison = al.ComparisonFilter(
         op=op, value=core.RuntimeUInt32(default_value=status, runtime_key=f"lr_{status}")
@@ -563,13 +608,6 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
     policy = _ModelPolicy.of(endpoint)
     base = _base_path(endpoint)
     chat_path = f"{base}/chat/completions"
-    models_rewrite = (
-        matcher.RegexMatchAndSubstitute(
-            pattern=matcher.RegexMatcher(regex=f"^{paths.MODELS}"), substitution=f"{base}/models"
-        )
-        if base != paths.MODELS.removesuffix("/models")
-        else None
-    )
     chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
     chat_post = dataclasses.replace(chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)])
     models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
@@ -588,19 +626,27 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
         request_headers_to_remove=policy.remove,
     )
     others = [
+        # The gateway's own list (upstream/discovery.py): what a client may name, not the
+        # default model's list; no model key goes with it, nor a client's credentials.
         rt.Route(
-            name="default_model_list",
+            name="models",
             match=dataclasses.replace(
                 models_match, headers=[_header_is(":method", paths.MODELS_METHOD)]
             ),
             route=rt.RouteAction(
-                cluster=DEFAULT_CLUSTER,
-                timeout=_seconds(30),
-                regex_rewrite=models_rewrite,
-                host_rewrite_literal=policy.host,
+                cluster=ENSEMBLE_CLUSTER,
+                timeout=_seconds(10),
+                retry_policy=rt.RetryPolicy(
+                    retry_on="connect-failure,refused-stream,reset",
+                    num_retries=2,
+                    retry_host_predicate=[
+                        rt.RetryPolicyRetryHostPredicate(
+                            name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
+                        )
+                    ],
+                ),
             ),
-            request_headers_to_add=policy.add,
-            request_headers_to_remove=policy.remove,
+            request_headers_to_remove=[*h.REQUEST_HEADERS, *h.INTERNAL, *h.CLIENT_CREDENTIALS],
         ),
         _not_served(
             "chat_method_not_allowed",
@@ -682,10 +728,25 @@ def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list
     return [_with_processor(ensemble), *_default_model_routes(config, scope(config))]
 
 
-def _request_ids_from_envoy() -> list[core.TypedExtensionConfig]:
+def router_headers(config: Config) -> list[str]:
+    """With the semantic router before ours, the headers only it may set: its choice and
+    the confidence headers that adaptive signals read. Clients' copies are removed at the
+    edge, so a header that the router leaves unset is absent, never the client's."""
+    if config.semantic_router.extproc is None:
+        return []
+    names = [h.VSR_SELECTED_MODEL, h.VSR_SELECTED_CONFIDENCE]
+    for signal in config.adaptive.signals:
+        if signal.type == "header":
+            names += signal.headers
+    return list(dict.fromkeys(names))
+
+
+def _edge_removals(config: Config) -> list[core.TypedExtensionConfig]:
     """Drop a client's x-request-id before Envoy looks for one, so Envoy always makes its
-    own: the internal signature is bound to it, and clients must not choose it."""
-    mutation = EarlyHeaderMutation(mutations=[HeaderMutationRule(remove=h.REQUEST_ID)])
+    own: the internal signature is bound to it, and clients must not choose it. Drop the
+    headers only the semantic router may set (``router_headers``) too."""
+    names = [h.REQUEST_ID, *router_headers(config)]
+    mutation = EarlyHeaderMutation(mutations=[HeaderMutationRule(remove=n) for n in names])
     return [
         core.TypedExtensionConfig(
             name="envoy.http.early_header_mutation.header_mutation",
@@ -709,7 +770,7 @@ def _connection_manager(
         common_http_protocol_options=core.HttpProtocolOptions(
             idle_timeout=_seconds(envoy.idle_timeout_seconds)
         ),
-        early_header_mutation_extensions=_request_ids_from_envoy(),
+        early_header_mutation_extensions=_edge_removals(config),
         # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
         # the same request.
         normalize_path=True,
@@ -728,6 +789,7 @@ def _connection_manager(
         local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
         http_filters=[
+            *_router_filters(config),
             _ext_proc_filter(config, every_request),
             *_key_masking_filter(config),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
@@ -848,6 +910,9 @@ def typed_bootstrap(
             ),
         ),
     ]
+    router = config.semantic_router.extproc
+    if router is not None:
+        clusters.append(_cluster(ROUTER_CLUSTER, router.address, http2=True))
     gateway = lis.Listener(
         name="gateway",
         address=_address(config.listen.envoy),

@@ -129,6 +129,10 @@ class ErrorCode(Enum):
         "other clients (API key or header value)",
     )
     NOT_FOUND = (404, "no such route")
+    UNKNOWN_MODEL = (
+        404,
+        "`GET /v1/models/{model}`: no model or profile of that name is listed by `GET /v1/models`",
+    )
     METHOD_NOT_ALLOWED = (
         405,
         "the route exists but not with this method",

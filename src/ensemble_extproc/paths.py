@@ -8,8 +8,9 @@ from __future__ import annotations
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 MODELS = "/v1/models"
-# GET /v1/models and GET /v1/models/{model}: the default model's list, proxied.
-MODELS_REGEX = r"^/v1/models(/[^/]+)?$"
+# GET /v1/models and GET /v1/models/{model}: the gateway's list (upstream/discovery.py).
+# A model's id may hold slashes (org/model).
+MODELS_REGEX = r"^/v1/models(/.+)?$"
 # The methods each served path allows (a 405 with ``Allow`` for the others).
 CHAT_METHOD = "POST"
 MODELS_METHOD = "GET"

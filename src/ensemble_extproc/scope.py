@@ -11,7 +11,8 @@ a plain pass-through, so only chat completions can need it:
   confidence headers of adaptive header signals, and ``Content-Encoding`` (a compressed
   body is the processor's 415, whatever the config);
 - every chat completion, when a config key reads the body or cannot be decided from
-  headers alone (profiles, rules, the difficulty signal, plugin signals).
+  headers alone (profiles, rules, the difficulty signal, plugin signals, a header signal
+  that the semantic router's processor sets: it runs after Envoy picked the route).
 
 Presence of a header name is all that matters here: Envoy lower-cases names, and a
 repeated or empty header is still present, so any spelling of a listed header reaches the
@@ -99,6 +100,16 @@ def every_chat_completion(config: Config) -> tuple[Reason, ...]:
             elif signal.type != "header":
                 # A plugin says whether it reads the body only once imported: assume it does.
                 reasons.append(Reason(f"adaptive.signals[{i}]", f"{signal.type}: a plugin", True))
+            elif config.semantic_router.extproc is not None:
+                # The router sets its headers after Envoy picked the route (and Envoy left
+                # this filter out of it): their presence cannot choose the route.
+                reasons.append(
+                    Reason(
+                        f"adaptive.signals[{i}]",
+                        "header: set by semantic_router.extproc after Envoy picked the route",
+                        False,
+                    )
+                )
     return tuple(reasons)
 
 

@@ -58,6 +58,7 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
     if not isinstance(raw, Mapping):
         raise ConfigError("<file>", f"must be a YAML mapping, got {type(raw).__name__}")
     file = decode(_drop_foreign_keys(raw), ConfigFile)
+    dialect = file.semantic_router.dialect
     check_unique(file.demo.models, "demo.models")
     endpoints = _endpoints(file, environ)
     if not endpoints:
@@ -96,13 +97,21 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         metadata_namespace=file.metadata_namespace,
         envoy=envoy,
         logging=file.logging,
+        semantic_router=file.semantic_router,
+        seed_dialect=_seed_shape(raw) if dialect == "auto" else dialect,
     )
+
+
+def _seed_shape(raw: Mapping[str, Any]) -> bool:
+    """A file of the semantic router's ensemble service: its models in
+    ``ensemble.endpoint_mappings``."""
+    ensemble = raw.get("ensemble")
+    return isinstance(ensemble, Mapping) and "endpoint_mappings" in ensemble
 
 
 def _drop_foreign_keys(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     """A semantic-router config carries many sections of its own: keep only ours."""
-    ensemble = raw.get("ensemble")
-    if not (isinstance(ensemble, Mapping) and "endpoint_mappings" in ensemble):
+    if not _seed_shape(raw):
         return raw
     foreign = sorted(str(key) for key in raw if key not in TOP_KEYS)
     if foreign:

@@ -29,6 +29,7 @@ import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from .. import headers as h
 from ..adaptive.difficulty import DifficultyWeights
 from ..rules import Rule
 from ..section import Count, Fraction, Positive, Section
@@ -261,7 +262,7 @@ class SignalConfig(Section, frozen=True):
     ]
     weight: Positive = 1.0
     # type header: the headers read, first present wins (the semantic router's by default).
-    headers: tuple[str, ...] = ("x-vsr-selected-confidence",)
+    headers: tuple[str, ...] = (h.VSR_SELECTED_CONFIDENCE,)
     # type difficulty: the weights of its features.
     weights: DifficultyWeights = DifficultyWeights()
 
@@ -323,6 +324,40 @@ class EnvoySettings(Section, frozen=True):
     idle_timeout_seconds: Positive = 3600.0
 
 
+class RouterProcessor(Section, frozen=True):
+    """The vLLM semantic router's ext_proc (or any processor that belongs before ours):
+    rendered into Envoy's filter chain ahead of this project's processor."""
+
+    # Its gRPC address (plaintext HTTP/2), e.g. the router's default 127.0.0.1:50051.
+    address: Address
+    # open (the router's own Envoy config): the router down -> the request goes on without
+    # its headers; closed: an error.
+    failure_mode: Literal["open", "closed"] = "open"
+    # Envoy's wait for each of its answers (it may run classifiers on the prompt).
+    message_timeout_ms: Positive = 5000.0
+    # What it is sent besides the request headers: the request body (it classifies the
+    # prompt), the response headers (its x-vsr-* answer headers), the response body
+    # (buffered delays a stream until it ends).
+    request_body: Literal["buffered", "none"] = "buffered"
+    response_headers: bool = True
+    response_body: Literal["none", "streamed", "buffered"] = "none"
+
+
+class SemanticRouter(Section, frozen=True):
+    """Running next to the vLLM semantic router (docs/semantic-router.md)."""
+
+    # The seed's dialect: x-vsr-ensemble-* response headers and GET /health on the
+    # upstream. auto: on when the file is in the semantic router's shape
+    # (ensemble.endpoint_mappings).
+    dialect: Annotated[
+        bool | Literal["auto"],
+        Meta(description="true, false, or auto: on for a file in the semantic router's shape"),
+    ] = "auto"
+    # The router's ext_proc, called before ours; its confidence header is then believed
+    # only from it (clients' copies are removed at the edge).
+    extproc: RouterProcessor | None = None
+
+
 def _at(port: int) -> Any:
     # A factory: msgspec cannot put an Address default into the schema (config.schema does).
     return msgspec.field(default_factory=lambda: Address("127.0.0.1", port))
@@ -367,6 +402,7 @@ class ConfigFile(Section, frozen=True):
     ] = "ensemble_extproc"
     logging: Logging = Logging()
     envoy: EnvoySettings = EnvoySettings()
+    semantic_router: SemanticRouter = SemanticRouter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,3 +427,6 @@ class Config:
     metadata_namespace: str
     envoy: EnvoySettings
     logging: Logging
+    semantic_router: SemanticRouter
+    # semantic_router.dialect resolved: the seed's response headers and GET /health.
+    seed_dialect: bool

@@ -3,7 +3,8 @@
 1. ``x-ensemble-enable: false`` wins over everything (and ``ensemble.enabled: false``).
 2. Header: ``x-ensemble-*`` headers, when ``header_control`` allows this client.
 3. Rules: ``"model": "<profile>"`` in the body, then the config rules, first match wins.
-4. Adaptive: the request's confidence below ``adaptive.threshold``, if admitted.
+4. Adaptive: the request's confidence below ``adaptive.threshold``, if admitted (a
+   confidence header only from a source that is believed: ``believed``).
 5. Otherwise the default route.
 
 Pure but for ``admit`` (the adaptive sampling/rate gate), which the caller supplies.
@@ -15,7 +16,7 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..adaptive.signals import Signal, combine, read
+from ..adaptive.signals import HeaderSignal, Signal, combine, read
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..rules import RequestView, first_match, lookup
@@ -128,14 +129,37 @@ def needs_body(config: Config) -> bool:
     return scope(config).reads_body
 
 
+def believed(
+    signals: Sequence[tuple[Signal, float]], headers: Mapping[str, str], config: Config
+) -> tuple[list[tuple[Signal, float]], tuple[str, ...]]:
+    """The signals whose input is believed for this request, and why others are not.
+
+    A confidence header comes from whoever set it last. With the semantic router's
+    processor configured, that is the router: Envoy removes clients' copies at the edge.
+    Without one, it is the client: its low confidence would buy it an ensemble, so it
+    counts only for a client that ``header_control`` would let ask for one (its API keys,
+    its required header)."""
+    if config.semantic_router.extproc is not None or header_control_allows(headers, config):
+        return list(signals), ()
+    kept, dropped = [], []
+    for signal, weight in signals:
+        if isinstance(signal, HeaderSignal):
+            if any(name in headers for name in signal.names):
+                dropped.append(f"{signal.name}: set by a client that header_control does not allow")
+        else:
+            kept.append((signal, weight))
+    return kept, tuple(dropped)
+
+
 def _adaptive(
     view: RequestView, config: Config, signals: Sequence[tuple[Signal, float]], admit: Admit
 ) -> Decision:
     settings = config.adaptive
     if not settings.enabled:
         return NOTHING
+    signals, untrusted = believed(signals, view.headers, config)
     readings = read(signals, view)
-    ignored = tuple(r.ignored for r in readings if r.ignored)
+    ignored = untrusted + tuple(r.ignored for r in readings if r.ignored)
     confidence = combine(readings, settings.combine)
     if confidence is None or confidence >= settings.threshold:
         return Passthrough("none", confidence, ignored)

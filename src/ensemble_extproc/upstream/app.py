@@ -22,6 +22,7 @@ from ..internal import ReplayGuard
 from ..json_out import encode
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
+from ..paths import MODELS
 from ..redact import Redactor, client_credentials, config_redactor
 from ..serve import DRAIN_SECONDS, GRACE_SECONDS, LISTEN_BACKLOG, wait_for_signal
 from ..spec import EnsembleSpec, upstream_spec
@@ -30,12 +31,13 @@ from ..trust.report import TrustCollector, trust_report
 from ..trust.service import TrustService, default_replica_id
 from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
-from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
+from .discovery import catalog, find
+from .openapi import OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
 from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
 from .stream_writer import stream_completion
-from .wire import Health, Model, ModelList
+from .wire import Health, ModelList, SeedHealth
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +204,13 @@ async def _chat_completions(
             keepalive,
             functools.partial(error_response, redact=redact),
             client_headers,
+            config.seed_dialect,
         )
         record(request, streamed, started)
         return response
     outcome = await request.app[FANOUT].run(spec, chat.body, client_headers=client_headers)
     record(request, outcome, started)
-    headers = ensemble_headers(outcome)
+    headers = ensemble_headers(outcome, config.seed_dialect)
     if outcome.selection is None:
         return error_response(failure(outcome), headers, redact)
     answer = completion(outcome, outcome.selection, int(time.time()))
@@ -219,22 +222,32 @@ def _json(value: object, status: int = 200, headers: dict[str, str] | None = Non
 
 
 async def list_models(request: web.Request) -> web.Response:
-    endpoints = request.app[CONFIG].endpoints.values()
-    data = [
-        Model(
-            id=endpoint.name,
-            created=0,
-            owned_by="ensemble-extproc-demo" if endpoint.demo else "ensemble-extproc",
+    return _json(ModelList(data=catalog(request.app[CONFIG])))
+
+
+async def get_model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    model = find(request.app[CONFIG], name)
+    if model is None:
+        raise ApiError(
+            ErrorCode.UNKNOWN_MODEL,
+            f"no model or profile named {name[:200]!r} here; GET /v1/models lists them",
+            param="model",
         )
-        for endpoint in endpoints
-    ]
-    return _json(ModelList(data=data))
+    return _json(model)
 
 
 async def healthz(request: web.Request) -> web.Response:
     if request.app[DRAINING].is_set():
         return _json(Health("draining"), status=503)
     return _json(Health("ok"))
+
+
+async def seed_health(request: web.Request) -> web.Response:
+    """``GET /health`` as the semantic router's ensemble service answers it."""
+    if request.app[DRAINING].is_set():
+        return _json(SeedHealth("draining"), status=503)
+    return _json(SeedHealth("healthy"))
 
 
 async def admin_trust(request: web.Request) -> web.Response:
@@ -316,8 +329,12 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app.cleanup_ctx.append(_fanout_context(config, client, trust))
     app.cleanup_ctx.append(_trust_context(trust))
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
+    app.router.add_get(MODELS, list_models)
+    # A model's id may hold slashes (org/model).
+    app.router.add_get(MODELS + "/{model:.+}", get_model)
     app.router.add_get("/healthz", healthz)
+    if config.seed_dialect:
+        app.router.add_get(SEED_HEALTH_PATH, seed_health)
     app.router.add_get(OPENAPI_PATH, openapi_handler(config))
     app.router.add_get("/metrics", metrics)
     app.router.add_get(TRUST_PATH, admin_trust)

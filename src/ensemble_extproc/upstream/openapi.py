@@ -26,13 +26,24 @@ from ..errors import ErrorCode
 from ..paths import CHAT_COMPLETIONS, MODELS
 from ..spec import FALSE_WORDS, TRUE_WORDS
 from ..strategies import STRATEGIES
-from .wire import ERROR_TYPES, ChatCompletion, ChatCompletionChunk, ErrorResponse, Health, ModelList
+from .wire import (
+    ERROR_TYPES,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ErrorResponse,
+    Health,
+    Model,
+    ModelList,
+    SeedHealth,
+)
 
 OPENAPI_VERSION = "3.1.0"
 OPENAPI_PATH = "/openapi.json"
 CHAT_PATH = CHAT_COMPLETIONS
 MODELS_PATH = MODELS
 HEALTH_PATH = "/healthz"
+# The semantic router's ensemble service answers health here (semantic_router.dialect).
+SEED_HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 TRUST_PATH = "/admin/trust"
 
@@ -136,7 +147,9 @@ WIRE_MODELS = (
     ChatCompletionChunk,
     ErrorResponse,
     ModelList,
+    Model,
     Health,
+    SeedHealth,
 )
 
 SERVER_SENT_EVENT: Schema = {
@@ -464,6 +477,39 @@ def _health_operation() -> Schema:
     return operation
 
 
+def _model_operation() -> Schema:
+    operation = _get_operation(
+        "retrieveModel",
+        "models",
+        "One entry of the model list",
+        "Model",
+        "The entry `GET /v1/models` lists under this id (ids may hold slashes); 404 "
+        "`unknown_model` for any other.",
+    )
+    operation["parameters"] = [
+        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    operation["responses"] |= _errors(404)
+    return operation
+
+
+def _seed_health_operation() -> Schema:
+    operation = _get_operation(
+        "seedHealth",
+        "operations",
+        "Liveness, as the semantic router's ensemble service answers it",
+        "SeedHealth",
+        "Served with `semantic_router.dialect` (on for a config in the semantic router's "
+        'shape): `{"status": "healthy", "service": "ensemble"}`; from SIGTERM until it '
+        "stops, 503 `draining`.",
+    )
+    operation["responses"]["503"] = {
+        "description": "Draining: shutting down",
+        "content": {JSON: {"schema": _ref("SeedHealth")}},
+    }
+    return operation
+
+
 def _metrics_operation() -> Schema:
     return {
         "operationId": "metrics",
@@ -491,11 +537,17 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
             "get": _get_operation(
                 "listModels",
                 "models",
-                "The models of the config, by name",
+                "What a client may name: the default model, the members, the profiles",
                 "ModelList",
-                f"The names `{h.MODELS}` accepts.",
+                "Through the gateway too (`client.models.list()`). `ensemble_kind` says what "
+                "each is: `default` (requests that are not ensembled go to it; also a "
+                f"member), `member` (a name `{h.MODELS}` accepts), `profile` (a named "
+                'ensemble: `"model": "<id>"`, with its strategy and models). Names only, '
+                "never an endpoint's URL or key. With `ensemble.enabled: false`, only the "
+                "default model.",
             )
         },
+        MODELS_PATH + "/{model}": {"get": _model_operation()},
         HEALTH_PATH: {"get": _health_operation()},
         METRICS_PATH: {"get": _metrics_operation()},
         TRUST_PATH: {
@@ -513,6 +565,8 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
             "get": _get_operation("openapi", "operations", "This document", "OpenApiDocument")
         },
     }
+    if config is not None and config.seed_dialect:
+        paths[SEED_HEALTH_PATH] = {"get": _seed_health_operation()}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

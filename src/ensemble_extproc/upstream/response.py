@@ -19,13 +19,20 @@ from .wire import Calls, Candidate, ChatCompletion, Choice, Ensemble
 LOG_FIELDS = ("model", "role", "status", "latency_ms", "attempts", "error")
 
 
-def spec_headers(spec: EnsembleSpec) -> dict[str, str]:
-    """What a response says before the outcome is known (a stream's start)."""
-    return {h.RESP_STRATEGY: spec.strategy, h.RESP_MODELS_QUERIED: ",".join(spec.models)}
+def spec_headers(spec: EnsembleSpec, seed: bool = False) -> dict[str, str]:
+    """What a response says before the outcome is known (a stream's start); ``seed``: in
+    the semantic router's dialect too."""
+    out = {h.RESP_STRATEGY: spec.strategy, h.RESP_MODELS_QUERIED: ",".join(spec.models)}
+    if seed:
+        out |= {h.RESP_VSR_USED: "true", h.RESP_VSR_MODELS_QUERIED: str(len(spec.models))}
+    return out
 
 
-def ensemble_headers(outcome: Outcome) -> dict[str, str]:
-    out = spec_headers(outcome.spec) | {h.RESP_RESPONSES_RECEIVED: str(len(outcome.valid))}
+def ensemble_headers(outcome: Outcome, seed: bool = False) -> dict[str, str]:
+    received = str(len(outcome.valid))
+    out = spec_headers(outcome.spec, seed) | {h.RESP_RESPONSES_RECEIVED: received}
+    if seed:
+        out[h.RESP_VSR_RESPONSES_RECEIVED] = received
     if outcome.selection is not None:
         out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
         if outcome.selection.agreement is not None:

@@ -33,9 +33,13 @@ FINISH = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
 class StreamWriter:
     """One client's SSE response (implements the orchestrator's ``Sink``)."""
 
-    def __init__(self, request: web.Request, spec: EnsembleSpec, include_usage: bool) -> None:
+    def __init__(
+        self, request: web.Request, spec: EnsembleSpec, include_usage: bool, seed: bool = False
+    ) -> None:
         self._request = request
         self._spec = spec
+        # The semantic router's dialect in the headers too.
+        self._seed = seed
         self._include_usage = include_usage
         # Every chunk of the response: this id, time and model, and its own choices.
         self.head = ChatCompletionChunk(
@@ -97,7 +101,7 @@ class StreamWriter:
         if self.on_commit is not None:
             self.on_commit(model)
         if self.response is None:
-            await self.start({**spec_headers(self._spec), h.RESP_SELECTED_MODEL: model})
+            await self.start({**spec_headers(self._spec, self._seed), h.RESP_SELECTED_MODEL: model})
         for pending in self._pending.pop(model):
             await self._relay(pending)
         self._pending.clear()
@@ -105,7 +109,7 @@ class StreamWriter:
 
     async def keepalive(self) -> None:
         if self.response is None:
-            await self.start(spec_headers(self._spec))
+            await self.start(spec_headers(self._spec, self._seed))
         await self._write(KEEPALIVE)
 
     async def error(self, error: ApiError) -> None:
@@ -151,8 +155,9 @@ async def stream_completion(
     keepalive_seconds: float,
     error_response: Callable[[ApiError, dict[str, str]], web.Response],
     client_headers: Mapping[str, str] | None = None,
+    seed: bool = False,
 ) -> tuple[web.StreamResponse, Outcome]:
-    writer = StreamWriter(request, spec, chat.include_usage)
+    writer = StreamWriter(request, spec, chat.include_usage, seed)
     run = asyncio.create_task(
         fanout.run(spec, chat.body, sink=writer, client_headers=client_headers)
     )
@@ -168,8 +173,8 @@ async def stream_completion(
     outcome = run.result()
     if writer.response is None:
         if outcome.selection is None:
-            return error_response(failure(outcome), ensemble_headers(outcome)), outcome
-        await writer.start(ensemble_headers(outcome))
+            return error_response(failure(outcome), ensemble_headers(outcome, seed)), outcome
+        await writer.start(ensemble_headers(outcome, seed))
     await writer.finish(outcome)
     assert writer.response is not None
     await writer.response.write_eof()

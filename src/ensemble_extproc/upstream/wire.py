@@ -170,11 +170,28 @@ class ErrorResponse(Struct):
     ensemble: Ensemble | UnsetType = UNSET
 
 
+EnsembleKind = Annotated[
+    Literal["default", "member", "profile"],
+    Meta(
+        description="default: the model of requests that are not ensembled (also a member); "
+        "member: a model `x-ensemble-models` may name; profile: a named ensemble, selected "
+        'with `"model": "<id>"`'
+    ),
+]
+
+
 class Model(Struct, kw_only=True):
+    """An OpenAI model object, plus what it is to the gateway (`ensemble_*` fields). Never
+    an endpoint's URL or key."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    ensemble_kind: EnsembleKind
+    # A profile's strategy and members.
+    ensemble_strategy: StrategyName | UnsetType = UNSET
+    ensemble_models: list[str] | UnsetType = UNSET
 
 
 class ModelList(Struct, kw_only=True):
@@ -186,3 +203,11 @@ class Health(Struct):
     """`ok`, or `draining` (with status 503) from SIGTERM until the upstream stops."""
 
     status: Literal["ok", "draining"]
+
+
+class SeedHealth(Struct):
+    """`GET /health` in the semantic router's ensemble-service dialect: `healthy`, or
+    `draining` (with status 503) from SIGTERM until the upstream stops."""
+
+    status: Literal["healthy", "draining"]
+    service: Literal["ensemble"] = "ensemble"
