@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..config import Endpoint
+from ..json_out import encode
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
 from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
@@ -281,7 +282,9 @@ class HttpEndpointClient:
         self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         headers = self._headers(endpoint, client_headers)
-        return self._session.post(endpoint.url, json=body, headers=headers, ssl=self._tls(endpoint))
+        # Encoded here (msgspec) rather than by aiohttp's json.dumps: a tenth of the cost.
+        data = encode(body)
+        return self._session.post(endpoint.url, data=data, headers=headers, ssl=self._tls(endpoint))
 
     async def complete(
         self,

@@ -177,7 +177,8 @@ class Fanout:
             raise
         if breaker is not None:
             breaker.record(not endpoint_failed(candidate))
-        return replace(candidate, role=call.role)
+        # A dataclass replace costs microseconds per call: only when something changes.
+        return candidate if candidate.role is call.role else replace(candidate, role=call.role)
 
     async def _attempts(
         self,
@@ -214,7 +215,8 @@ class Fanout:
                             )
                         else:
                             candidate = await self._client.complete(endpoint, body, client_headers)
-                        candidate = replace(candidate, attempts=attempt)
+                        if candidate.attempts != attempt:
+                            candidate = replace(candidate, attempts=attempt)
                         if attempt == attempts or not retryable(candidate):
                             break
                         delay = retry_delay(policy, attempt - 1, candidate.retry_after, self._rng)
