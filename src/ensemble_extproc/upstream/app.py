@@ -33,7 +33,7 @@ from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
-from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
+from .response import completion, ensemble_headers, failure, log_fields
 from .stream_writer import stream_completion
 from .wire import Health, Model, ModelList
 
@@ -167,10 +167,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "winner": selection.winner.model if selection else None,
         "agreement": agreement,
         "latency_ms": round(seconds * 1000, 1),
-        "calls": [
-            {name: getattr(call, name) for name in LOG_FIELDS}
-            for call in map(summarise, outcome.candidates)
-        ],
+        "calls": [log_fields(candidate) for candidate in outcome.candidates],
     }
     if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
