@@ -1,9 +1,12 @@
-"""The ensemble log line's per-call fields are the response summary's, projected."""
+"""What the upstream records per ensemble: the log line's call fields (the response
+summary's, projected) and the circuit gauges (read when scraped)."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from ensemble_extproc.observability.metrics import UpstreamMetrics, generate_latest
 from ensemble_extproc.strategies import Candidate, Failure, Role, Status
 from ensemble_extproc.upstream.response import LOG_FIELDS, log_fields, summarise
 
@@ -25,3 +28,19 @@ CANDIDATES = {
 def test_log_fields_are_the_summary_fields(candidate: Candidate) -> None:
     summary = summarise(candidate)
     assert log_fields(candidate) == {name: getattr(summary, name) for name in LOG_FIELDS}
+
+
+def test_circuit_gauges_read_the_states_when_scraped() -> None:
+    states = {"a": "closed", "b": "closed"}
+    metrics = UpstreamMetrics(CollectorRegistry())
+    metrics.watch_circuits(lambda: states)
+
+    def scraped() -> str:
+        return generate_latest(metrics.registry).decode()
+
+    assert 'ensemble_circuit_state{endpoint="b"} 0.0' in scraped()
+    states["b"] = "open"
+    assert 'ensemble_circuit_state{endpoint="b"} 2.0' in scraped()
+    states["b"] = "half_open"
+    assert 'ensemble_circuit_state{endpoint="b"} 1.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="a"} 0.0' in scraped()

@@ -7,6 +7,8 @@ endpoints, rule names).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -38,6 +40,10 @@ class Children(Generic[M]):
         if child is None:
             child = self._children[values] = self.metric.labels(*values)
         return child
+
+
+def _circuit(states: Callable[[], Mapping[str, str]], endpoint: str) -> float:
+    return CIRCUIT_VALUES[states()[endpoint]]
 
 
 def failure_reason(candidate: Candidate) -> str:
@@ -127,7 +133,6 @@ class UpstreamMetrics:
         self._endpoint_errors = Children(self.endpoint_errors)
         self._retries = Children(self.retries)
         self._cancelled = Children(self.cancelled)
-        self._circuit = Children(self.circuit)
         self._agreement = Children(self.agreement)
         self._tokens = Children(self.tokens)
 
@@ -155,7 +160,6 @@ class UpstreamMetrics:
         seconds: float,
         candidates: tuple[Candidate, ...],
         agreement: float | None,
-        circuits: dict[str, str],
     ) -> None:
         self._requests(strategy, outcome).inc()
         self._latency(strategy).observe(seconds)
@@ -163,8 +167,14 @@ class UpstreamMetrics:
             self._agreement(strategy).observe(agreement)
         for candidate in candidates:
             self.candidate(candidate)
-        for endpoint, state in circuits.items():
-            self._circuit(endpoint).set(CIRCUIT_VALUES[state])
+
+    def watch_circuits(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """Circuit states are read when metrics are scraped (not set after every ensemble,
+        once per configured endpoint): ``states`` maps each endpoint to its state."""
+        for endpoint in states():
+            self.circuit.labels(endpoint).set_function(
+                functools.partial(_circuit, states, endpoint)
+            )
 
 
 class ProcessorMetrics:

@@ -142,7 +142,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
     """Metrics and the one summary log line of an ensemble."""
-    config, fanout = request.app[CONFIG], request.app[FANOUT]
+    config = request.app[CONFIG]
     seconds = time.monotonic() - started
     selection = outcome.selection
     if selection is not None:
@@ -158,7 +158,6 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         seconds,
         outcome.candidates,
         agreement,
-        fanout.circuit_states(),
     )
     summary: dict[str, Any] = {
         "strategy": outcome.spec.strategy,
@@ -274,6 +273,7 @@ def _fanout_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         if client is not None:
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, client, trust)
+            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
             return
         # One session per app; its pool admits every call the fan-out may run at once.
@@ -284,6 +284,7 @@ def _fanout_context(
                 session, config.ensemble.max_response_bytes, config_redactor(config)
             )
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client, trust)
+            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
 
     return context
