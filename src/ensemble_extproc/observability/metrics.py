@@ -172,9 +172,8 @@ class UpstreamMetrics:
         """Circuit states are read when metrics are scraped (not set after every ensemble,
         once per configured endpoint): ``states`` maps each endpoint to its state."""
         for endpoint in states():
-            self.circuit.labels(endpoint).set_function(
-                functools.partial(_circuit, states, endpoint)
-            )
+            gauge = self.circuit.labels(endpoint)
+            gauge.set_function(functools.partial(_circuit, states, endpoint))
 
 
 class ProcessorMetrics:
