@@ -103,6 +103,13 @@ bench-overhead: install
 bench-fanout: install
 	$(PY) -m bench.fanout
 
+# The upstream's CPU per ensemble (1 and 5 models), this checkout against main in one run
+# (REF=<git ref> for another baseline; ~3 min).
+REF ?= main
+.PHONY: bench-ensemble-cpu
+bench-ensemble-cpu: install
+	$(PY) -m bench.ensemble_cpu --ref $(REF) --duration 5 --rounds 5
+
 # The same fan-out through LiteLLM's proxy, installed into bench/.peer-venv (~5 min).
 bench-peer: install
 	$(PY) -m bench.peer

@@ -20,6 +20,7 @@ from ensemble_extproc.answers import (
     message_answer,
     normalise_text,
     tool_calls_key,
+    values,
 )
 
 # --- answers that must agree -----------------------------------------------------------
@@ -770,3 +771,71 @@ def test_group_of_hostile_answers_is_linear() -> None:
     assert len(indices) == len(answers)
     baseline = _seconds(lambda: [normalise_text(t + " ") for t in HOSTILE.values()]) + 2e-3
     assert _seconds(group, answers) < baseline
+
+
+# Text made of what clean() rewrites: LaTeX, delimiters, markdown, scripts, signs, digit
+# groups with every kind of gap, and plain words.
+_CLEAN_PIECES = st.sampled_from(
+    [
+        "\\frac12",
+        "\\dfrac{3}{4}",
+        "\\sqrt2",
+        "\\text{cm}",
+        "\\,",
+        "\\ ",
+        "\\left(",
+        "\\times",
+        "\\cdot",
+        "\\circ",
+        "\\degree",
+        "\\%",
+        "\\$",
+        "\\(",
+        "\\)",
+        "$",
+        "$$",
+        "**",
+        "__",
+        "`",
+        "# ",
+        "~",
+        "^2",
+        " ^",
+        "_1",
+        "\u00b0",
+        "\u00d7",
+        "\u00b7",
+        "\u22c5",
+        "\u2212",
+        "\u2013",
+        "\u00b2",
+        "\u00b3",
+        "{,}",
+        "1 234",
+        "12\u2009345",
+        "1\u00a0000",
+        "7",
+        "42",
+        ".",
+        ",",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "Paris",
+        "the answer is",
+        "yes",
+        "(B)",
+        "*",
+        "_",
+        "#",
+        "'",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(_CLEAN_PIECES, max_size=12).map("".join), st.text(max_size=40)))
+def test_clean_skips_only_substitutions_that_cannot_match(text: str) -> None:
+    # Undecorated text takes a short path; it must give what every substitution gives.
+    assert values.clean(text) == values._clean_decorated(values._symbols(text))

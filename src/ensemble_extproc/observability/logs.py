@@ -27,6 +27,8 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__()
         self._component = component
+        # json.dumps(entry, default=str) builds an encoder per call; the same one, kept.
+        self._encode = json.JSONEncoder(default=str).encode
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -43,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return self._encode(entry)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -8,11 +8,14 @@ endpoints, rule names).
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from ..strategies import Candidate, Failure, Status
@@ -21,6 +24,29 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 __all__ = ["CONTENT_TYPE_LATEST", "ProcessorMetrics", "UpstreamMetrics", "generate_latest"]
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once: ``labels()`` checks and locks on
+    every call, a few microseconds that each ensemble paid a dozen times. Bounded like the
+    label values (by config: strategies, endpoints, statuses)."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+def _circuit(states: Callable[[], Mapping[str, str]], endpoint: str) -> float:
+    return CIRCUIT_VALUES[states()[endpoint]]
 
 
 def failure_reason(candidate: Candidate) -> str:
@@ -104,23 +130,31 @@ class UpstreamMetrics:
         self.in_flight = Gauge(
             "ensemble_in_flight", "Ensemble requests being served", registry=registry
         )
+        self._requests = Children(self.requests)
+        self._latency = Children(self.latency)
+        self._endpoint_latency = Children(self.endpoint_latency)
+        self._endpoint_errors = Children(self.endpoint_errors)
+        self._retries = Children(self.retries)
+        self._cancelled = Children(self.cancelled)
+        self._agreement = Children(self.agreement)
+        self._tokens = Children(self.tokens)
 
     def candidate(self, candidate: Candidate) -> None:
         name = candidate.model
         if candidate.status is Status.CANCELLED:
-            self.cancelled.labels(name).inc()
+            self._cancelled(name).inc()
             return
         if candidate.status is not Status.SKIPPED:
-            self.endpoint_latency.labels(name, candidate.status.value).observe(
+            self._endpoint_latency(name, candidate.status.value).observe(
                 candidate.latency_ms / 1000
             )
         if candidate.attempts > 1:
-            self.retries.labels(name).inc(candidate.attempts - 1)
+            self._retries(name).inc(candidate.attempts - 1)
         if not candidate.valid:
-            self.endpoint_errors.labels(name, failure_reason(candidate)).inc()
+            self._endpoint_errors(name, failure_reason(candidate)).inc()
         if candidate.usage is not None:
-            self.tokens.labels(name, "prompt").inc(candidate.usage.prompt_tokens)
-            self.tokens.labels(name, "completion").inc(candidate.usage.completion_tokens)
+            self._tokens(name, "prompt").inc(candidate.usage.prompt_tokens)
+            self._tokens(name, "completion").inc(candidate.usage.completion_tokens)
 
     def ensemble(
         self,
@@ -129,16 +163,20 @@ class UpstreamMetrics:
         seconds: float,
         candidates: tuple[Candidate, ...],
         agreement: float | None,
-        circuits: dict[str, str],
     ) -> None:
-        self.requests.labels(strategy, outcome).inc()
-        self.latency.labels(strategy).observe(seconds)
+        self._requests(strategy, outcome).inc()
+        self._latency(strategy).observe(seconds)
         if agreement is not None:
-            self.agreement.labels(strategy).observe(agreement)
+            self._agreement(strategy).observe(agreement)
         for candidate in candidates:
             self.candidate(candidate)
-        for endpoint, state in circuits.items():
-            self.circuit.labels(endpoint).set(CIRCUIT_VALUES[state])
+
+    def watch_circuits(self, states: Callable[[], Mapping[str, str]]) -> None:
+        """Circuit states are read when metrics are scraped (not set after every ensemble,
+        once per configured endpoint): ``states`` maps each endpoint to its state."""
+        for endpoint in states():
+            gauge = self.circuit.labels(endpoint)
+            gauge.set_function(functools.partial(_circuit, states, endpoint))
 
 
 class ProcessorMetrics:

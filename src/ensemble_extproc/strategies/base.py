@@ -96,10 +96,18 @@ class Candidate:
     # The extracted answer, computed once when the candidate is made (its answer arrived)
     # and carried along by dataclasses.replace; pass None with a new message to redo it.
     extracted: Answer | None = field(default=None, compare=False, repr=False)
+    # ``valid``, worked out once: strategies, the response and metrics ask it many times.
+    _valid: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.extracted is None:
             object.__setattr__(self, "extracted", message_answer(self.message))
+        valid = (
+            self.status is Status.OK
+            and (bool(self.content.strip()) or bool(self.tool_calls))
+            and self.finish_reason in ACCEPTED_FINISH_REASONS
+        )
+        object.__setattr__(self, "_valid", valid)
 
     @property
     def content(self) -> str:
@@ -113,11 +121,7 @@ class Candidate:
     @property
     def valid(self) -> bool:
         """An answer a strategy may select: it arrived, says something, and was not filtered."""
-        return (
-            self.status is Status.OK
-            and (bool(self.content.strip()) or bool(self.tool_calls))
-            and self.finish_reason in ACCEPTED_FINISH_REASONS
-        )
+        return self._valid
 
     @property
     def answer(self) -> Answer:

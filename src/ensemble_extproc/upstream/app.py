@@ -35,7 +35,7 @@ from .discovery import catalog, find
 from .openapi import OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
-from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
+from .response import completion, ensemble_headers, failure, log_fields
 from .stream_writer import stream_completion
 from .wire import Health, ModelList, SeedHealth
 
@@ -144,7 +144,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
     """Metrics and the one summary log line of an ensemble."""
-    config, fanout = request.app[CONFIG], request.app[FANOUT]
+    config = request.app[CONFIG]
     seconds = time.monotonic() - started
     selection = outcome.selection
     if selection is not None:
@@ -160,7 +160,6 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         seconds,
         outcome.candidates,
         agreement,
-        fanout.circuit_states(),
     )
     summary: dict[str, Any] = {
         "strategy": outcome.spec.strategy,
@@ -169,10 +168,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "winner": selection.winner.model if selection else None,
         "agreement": agreement,
         "latency_ms": round(seconds * 1000, 1),
-        "calls": [
-            {name: getattr(call, name) for name in LOG_FIELDS}
-            for call in map(summarise, outcome.candidates)
-        ],
+        "calls": [log_fields(candidate) for candidate in outcome.candidates],
     }
     if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]
@@ -290,6 +286,7 @@ def _fanout_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         if client is not None:
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, client, trust)
+            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
             return
         # One session per app; its pool admits every call the fan-out may run at once.
@@ -300,6 +297,7 @@ def _fanout_context(
                 session, config.ensemble.max_response_bytes, config_redactor(config)
             )
             app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client, trust)
+            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
 
     return context

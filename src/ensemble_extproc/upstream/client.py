@@ -15,8 +15,10 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp import hdrs
 
 from ..config import Endpoint
+from ..json_out import encode
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
 from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
@@ -185,8 +187,14 @@ def candidate_from_response(
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    if response.content_length is not None and response.content_length > limit:
+    length = response.content_length
+    if length is not None and length > limit:
         raise ResponseTooLarge
+    if length is not None and hdrs.CONTENT_ENCODING not in response.headers:
+        # The parser delivers exactly Content-Length bytes of an uncompressed body: read at
+        # once (chunk by chunk costs about 50 us more per call). A compressed body may
+        # inflate past its length, so it is counted as it is read.
+        return await response.read()
     data = bytearray()
     async for chunk in response.content.iter_chunked(64 * 1024):
         data += chunk
@@ -281,7 +289,9 @@ class HttpEndpointClient:
         self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         headers = self._headers(endpoint, client_headers)
-        return self._session.post(endpoint.url, json=body, headers=headers, ssl=self._tls(endpoint))
+        # Encoded here (msgspec) rather than by aiohttp's json.dumps: a tenth of the cost.
+        data = encode(body)
+        return self._session.post(endpoint.url, data=data, headers=headers, ssl=self._tls(endpoint))
 
     async def complete(
         self,

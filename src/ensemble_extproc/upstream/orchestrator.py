@@ -177,7 +177,8 @@ class Fanout:
             raise
         if breaker is not None:
             breaker.record(not endpoint_failed(candidate))
-        return replace(candidate, role=call.role)
+        # A dataclass replace costs microseconds per call: only when something changes.
+        return candidate if candidate.role is call.role else replace(candidate, role=call.role)
 
     async def _attempts(
         self,
@@ -214,7 +215,8 @@ class Fanout:
                             )
                         else:
                             candidate = await self._client.complete(endpoint, body, client_headers)
-                        candidate = replace(candidate, attempts=attempt)
+                        if candidate.attempts != attempt:
+                            candidate = replace(candidate, attempts=attempt)
                         if attempt == attempts or not retryable(candidate):
                             break
                         delay = retry_delay(policy, attempt - 1, candidate.retry_after, self._rng)
@@ -291,6 +293,8 @@ class _Run:
         self._timeout_seconds = timeout_seconds
         self._rank = rank
         self._running: dict[asyncio.Task[Candidate], Call] = {}
+        # Set while the plan waits: woken by the first call to finish (or the timeout).
+        self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._started_at = self._loop.time()
         self._deadline = self._started_at + timeout_seconds
@@ -341,17 +345,32 @@ class _Run:
                 call, self._request, self._sink, self._client_headers, self._timeout_seconds
             )
         )
+        task.add_done_callback(self._wake)
         self._running[task] = call
         self.started += 1
+
+    def _wake(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _wait(self, seconds: float | None) -> None:
         if not self._running:
             return
         remaining = self._deadline - self._loop.time()
         timeout = remaining if seconds is None else min(seconds, remaining)
-        done, _ = await asyncio.wait(
-            self._running, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED
-        )
+        # As asyncio.wait(FIRST_COMPLETED) (the calls done when the loop wakes us), without
+        # registering and removing a callback on every running call at every step.
+        self._waiter = waiter = self._loop.create_future()
+        if any(task.done() for task in self._running):
+            self._loop.call_soon(self._wake)
+        timer = self._loop.call_later(max(timeout, 0), self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        done = [task for task in self._running if task.done()]
         # Calls that finished together are recorded in the request's model order.
         for task in sorted(done, key=lambda t: self._rank.get(self._running[t].model, 0)):
             call = self._running.pop(task)

@@ -62,6 +62,18 @@ def summarise(candidate: strategies.Candidate) -> Candidate:
     )
 
 
+def log_fields(candidate: strategies.Candidate) -> dict[str, Any]:
+    """The ``LOG_FIELDS`` of ``summarise(candidate)``, without building the rest of it."""
+    return {
+        "model": candidate.model,
+        "role": candidate.role,
+        "status": candidate.status,
+        "latency_ms": round(candidate.latency_ms, 1),
+        "attempts": candidate.attempts,
+        "error": None if candidate.valid else candidate.invalid_reason,
+    }
+
+
 def ensemble_details(outcome: Outcome) -> Ensemble:
     selection = outcome.selection
     return Ensemble(
