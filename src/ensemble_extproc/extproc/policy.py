@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from google.protobuf import struct_pb2
 
@@ -22,6 +23,7 @@ from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
+from ..spec import cap_header, with_cost_cap
 from . import responses
 from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
 
@@ -61,6 +63,13 @@ class DecisionPolicy:
                 return Reject(error)
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
+        if isinstance(decision, Reroute):
+            # Whoever decided, the client's cost cap (checked, signed) goes with the spec.
+            try:
+                spec = with_cost_cap(decision.spec, headers, self.config)
+            except ApiError as error:
+                return Reject(error)
+            decision = replace(decision, spec=spec)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
             log.debug("ignored signal input: %s", "; ".join(decision.ignored))
         return decision
@@ -79,6 +88,8 @@ class DecisionPolicy:
             h.PROFILE: spec.profile or "",
             h.DECISION: decision.source,
             h.TIMEOUT: f"{spec.timeout_seconds:g}" if spec.timeout_seconds else "",
+            # Overwrites the client's copy with the cap the ensemble keeps to.
+            h.MAX_COST: cap_header(spec),
         }
         if self.config.internal_secret is not None:
             binding = Binding(

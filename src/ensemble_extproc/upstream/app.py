@@ -33,7 +33,7 @@ from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .openapi import OPENAPI_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
-from .response import LOG_FIELDS, completion, ensemble_headers, failure, summarise
+from .response import LOG_FIELDS, completion, cost, ensemble_headers, failure, summarise
 from .stream_writer import stream_completion
 from .wire import Health, Model, ModelList
 
@@ -160,6 +160,9 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         agreement,
         fanout.circuit_states(),
     )
+    for resume in outcome.resumes:
+        request.app[METRICS].resumed(resume.broken, resume.resumed_on)
+    spent = cost(outcome)
     summary: dict[str, Any] = {
         "strategy": outcome.spec.strategy,
         "profile": outcome.spec.profile,
@@ -170,6 +173,16 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "calls": [
             {name: getattr(call, name) for name in LOG_FIELDS}
             for call in map(summarise, outcome.candidates)
+        ],
+        # A lower bound unless cost_complete: cost_unknown names the calls' models.
+        "cost_usd": round(spent.total_usd, 12),
+        "cost_complete": spent.complete,
+        "cost_unknown": list(spent.unknown),
+        "max_cost_usd": spent.max_usd,
+        "cost_capped": list(spent.not_started),
+        "resumes": [
+            {"broken": r.broken, "resumed_on": r.resumed_on, "chars": r.chars}
+            for r in outcome.resumes
         ],
     }
     if config.logging.include_text and selection is not None:
