@@ -190,21 +190,31 @@ def unpriced_models(
     return [name for name in called if endpoints[name].price is None]
 
 
+def parse_max_cost(headers: Mapping[str, str]) -> float | None:
+    """The client's ``x-ensemble-max-cost-usd`` in US dollars; None when absent. Checked on
+    every chat completion, ensembled or not: a mistyped cap is the client's 400, never a
+    cap silently ignored."""
+    raw = headers.get(h.MAX_COST)
+    if raw is None:
+        return None
+    value = _decimal(raw)
+    if value is None:
+        raise ApiError(
+            ErrorCode.INVALID_MAX_COST,
+            f"{h.MAX_COST} must be a non-negative number of US dollars such as 0.05, "
+            f"got {raw[:_ECHO]!r}",
+            param=h.MAX_COST,
+        )
+    return value
+
+
 def with_cost_cap(spec: EnsembleSpec, headers: Mapping[str, str], config: Config) -> EnsembleSpec:
     """The spec with its cost cap: the lower of its own (a profile's) and the client's
     ``x-ensemble-max-cost-usd``. A cap needs the price of every model the ensemble may
     call; either mistake is the client's 400, before any model is called."""
     cap = spec.max_cost_usd
-    raw = headers.get(h.MAX_COST)
-    if raw is not None:
-        value = _decimal(raw)
-        if value is None:
-            raise ApiError(
-                ErrorCode.INVALID_MAX_COST,
-                f"{h.MAX_COST} must be a non-negative number of US dollars such as 0.05, "
-                f"got {raw[:_ECHO]!r}",
-                param=h.MAX_COST,
-            )
+    value = parse_max_cost(headers)
+    if value is not None:
         cap = value if cap is None else min(cap, value)
     if cap is None:
         return spec
@@ -214,7 +224,7 @@ def with_cost_cap(spec: EnsembleSpec, headers: Mapping[str, str], config: Config
             ErrorCode.UNPRICED_MODELS,
             f"a cost cap of {cap:g} USD needs the price of every model the ensemble calls, "
             f"and {', '.join(unpriced)} has none (models[].price in the config)",
-            param=h.MAX_COST if raw is not None else None,
+            param=h.MAX_COST if h.MAX_COST in headers else None,
         )
     return replace(spec, max_cost_usd=cap)
 

@@ -23,7 +23,7 @@ from ..errors import ApiError
 from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
-from ..spec import cap_header, with_cost_cap
+from ..spec import cap_header, parse_max_cost, with_cost_cap
 from . import responses
 from .decision import Decision, Passthrough, Reject, Reroute, decide, decision_label, needs_body
 
@@ -63,13 +63,17 @@ class DecisionPolicy:
                 return Reject(error)
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
-        if isinstance(decision, Reroute):
-            # Whoever decided, the client's cost cap (checked, signed) goes with the spec.
-            try:
-                spec = with_cost_cap(decision.spec, headers, self.config)
-            except ApiError as error:
-                return Reject(error)
-            decision = replace(decision, spec=spec)
+        try:
+            if isinstance(decision, Reroute):
+                # Whoever decided, the client's cost cap (checked, signed) goes with the spec.
+                decision = replace(
+                    decision, spec=with_cost_cap(decision.spec, headers, self.config)
+                )
+            elif isinstance(decision, Passthrough):
+                # One call to the default model: no ensemble to cap, but a bad cap is a 400.
+                parse_max_cost(headers)
+        except ApiError as error:
+            return Reject(error)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
             log.debug("ignored signal input: %s", "; ".join(decision.ignored))
         return decision

@@ -113,12 +113,14 @@ def counted_usage(
     Prompt tokens: those the next call of the chain reported or was counted, less those
     chunks (the next call's prompt is this one's plus the text it relayed; exact between
     replicas of one model, a fair count between models). Unknown when the chain did not
-    end in a call that reported usage.
+    end in a call that reported usage. A call that relayed nothing (never sent: its circuit
+    was open; refused; broken before its first chunk) is not counted: what it cost, if
+    anything, is not known from the stream.
     """
     out: list[Candidate] = []
     prompt = last.usage.prompt_tokens if last is not None and last.usage is not None else None
     for candidate, chunks in reversed(chain):
-        if prompt is None:
+        if prompt is None or not chunks:
             out.append(candidate)
             continue
         prompt = max(0, prompt - chunks)
