@@ -166,14 +166,17 @@ class StreamWriter:
         winner = selection.winner if selection else None
         committed = self.committed
         if committed is not None and (winner is None or winner.model != committed.model):
+            # The answer being streamed broke (and was not resumed), or another was chosen:
+            # what was sent cannot be taken back. A plain quorum failure says less.
+            broke = selection is not None or bool(outcome.resumes)
             await self.error(
-                failure(outcome)
-                if selection is None
-                else ApiError(
+                ApiError(
                     ErrorCode.STREAM_FAILED,
                     stream_failure(committed.model, outcome),
                     extra={"ensemble": ensemble_details(outcome)},
                 )
+                if broke
+                else failure(outcome)
             )
             return
         if selection is None:
