@@ -106,6 +106,9 @@ def test_enums_and_header_names_come_from_the_code() -> None:
         h.RESP_SELECTED_MODEL,
         h.RESP_AGREEMENT,
         h.RESP_CASCADE_DEPTH,
+        h.RESP_COST,
+        h.RESP_COST_UNKNOWN,
+        h.RESP_COST_CAPPED,
         h.RESP_DECISION,
         h.RESP_CONFIDENCE,
     } == set(ok_headers)

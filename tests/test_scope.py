@@ -19,6 +19,7 @@ from ensemble_extproc.extproc.decision import (
     Decision,
     Passthrough,
     Reject,
+    Reroute,
     decide,
     decision_label,
     needs_body,
@@ -26,10 +27,11 @@ from ensemble_extproc.extproc.decision import (
 from ensemble_extproc.extproc.policy import DecisionPolicy
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.scope import scope
+from ensemble_extproc.spec import parse_max_cost
 
 CHAT = "/v1/chat/completions"
 URLS = {name: f"http://127.0.0.1:9/{name}" for name in ("m1", "m2", "m3")}
-ASKING = (h.ENABLE, h.MODELS, h.STRATEGY, h.MIN_RESPONSES)
+ASKING = (h.ENABLE, h.MODELS, h.STRATEGY, h.MIN_RESPONSES, h.MAX_COST)
 CE = "content-encoding"  # a compressed body is refused whatever the config
 PROFILES = {"critical": {"models": ["m1", "m2"]}, "quick": {"models": ["m1"]}}
 
@@ -49,12 +51,12 @@ CONFIGS: dict[str, tuple[Config, list[str], tuple[str, ...]]] = {
     "header control off": (
         config(header_control={"enabled": False}),
         [],
-        (h.ENABLE, *h.INTERNAL, CE),
+        (h.ENABLE, *h.INTERNAL, CE, h.MAX_COST),
     ),
     "ensembles off, with profiles": (
         config(ensemble={"enabled": False}, profiles=PROFILES),
         [],
-        (h.ENABLE, *h.INTERNAL, CE),
+        (h.ENABLE, *h.INTERNAL, CE, h.MAX_COST),
     ),
     "profiles": (config(profiles=PROFILES), ["profiles"], (*ASKING, *h.INTERNAL, CE)),
     "rules": (
@@ -208,6 +210,8 @@ def test_the_processors_shortcut_outside_the_scope_decides_as_the_full_path(
             lambda _: (True, ""),
             body_pending=body_pending and needs_body(built),
         )
+        if isinstance(expected, Passthrough | Reroute):
+            parse_max_cost(full)  # a bad cost cap is a 400 whoever decided
     except ApiError as error:
         expected = Reject(error)
     assert comparable(policy.decide(view, body_pending=body_pending)) == comparable(expected)

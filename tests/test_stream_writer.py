@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 from ensemble_extproc import headers as h
 from ensemble_extproc.spec import EnsembleSpec
 from ensemble_extproc.strategies import Candidate, Selection, Status, Usage
-from ensemble_extproc.upstream.orchestrator import Outcome
+from ensemble_extproc.upstream.orchestrator import Outcome, Relay
 from ensemble_extproc.upstream.sse import DONE, Accumulator, message_choices
 from ensemble_extproc.upstream.stream_writer import StreamWriter
 
 SPEC = EnsembleSpec(("a", "b"), "first_success", 1)
+A, B = Relay("a", 0), Relay("b", 1)
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -65,8 +66,8 @@ class Sent:
         ]
 
 
-def writer(sent: Sent, include_usage: bool = False) -> tuple[StreamWriter, list[str]]:
-    commits: list[str] = []
+def writer(sent: Sent, include_usage: bool = False) -> tuple[StreamWriter, list[Relay]]:
+    commits: list[Relay] = []
     stream = StreamWriter(sent.request, SPEC, include_usage)
     stream.on_commit = commits.append
     return stream, commits
@@ -95,19 +96,19 @@ async def test_the_first_call_with_output_is_committed_and_the_others_are_refuse
     sent = Sent()
     stream, commits = writer(sent)
     # Role chunks carry no output: nothing is decided, nothing is sent yet.
-    assert await stream.offer("a", ROLE)
-    assert await stream.offer("b", ROLE)
+    assert await stream.offer(A, ROLE)
+    assert await stream.offer(B, ROLE)
     assert stream.response is None
     assert commits == []
     # b's first words win the race: its held role chunk goes out first, then the words.
-    assert await stream.offer("b", chunk({"content": "Paris"}))
-    assert stream.committed == "b"
-    assert commits == ["b"]
+    assert await stream.offer(B, chunk({"content": "Paris"}))
+    assert stream.committed == B
+    assert commits == [B]
     assert stream.response is not None
     assert stream.response.headers[h.RESP_SELECTED_MODEL] == "b"
     # The loser's output is refused (its call is then cancelled by the orchestrator).
-    assert not await stream.offer("a", chunk({"content": "Lyon"}))
-    assert await stream.offer("b", chunk({"content": " it is."}))
+    assert not await stream.offer(A, chunk({"content": "Lyon"}))
+    assert await stream.offer(B, chunk({"content": " it is."}))
     assert sent.contents() == ["", "Paris", " it is."]
     events = sent.events()
     # Every chunk is ours: our id, model and index, whatever the endpoint sent.
@@ -120,11 +121,11 @@ async def test_two_calls_offering_output_at_once_commit_exactly_one() -> None:
     sent = Sent()
     stream, commits = writer(sent)
     results = await asyncio.gather(
-        stream.offer("a", chunk({"content": "one"})), stream.offer("b", chunk({"content": "two"}))
+        stream.offer(A, chunk({"content": "one"})), stream.offer(B, chunk({"content": "two"}))
     )
     assert sorted(results) == [False, True]
     assert len(commits) == 1
-    winner_text = {"a": "one", "b": "two"}[commits[0]]
+    winner_text = {A: "one", B: "two"}[commits[0]]
     assert sent.contents() == [winner_text]
 
 
@@ -132,16 +133,16 @@ async def test_a_tool_call_is_output_too() -> None:
     sent = Sent()
     stream, commits = writer(sent)
     call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": ""}}
-    assert await stream.offer("a", chunk({"tool_calls": [call]}))
-    assert commits == ["a"]
+    assert await stream.offer(A, chunk({"tool_calls": [call]}))
+    assert commits == [A]
 
 
 async def test_usage_only_chunks_are_not_relayed_and_the_finish_chunk_is_held() -> None:
     sent = Sent()
     stream, _ = writer(sent, include_usage=True)
-    await stream.offer("a", chunk({"content": "Paris"}))
-    await stream.offer("a", {"choices": [], "usage": {"prompt_tokens": 1}})
-    await stream.offer("a", chunk({}, finish="stop"))
+    await stream.offer(A, chunk({"content": "Paris"}))
+    await stream.offer(A, {"choices": [], "usage": {"prompt_tokens": 1}})
+    await stream.offer(A, chunk({}, finish="stop"))
     # The finish chunk waits to carry the ensemble object.
     assert sent.contents() == ["Paris"]
     usage = Usage(3, 2, 5)
@@ -158,7 +159,7 @@ async def test_usage_only_chunks_are_not_relayed_and_the_finish_chunk_is_held() 
 async def test_a_committed_stream_whose_call_failed_ends_with_an_error_event() -> None:
     sent = Sent()
     stream, _ = writer(sent)
-    await stream.offer("a", chunk({"content": "Par"}))
+    await stream.offer(A, chunk({"content": "Par"}))
     # The strategy selected another answer: what was sent cannot be taken back.
     await stream.finish(outcome("b"))
     last = sent.events()[-1]

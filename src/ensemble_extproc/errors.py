@@ -111,6 +111,22 @@ class ErrorCode(Enum):
         400,
         f"`{h.MIN_RESPONSES}` is not a positive integer, or is larger than the number of models",
     )
+    INVALID_MAX_COST = (
+        400,
+        f"`{h.MAX_COST}` is not a non-negative decimal number of US dollars",
+    )
+    UNPRICED_MODELS = (
+        400,
+        "a cost cap (`x-ensemble-max-cost-usd` or the profile's `max_cost_usd`) is set but "
+        "a model the ensemble calls has no `price` in the config: its cost cannot be "
+        "estimated",
+    )
+    MAX_COST_EXCEEDED = (
+        400,
+        "the calls the strategy starts at once are estimated to cost more than the cost cap "
+        "(the message has the estimate per model): raise the cap, lower `max_tokens`, or "
+        "name fewer or cheaper models (docs/cost.md)",
+    )
     REJECTED_BY_MODELS = (
         400,
         "every model answered the same 4xx to the request as sent (the message has their "

@@ -5,7 +5,10 @@ ENABLE = "x-ensemble-enable"
 MODELS = "x-ensemble-models"
 STRATEGY = "x-ensemble-strategy"
 MIN_RESPONSES = "x-ensemble-min-responses"
-REQUEST_HEADERS = (ENABLE, MODELS, STRATEGY, MIN_RESPONSES)
+# The most an ensemble may cost (US dollars). A limit, not a request for an ensemble: it
+# applies to ensembles however they were decided.
+MAX_COST = "x-ensemble-max-cost-usd"
+REQUEST_HEADERS = (ENABLE, MODELS, STRATEGY, MIN_RESPONSES, MAX_COST)
 
 # Internal headers: only the processor sets them; copies sent by clients are removed.
 # Envoy's ensemble route matches on ROUTE.
@@ -17,7 +20,7 @@ TIMEOUT = "x-ensemble-timeout"
 SIGNATURE = "x-ensemble-signature"
 INTERNAL = (ROUTE, PROFILE, DECISION, TIMEOUT, SIGNATURE)
 # What the signature covers: everything the upstream acts on.
-SIGNED = (MODELS, STRATEGY, MIN_RESPONSES, PROFILE, DECISION, TIMEOUT)
+SIGNED = (MODELS, STRATEGY, MIN_RESPONSES, PROFILE, DECISION, TIMEOUT, MAX_COST)
 
 # The vLLM semantic router's choice, set on the request by its ext_proc (before ours).
 VSR_SELECTED_MODEL = "x-vsr-selected-model"
@@ -59,3 +62,9 @@ RESP_CASCADE_DEPTH = "x-ensemble-cascade-depth"
 RESP_VSR_USED = "x-vsr-ensemble-used"
 RESP_VSR_MODELS_QUERIED = "x-vsr-ensemble-models-queried"
 RESP_VSR_RESPONSES_RECEIVED = "x-vsr-ensemble-responses-received"
+# What the ensemble cost (US dollars): the calls whose cost is known; when some call's
+# is unknown, COST_UNKNOWN names their models (the cost is then a lower bound).
+RESP_COST = "x-ensemble-cost-usd"
+RESP_COST_UNKNOWN = "x-ensemble-cost-unknown"
+# The models the cost cap kept from starting (a cascade stopped, hedging stopped).
+RESP_COST_CAPPED = "x-ensemble-cost-capped"

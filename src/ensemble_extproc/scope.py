@@ -121,6 +121,8 @@ def scope(config: Config) -> Scope:
         names += ASKING
     names += h.INTERNAL
     names.append(CONTENT_ENCODING)
+    # A bad cost cap is a 400 on every chat completion, whoever decides (docs/cost.md).
+    names.append(h.MAX_COST)
     if config.ensemble.enabled and config.adaptive.enabled:
         for signal in config.adaptive.signals:
             names += [name for name in signal.headers if signal.type == "header"]

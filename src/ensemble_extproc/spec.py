@@ -18,7 +18,8 @@ from .errors import ApiError, ErrorCode
 from .strategies import STRATEGIES
 
 if TYPE_CHECKING:  # config compiles its profiles into EnsembleSpec
-    from .config import Config
+    from .config import Config, Endpoint
+    from .strategies import StrategySettings
 
 _DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -33,6 +34,9 @@ class EnsembleSpec:
     # Set when a config profile decided (its name, and its own deadline if it has one).
     profile: str | None = None
     timeout_seconds: float | None = None
+    # The most the ensemble may cost, in US dollars: the profile's max_cost_usd or the
+    # client's x-ensemble-max-cost-usd, the lower (docs/cost.md).
+    max_cost_usd: float | None = None
 
 
 def parse_enable(headers: Mapping[str, str]) -> bool | None:
@@ -149,10 +153,10 @@ def _min_responses(value: str, model_count: int) -> int:
     return int(digits)
 
 
-def _seconds(text: str) -> float | None:
+def _decimal(text: str) -> float | None:
     """A finite decimal number (``30``, ``2.5``, ``1e+06`` as the processor's ``%g`` writes
-    it); None for the rest that Python's float() accepts (``nan``, ``inf``, ``1e999``,
-    ``1_0``, non-ASCII digits)."""
+    it, ``1e-07`` as Python's repr does); None for the rest that Python's float() accepts
+    (``nan``, ``inf``, ``1e999``, ``1_0``, non-ASCII digits)."""
     if _DECIMAL.fullmatch(text.strip()) is None:
         return None
     value = float(text)
@@ -166,7 +170,7 @@ def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
     timeout = None
     raw_timeout = headers.get(h.TIMEOUT, "")
     if raw_timeout:
-        seconds = _seconds(raw_timeout)
+        seconds = _decimal(raw_timeout)
         if seconds is None or not seconds > 0:
             raise ApiError(
                 ErrorCode.INVALID_HEADER,
@@ -174,4 +178,58 @@ def upstream_spec(headers: Mapping[str, str], config: Config) -> EnsembleSpec:
                 param=h.TIMEOUT,
             )
         timeout = min(seconds, config.ensemble.timeout_seconds)
-    return replace(spec, profile=headers.get(h.PROFILE) or None, timeout_seconds=timeout)
+    spec = replace(spec, profile=headers.get(h.PROFILE) or None, timeout_seconds=timeout)
+    return with_cost_cap(spec, headers, config)
+
+
+def unpriced_models(
+    spec: EnsembleSpec, endpoints: Mapping[str, Endpoint], settings: StrategySettings
+) -> list[str]:
+    """The models the ensemble may call (members, a judge, an aggregator) without a price."""
+    called = dict.fromkeys((*spec.models, *STRATEGIES[spec.strategy].helpers(settings)))
+    return [name for name in called if endpoints[name].price is None]
+
+
+def parse_max_cost(headers: Mapping[str, str]) -> float | None:
+    """The client's ``x-ensemble-max-cost-usd`` in US dollars; None when absent. Checked on
+    every chat completion, ensembled or not: a mistyped cap is the client's 400, never a
+    cap silently ignored."""
+    raw = headers.get(h.MAX_COST)
+    if raw is None:
+        return None
+    value = _decimal(raw)
+    if value is None:
+        raise ApiError(
+            ErrorCode.INVALID_MAX_COST,
+            f"{h.MAX_COST} must be a non-negative number of US dollars such as 0.05, "
+            f"got {raw[:_ECHO]!r}",
+            param=h.MAX_COST,
+        )
+    return value
+
+
+def with_cost_cap(spec: EnsembleSpec, headers: Mapping[str, str], config: Config) -> EnsembleSpec:
+    """The spec with its cost cap: the lower of its own (a profile's) and the client's
+    ``x-ensemble-max-cost-usd``. A cap needs the price of every model the ensemble may
+    call; either mistake is the client's 400, before any model is called."""
+    cap = spec.max_cost_usd
+    value = parse_max_cost(headers)
+    if value is not None:
+        cap = value if cap is None else min(cap, value)
+    if cap is None:
+        return spec
+    unpriced = unpriced_models(spec, config.endpoints, config.ensemble)
+    if unpriced:
+        raise ApiError(
+            ErrorCode.UNPRICED_MODELS,
+            f"a cost cap of {cap:g} USD needs the price of every model the ensemble calls, "
+            f"and {', '.join(unpriced)} has none (models[].price in the config)",
+            param=h.MAX_COST if h.MAX_COST in headers else None,
+        )
+    return replace(spec, max_cost_usd=cap)
+
+
+def cap_header(spec: EnsembleSpec) -> str:
+    """The cap as the processor signs it for the upstream ("" for none), to 13 significant
+    digits in a form ``_decimal`` reads (whatever the digits of a profile's YAML)."""
+    return "" if spec.max_cost_usd is None else f"{spec.max_cost_usd:.12e}"

@@ -17,8 +17,10 @@ import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
+from ..continuation import Style
+from ..cost.model import Price
 from ..errors import ConfigError
-from ..section import Section
+from ..section import Count, Section
 from .decode import check_fields, decode
 
 DEFAULT_ANSWER: Final = "This is a demo answer from {model}."
@@ -36,6 +38,7 @@ FaultKind = Literal[
     "hang",
     "drip",
     "stream_stop",
+    "stream_error",
     "no_done",
     "malformed_sse",
     "echo_headers",
@@ -141,6 +144,17 @@ class DemoModel(Section, frozen=True):
     fault_drip_ms: Annotated[
         Milliseconds, Meta(description="drip's pause between bytes; the unit is milliseconds")
     ] = 200.0
+    fault_after_pieces: Annotated[
+        Count | None,
+        Meta(
+            description="stream_stop and stream_error: break after this many pieces of the "
+            "answer (null: about half)"
+        ),
+    ] = None
+    # Reported like a real model's (models[].price): `run` shows what ensembles cost.
+    price: Price | None = None
+    # How it continues a partial answer (models[].continuation); null: it answers anew.
+    continuation: Style | None = None
 
     def __post_init__(self) -> None:
         # Hand-built models are checked as the YAML path checks them.

@@ -11,6 +11,7 @@ import logging
 import os
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..rules import Rule, compile_condition
-from ..spec import EnsembleSpec
+from ..spec import EnsembleSpec, unpriced_models
 from ..strategies import STRATEGIES
 from .decode import decode
 from .demo import check_unique
@@ -157,7 +158,15 @@ def _endpoints(file: ConfigFile, environ: Mapping[str, str]) -> dict[str, Endpoi
         if demo.port == 0:
             raise ConfigError(f"{key}.port", "a demo model used as an endpoint needs a fixed port")
         url = f"http://127.0.0.1:{demo.port}/v1/chat/completions"
-        found.append((Endpoint(demo.name, url, demo.name, demo=True), key))
+        endpoint = Endpoint(
+            demo.name,
+            url,
+            demo.name,
+            demo=True,
+            price=demo.price,
+            continuation=demo.continuation,
+        )
+        found.append((endpoint, key))
     for i, model in enumerate(file.models):
         found.append((_endpoint(model, f"models[{i}]", environ), f"models[{i}].name"))
     for name, url in file.ensemble.endpoint_mappings.items():
@@ -291,7 +300,18 @@ def _profile(
             f"{timeout:g} is longer than ensemble.timeout_seconds",
             "raise ensemble.timeout_seconds or lower this",
         )
-    return EnsembleSpec(profile.models, strategy, min_responses, name, timeout)
+    spec = EnsembleSpec(profile.models, strategy, min_responses, name, timeout)
+    if profile.max_cost_usd is not None:
+        unpriced = unpriced_models(spec, endpoints, settings)
+        if unpriced:
+            raise ConfigError(
+                f"{key}.max_cost_usd",
+                f"a cost cap needs the price of every model it calls; {', '.join(unpriced)} "
+                "has none",
+                "declare models[].price for them, or remove the cap",
+            )
+        spec = replace(spec, max_cost_usd=profile.max_cost_usd)
+    return spec
 
 
 def _known_profile(name: str, key: str, profiles: Mapping[str, EnsembleSpec]) -> None:

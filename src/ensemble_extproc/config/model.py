@@ -31,6 +31,8 @@ from msgspec.structs import force_setattr
 
 from .. import headers as h
 from ..adaptive.difficulty import DifficultyWeights
+from ..continuation import Style
+from ..cost.model import CostEstimate, Dollars, Price
 from ..rules import Rule
 from ..section import Count, Fraction, Positive, Section
 from ..spec import EnsembleSpec
@@ -139,6 +141,19 @@ class Model(Section, frozen=True):
     retries: Retries | None = None
     # https only: a PEM file of the CAs to trust instead of the system's.
     ca_file: str | None = None
+    # What it charges: the ensemble's cost is reported per call and in total, and a cost
+    # cap needs it (docs/cost.md). None: its calls' cost is unknown.
+    price: Price | None = None
+    # How it continues a partial assistant message, so that a relayed stream that broke
+    # can be resumed on it (docs/strategies.md#streaming). None: it cannot.
+    continuation: Annotated[
+        Style | None,
+        Meta(
+            description="continue_final_message (vLLM), prefill (a trailing assistant "
+            "message is continued) or prefix (the same with prefix: true); null: cannot "
+            "continue a partial answer"
+        ),
+    ] = None
 
     @property
     def retry(self) -> RetryPolicy | None:
@@ -199,6 +214,8 @@ class EnsembleSettings(StrategySettings, frozen=True):
     endpoint_mappings: dict[str, Url] = msgspec.field(default_factory=dict)
     # Learned trust: accuracies and correlated members, learned (declared in trust.model).
     trust: TrustSettings = TrustSettings()
+    # How a call's cost is estimated before it starts, for a cost cap (docs/cost.md).
+    cost_estimate: CostEstimate = CostEstimate()
 
     @property
     def retry(self) -> RetryPolicy:
@@ -219,6 +236,12 @@ class Profile(Section, frozen=True):
     min_responses: Count | None = None
     # Default: ensemble.timeout_seconds (and never longer).
     timeout_seconds: Positive | None = None
+    # The most its ensembles may cost, in US dollars (a client's x-ensemble-max-cost-usd
+    # may lower it); every model it calls needs a price.
+    max_cost_usd: (
+        Annotated[Dollars, Meta(description="US dollars; every model it calls needs a price")]
+        | None
+    ) = None
 
 
 class RuleConfig(Section, frozen=True):

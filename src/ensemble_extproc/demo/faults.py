@@ -16,8 +16,13 @@ after ``latency_ms``; bad requests are still answered 400. The kinds:
 ``drip``
     A valid answer, sent one byte every ``fault_drip_ms`` (chunked), after its headers.
 ``stream_stop``
-    Streaming: the role chunk and about half of the pieces, then the connection is
-    closed (no final chunk, no ``[DONE]``). Not streaming: like ``reset``.
+    Streaming: the role chunk and ``fault_after_pieces`` pieces (default: about half),
+    then the connection is closed (no final chunk, no ``[DONE]``). Not streaming: like
+    ``reset``.
+``stream_error``
+    Streaming: the role chunk and ``fault_after_pieces`` pieces (default: about half),
+    then an error event (as a provider that fails mid-answer) and ``[DONE]``. Not
+    streaming: no fault.
 ``no_done``
     Streaming: every chunk including the finish_reason one, but never ``[DONE]``; the
     connection stays open until the client gives up. Not streaming: no fault.
@@ -59,7 +64,9 @@ from ensemble_extproc.demo.streaming import (
 __all__ = ["STREAM_ONLY_FAULTS", "applies", "drip_json", "serve_fault"]
 
 # Faults about the SSE framing: a non-streamed answer is sent as usual.
-STREAM_ONLY_FAULTS: Final[frozenset[FaultKind]] = frozenset({"no_done", "malformed_sse"})
+STREAM_ONLY_FAULTS: Final[frozenset[FaultKind]] = frozenset(
+    {"no_done", "malformed_sse", "stream_error"}
+)
 
 
 def applies(fault: FaultKind | None, stream: bool) -> bool:

@@ -10,6 +10,11 @@ prompt that says "Think step by step." gets a 1-4 KB chain of thought (``quiz.re
 
 Tool calls (``DemoModel.tool_call``), paced streams (``token_delay_ms``) and faults
 (``DemoModel.fault``): see ``demo.payloads``, ``demo.streaming`` and ``demo.faults``.
+
+Continuations (``DemoModel.continuation``, read as ``continuation`` says): asked to
+continue a partial answer, a demo model sends the rest of its own answer when the partial
+text is its start (as a replica of the model that wrote it would), else its answer after
+the partial text.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ensemble_extproc import prompts
 from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
 from ensemble_extproc.config import Config
 from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.continuation import ContinuationRefused, requested_continuation
 from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.payloads import (
     Answer,
@@ -205,6 +211,11 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
         chat = parse_chat_request(await _read_body(request))
     except ApiError as exc:
         return await send_json(request, exc.body(), exc.status, Outcome.FAILED)
+    try:
+        partial = requested_continuation(chat.body, model.continuation)
+    except ContinuationRefused as exc:
+        error = error_body(f"demo model {model.name}: {exc}", "invalid_request_error")
+        return await send_json(request, error, 400, Outcome.FAILED)
     fails = request.app[_RNG_KEY].random() < model.failure_rate
     await sleep_ms(model.latency_ms)
     if fails:
@@ -216,7 +227,7 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
         faulty = await faults.serve_fault(request, model, fault, chat.stream)
         if faulty is not None:
             return faulty
-    answer = _make_answer(model, chat)
+    answer = _make_answer(model, chat, partial)
     if chat.stream:
         return await send_stream(
             request,
@@ -224,6 +235,7 @@ async def _serve_chat(request: web.Request) -> tuple[web.StreamResponse, Outcome
             token_delay_ms=model.token_delay_ms,
             fault=fault,
             drip_ms=model.fault_drip_ms,
+            break_after=model.fault_after_pieces,
         )
     if fault == "drip":
         return await faults.drip_json(request, completion_body(answer), model.fault_drip_ms)
@@ -242,7 +254,8 @@ async def _read_body(request: web.Request) -> bytes:
 # ------------------------------------------------------------------ answering
 
 
-def _make_answer(model: DemoModel, chat: ChatRequest) -> Answer:
+def _make_answer(model: DemoModel, chat: ChatRequest, partial: str | None = None) -> Answer:
+    """The answer to ``chat``; with ``partial``, the continuation of that partial answer."""
     fields = chat.fields
     if model.tool_call is not None and fields.tools and fields.tool_choice != "none":
         arguments = model.tool_call.arguments_json
@@ -250,9 +263,10 @@ def _make_answer(model: DemoModel, chat: ChatRequest) -> Answer:
         return _answer(model, chat, "", "tool_calls", None, argument_pieces(arguments), call)
     prompt = last_user_message(chat.body)
     reply = _reply(model, prompt)
+    text = reply.text if partial is None else _continue(reply.text, partial)
     limits = [n for n in (fields.max_tokens, fields.max_completion_tokens) if n is not None]
     # Both given: honour the stricter one.
-    content, finish_reason = _truncate(reply.text, min(limits) if limits else None)
+    content, finish_reason = _truncate(text, min(limits) if limits else None)
     logprobs = _logprobs(model, prompt, content, reply.right) if fields.logprobs else None
     return _answer(model, chat, content, finish_reason, logprobs, word_pieces(content))
 
@@ -388,6 +402,13 @@ def _choose_answer(model: DemoModel, prompt: str) -> str:
     template = model.answers[int.from_bytes(digest[:8], "big") % len(model.answers)]
     # {model} first, so a prompt that contains "{model}" is echoed verbatim.
     return template.replace("{model}", model.name).replace("{prompt}", prompt)
+
+
+def _continue(answer: str, partial: str) -> str:
+    """What follows ``partial``: the rest of the answer it starts, else the answer after it."""
+    if answer.startswith(partial):
+        return answer[len(partial) :]
+    return answer if not partial or partial[-1].isspace() else " " + answer
 
 
 def _truncate(answer: str, max_words: int | None) -> tuple[str, str]:

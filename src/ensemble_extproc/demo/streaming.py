@@ -19,12 +19,13 @@ from typing import Final, NoReturn
 from aiohttp import web
 
 from ensemble_extproc.config.demo import FaultKind
-from ensemble_extproc.demo.payloads import JSONObject, StreamPlan
+from ensemble_extproc.demo.payloads import JSONObject, StreamPlan, error_body
 
 __all__ = [
     "DONE_EVENT",
     "MALFORMED_EVENT",
     "SSE_HEADERS",
+    "STREAM_ERROR_EVENT",
     "Outcome",
     "close_connection",
     "reset_connection",
@@ -66,6 +67,12 @@ def sse_event(chunk: JSONObject) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
+# What the stream_error fault sends where it breaks the answer.
+STREAM_ERROR_EVENT: Final = sse_event(
+    error_body("demo model: simulated fault stream_error", "server_error", "demo_fault")
+)
+
+
 async def send_json(
     request: web.Request,
     body: JSONObject,
@@ -102,21 +109,27 @@ async def send_stream(
     token_delay_ms: float,
     fault: FaultKind | None = None,
     drip_ms: float = 0,
+    break_after: int | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
     """Stream the plan as SSE: the head, then the pieces ``token_delay_ms`` apart.
 
-    Stream faults: ``stream_stop`` sends the head and about half of the pieces, then
-    closes the connection; ``no_done`` sends every chunk but not ``[DONE]`` and holds the
-    connection open; ``malformed_sse`` slips a line that is not JSON in after the first
-    piece; ``drip`` sends the whole stream one byte at a time (instead of the pacing).
+    Stream faults: ``stream_stop`` sends the head and ``break_after`` pieces (default:
+    about half), then closes the connection; ``stream_error`` sends as many, then an
+    error event (as a provider that fails mid-answer) and ``[DONE]``; ``no_done`` sends
+    every chunk but not ``[DONE]`` and holds the connection open; ``malformed_sse`` slips
+    a line that is not JSON in after the first piece; ``drip`` sends the whole stream one
+    byte at a time (instead of the pacing).
     """
     events = [(0.0, sse_event(plan.head))]
     events += [
         (token_delay_ms if index else 0.0, sse_event(chunk))
         for index, chunk in enumerate(plan.body)
     ]
+    kept = (len(plan.body) + 1) // 2 if break_after is None else min(break_after, len(plan.body))
     if fault == "stream_stop":
-        events = events[: 1 + (len(plan.body) + 1) // 2]
+        events = events[: 1 + kept]
+    elif fault == "stream_error":
+        events = [*events[: 1 + kept], (0.0, STREAM_ERROR_EVENT), (0.0, DONE_EVENT)]
     else:
         events += [(0.0, sse_event(chunk)) for chunk in plan.tail]
         if fault == "malformed_sse":

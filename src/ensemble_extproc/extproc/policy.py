@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from google.protobuf import struct_pb2
 
@@ -24,6 +25,7 @@ from ..internal import Binding, sign
 from ..paths import is_chat_completion
 from ..rules import RequestView
 from ..scope import scope
+from ..spec import cap_header, parse_max_cost, with_cost_cap
 from . import responses
 from .decision import (
     DISABLED,
@@ -89,6 +91,17 @@ class DecisionPolicy:
             return self._outside
         pending = body_pending and self._needs_body
         decision = decide(view, self.config, self._signals, self._admit, body_pending=pending)
+        try:
+            if isinstance(decision, Reroute):
+                # Whoever decided, the client's cost cap (checked, signed) goes with the spec.
+                decision = replace(
+                    decision, spec=with_cost_cap(decision.spec, headers, self.config)
+                )
+            elif isinstance(decision, Passthrough):
+                # One call to the default model: no ensemble to cap, but a bad cap is a 400.
+                parse_max_cost(headers)
+        except ApiError as error:
+            return Reject(error)
         if isinstance(decision, Passthrough | Reroute) and decision.ignored:
             log.debug("ignored signal input: %s", "; ".join(decision.ignored))
         return decision
@@ -107,6 +120,8 @@ class DecisionPolicy:
             h.PROFILE: spec.profile or "",
             h.DECISION: decision.source,
             h.TIMEOUT: f"{spec.timeout_seconds:g}" if spec.timeout_seconds else "",
+            # Overwrites the client's copy with the cap the ensemble keeps to.
+            h.MAX_COST: cap_header(spec),
         }
         if self.config.internal_secret is not None:
             binding = Binding(

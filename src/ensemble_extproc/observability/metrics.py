@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from ..cost.account import NO_PRICE, cost_of
 from ..strategies import Candidate, Failure, Status
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -138,9 +139,51 @@ class UpstreamMetrics:
         self._cancelled = Children(self.cancelled)
         self._agreement = Children(self.agreement)
         self._tokens = Children(self.tokens)
+        self.cost = Counter(
+            "ensemble_cost_usd",
+            "US dollars spent on endpoint calls whose cost is known (usage at the model's price)",
+            ["model"],
+            registry=registry,
+        )
+        self.cost_unknown = Counter(
+            "ensemble_cost_unknown_calls",
+            "Endpoint calls whose cost is unknown: no_price (none declared), no_usage (none "
+            "reported)",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.cost_capped = Counter(
+            "ensemble_cost_capped_calls",
+            "Endpoint calls not started: their estimated cost would pass the cost cap",
+            ["model"],
+            registry=registry,
+        )
+        self.resumes = Counter(
+            "ensemble_stream_resumes",
+            "Relayed streams that broke midway, by the model that broke and whether another "
+            "model continued them",
+            ["model", "outcome"],
+            registry=registry,
+        )
+
+    def spent(self, candidate: Candidate) -> None:
+        """What a call cost, or that its cost is unknown."""
+        call = cost_of(candidate)
+        if call.usd is not None:
+            self.cost.labels(candidate.model).inc(call.usd)
+        else:
+            reason = "no_price" if call.unknown == NO_PRICE else "no_usage"
+            self.cost_unknown.labels(candidate.model, reason).inc()
+
+    def resumed(self, broken: str, resumed_on: str | None) -> None:
+        self.resumes.labels(broken, "resumed" if resumed_on else "not_resumed").inc()
 
     def candidate(self, candidate: Candidate) -> None:
         name = candidate.model
+        self.spent(candidate)
+        if candidate.status is Status.OVER_BUDGET:
+            self.cost_capped.labels(name).inc()
+            return
         if candidate.status is Status.CANCELLED:
             self._cancelled(name).inc()
             return

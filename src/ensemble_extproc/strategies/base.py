@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 
 from ..answers import Answer, message_answer
 from ..chat import content_text
+from ..cost.model import CallCost
 from .settings import StrategySettings
 
 if TYPE_CHECKING:  # trust imports this module (Candidate): no import cycle at run time
@@ -33,6 +34,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"  # not called: the endpoint's circuit breaker is open
+    OVER_BUDGET = "over_budget"  # not called: its estimated cost would pass the cost cap
 
 
 class Failure(StrEnum):
@@ -93,6 +95,13 @@ class Candidate:
     http_status: int | None = None
     retry_after: float | None = None
     attempts: int = 1
+    # False: never sent to the endpoint (circuit open, over the cost cap, deadline passed).
+    sent: bool = True
+    # usage was counted by the gateway, not reported by the model (a stream that broke
+    # and was resumed: see upstream.resume).
+    usage_counted: bool = False
+    # What the call cost, set by the orchestrator from the model's price.
+    cost: CallCost | None = None
     # The extracted answer, computed once when the candidate is made (its answer arrived)
     # and carried along by dataclasses.replace; pass None with a new message to redo it.
     extracted: Answer | None = field(default=None, compare=False, repr=False)
@@ -153,6 +162,17 @@ class Call:
     # When the client streams, relay this call's output to it live. Among several relayed
     # calls, the first to produce output is committed to and the others are cancelled.
     relay: bool = False
+    # Continue this partial answer (a relayed stream that broke, see upstream.resume).
+    continues: Continuation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """The answer so far of a stream that broke: the text the client has, and how many
+    chunks carried it (about one token each)."""
+
+    text: str
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +269,10 @@ class Strategy(Protocol):
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         """The config key this strategy needs but does not have (e.g. a judge model)."""
+        ...
+
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        """Models it calls besides the members (a judge, an aggregator)."""
         ...
 
     def may_stop_early(self, ctx: Context) -> bool:

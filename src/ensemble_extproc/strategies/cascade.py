@@ -7,6 +7,9 @@ agree. Otherwise the cascade escalates: to the next model (``escalation: next``)
 all remaining models at once and a vote (``escalation: ensemble``). When every model has
 answered without acceptance, the majority wins. The response reports the depth reached.
 
+Under a cost cap, a stage the cap keeps from starting ends the cascade: the answers so
+far decide (their majority), and the answer says it stopped at the cap.
+
 With learned trust (``ensemble.trust``, correlation on), the agreement check counts
 independent *voices*: members that move together (one model behind two names, clones of
 one fine-tune) are one voice however many of them agree, and share a vote in the final
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, Wait
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Status, Wait
 from .settings import StrategySettings
 from .tally import Group, names, ordered, tally
 from .voting import correlated_votes, majority
@@ -84,6 +87,9 @@ class Cascade:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        return ()
+
     def may_stop_early(self, ctx: Context) -> bool:
         return len(ctx.models) > 1
 
@@ -102,13 +108,19 @@ class Cascade:
             valid = ordered(progress.valid_members(), order)
             if batch is not None and progress.members():
                 newest = max(progress.members(), key=lambda c: c.order)
+            capped = [c.model for c in progress.finished if c.status is Status.OVER_BUDGET]
             selection = accepted(ctx, valid, newest if batch is not None else None)
-            done = launched >= len(order) or progress.deadline_passed
+            done = launched >= len(order) or progress.deadline_passed or bool(capped)
             if selection is None and done and len(valid) >= ctx.min_responses:
                 selection = majority(ctx, valid, correlated_votes(ctx))
             if selection is not None:
-                depth = {"cascade_depth": launched, "cascade_models": order[:launched]}
-                how = "" if launched < len(order) else " (all models asked)"
+                asked = [m for m in order[:launched] if m not in capped]
+                depth = {"cascade_depth": len(asked), "cascade_models": asked}
+                if capped:
+                    depth["cost_capped"] = capped
+                    how = f" (stopped at the cost cap: {', '.join(capped)} not started)"
+                else:
+                    how = "" if launched < len(order) else " (all models asked)"
                 sample = {}
                 if ctx.complete and launched < len(order):
                     # A learning sample: the rest answer too; the answer stays this one.
@@ -121,7 +133,7 @@ class Cascade:
                 return Selection(
                     selection.winner,
                     selection.agreement,
-                    f"cascade stage {launched} of {len(order)}{how}: {selection.reason}",
+                    f"cascade stage {len(asked)} of {len(order)}{how}: {selection.reason}",
                     {**selection.details, **depth, **weights_details(ctx), **sample},
                     groups=selection.groups if not sample else None,
                 )

@@ -25,6 +25,10 @@ class Fusion:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None if settings.fusion.aggregator_model else "ensemble.fusion.aggregator_model"
 
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        model = settings.fusion.aggregator_model
+        return (model,) if model else ()
+
     def may_stop_early(self, ctx: Context) -> bool:
         return False  # every member is asked and awaited (steps.gather)
 

@@ -22,6 +22,10 @@ class Reranking:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None if settings.reranking.judge_model else "ensemble.reranking.judge_model"
 
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        model = settings.reranking.judge_model
+        return (model,) if model else ()
+
     def may_stop_early(self, ctx: Context) -> bool:
         return False  # every member is asked and awaited (steps.gather)
 

@@ -60,6 +60,9 @@ class ScoreAveraging:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        return ()
+
     def may_stop_early(self, ctx: Context) -> bool:
         return False  # every member is asked and awaited (steps.gather)
 

@@ -93,6 +93,9 @@ class Weighted:
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None
 
+    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
+        return ()
+
     def may_stop_early(self, ctx: Context) -> bool:
         return may_stop_early(ctx)
 

@@ -35,7 +35,7 @@ from .discovery import catalog, find
 from .openapi import OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
-from .response import completion, ensemble_headers, failure, log_fields
+from .response import completion, cost, ensemble_headers, failure, log_fields
 from .stream_writer import stream_completion
 from .wire import Health, ModelList, SeedHealth
 
@@ -161,6 +161,9 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         outcome.candidates,
         agreement,
     )
+    for resume in outcome.resumes:
+        request.app[METRICS].resumed(resume.broken, resume.resumed_on)
+    spent = cost(outcome)
     summary: dict[str, Any] = {
         "strategy": outcome.spec.strategy,
         "profile": outcome.spec.profile,
@@ -169,6 +172,16 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
         "agreement": agreement,
         "latency_ms": round(seconds * 1000, 1),
         "calls": [log_fields(candidate) for candidate in outcome.candidates],
+        # A lower bound unless cost_complete: cost_unknown names the calls' models.
+        "cost_usd": round(spent.total_usd, 12),
+        "cost_complete": spent.complete,
+        "cost_unknown": list(spent.unknown),
+        "max_cost_usd": spent.max_usd,
+        "cost_capped": list(spent.not_started),
+        "resumes": [
+            {"broken": r.broken, "resumed_on": r.resumed_on, "chars": r.chars}
+            for r in outcome.resumes
+        ],
     }
     if config.logging.include_text and selection is not None:
         summary["answer"] = selection.winner.content[:2000]

@@ -104,6 +104,12 @@ GENERIC_MODELS_PATTERN = (
     f"^{_HEADER_SPACE}[^,\\s]+{_HEADER_SPACE}(?:,{_HEADER_SPACE}[^,\\s]+{_HEADER_SPACE})*$"
 )
 DECIMAL_PATTERN = "^[0-9]+$"
+# What spec reads as US dollars: a decimal, optionally with an exponent.
+USD_PATTERN = (
+    f"^{_HEADER_SPACE}[0-9]{{1,12}}(?:\\.[0-9]{{1,12}})?(?:[eE][+-]?[0-9]{{1,3}})?{_HEADER_SPACE}$"
+)
+# What the upstream writes: plain decimals.
+USD_OUT_PATTERN = "^[0-9]+(?:\\.[0-9]+)?$"
 
 
 def _error_codes() -> dict[int, dict[str, str]]:
@@ -286,9 +292,9 @@ def _request_headers(config: Config | None) -> list[Schema]:
         header(
             h.ENABLE,
             "`true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case). Read by the "
-            "gateway's processor: `false` wins over everything, and without it any other "
-            "`x-ensemble-*` header asks for an ensemble. The upstream itself always "
-            "ensembles and ignores this header.",
+            "gateway's processor: `false` wins over everything, and without it "
+            f"`{h.MODELS}`, `{h.STRATEGY}` or `{h.MIN_RESPONSES}` asks for an ensemble. The "
+            "upstream itself always ensembles and ignores this header.",
             {"type": "string", "pattern": enable_pattern(), "examples": ["true"]},
         ),
         header(
@@ -318,6 +324,17 @@ def _request_headers(config: Config | None) -> list[Schema]:
                 else min_responses_pattern(settings.max_models_per_request),
                 "examples": [str(min(2, settings.max_models_per_request))],
             },
+        ),
+        header(
+            h.MAX_COST,
+            "The most the ensemble may cost, in US dollars (docs/cost.md); the lower of this "
+            "and the profile's `max_cost_usd` applies. A limit, not a request for an "
+            "ensemble. Every model the ensemble calls needs a price (else 400 "
+            "`unpriced_models`). The calls a strategy starts at once must fit it by their "
+            "estimate (else 400 `max_cost_exceeded`); a cascade stops escalating and "
+            "hedging stops at it (`x-ensemble-cost-capped`). Not a number: 400 "
+            "`invalid_max_cost`.",
+            {"type": "string", "pattern": USD_PATTERN, "examples": ["0.05"]},
         ),
     ]
 
@@ -350,7 +367,21 @@ def _ensemble_response_headers(*, outcome: bool) -> dict[str, Schema]:
                 "`cascade` only: how many models were asked",
                 {"type": "string", "pattern": DECIMAL_PATTERN},
             ),
+            h.RESP_COST_CAPPED: _header(
+                "the models of the calls the cost cap kept from starting, comma-separated"
+            ),
         }
+    headers |= {
+        h.RESP_COST: _header(
+            "what the ensemble cost in US dollars: its calls whose cost is known, summed (not "
+            "on a stream that started before the ensemble decided: see `ensemble.cost`)",
+            {"type": "string", "pattern": USD_OUT_PATTERN},
+        ),
+        h.RESP_COST_UNKNOWN: _header(
+            "the models of the calls whose cost is unknown (no price, or no usage reported), "
+            f"comma-separated: `{h.RESP_COST}` is then a lower bound"
+        ),
+    }
     return headers | {
         h.RESP_DECISION: _header(
             "through the gateway: who decided (`header`, `rule:<name>`, `adaptive`, `none`)"

@@ -1,13 +1,15 @@
-"""Runs a strategy's plan: all calls, deadlines and cancellation live here.
+"""Runs a strategy's plan: all calls, deadlines, cancellation and the cost cap live here.
 
 The plan (a generator, see ``strategies.base``) says what to call and when to stop; this
-module turns that into tasks, enforces the per-call timeout and the overall deadline, and
-records every call, finished or cancelled, for the response.
+module turns that into tasks, enforces the per-call timeout, the overall deadline and the
+cost cap (``budget``), resumes a relayed stream that broke (``resume``), and records
+every call, finished, cancelled or not started, for the response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -15,6 +17,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config import Endpoint, EnsembleSettings
+from ..continuation import Style, continuation_body
+from ..cost.account import call_cost
+from ..cost.estimate import call_estimate
 from ..spec import EnsembleSpec
 from ..strategies import STRATEGIES
 from ..strategies.base import (
@@ -22,6 +27,7 @@ from ..strategies.base import (
     CancelRest,
     Candidate,
     Context,
+    Continuation,
     Failure,
     Launch,
     Plan,
@@ -33,8 +39,10 @@ from ..strategies.base import (
     Wait,
 )
 from ..trust.service import TrustService
-from .client import EndpointClient
+from .budget import Budget
+from .client import EndpointClient, Offer
 from .resilience import CircuitBreaker, endpoint_failed, retry_delay, retryable
+from .resume import Resume, counted_usage, joined, next_resumer, resumable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,8 @@ class Outcome:
     # Learned trust may count it: every member was asked to the end (a sample), or the
     # strategy could not stop early.
     learning_sample: bool = True
+    # Breaks of the relayed stream, in order, and what became of each.
+    resumes: tuple[Resume, ...] = ()
 
     @property
     def members(self) -> tuple[Candidate, ...]:
@@ -64,12 +74,32 @@ class Outcome:
         return tuple(c for c in self.members if c.valid)
 
 
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """One relayed call: its model, and its number among the ensemble's calls (a model may
+    be called twice: a hedge, then the continuation of a broken stream)."""
+
+    model: str
+    serial: int = 0
+
+
 class Sink(Protocol):
     """Where relayed chunks go when the client streams (see ``stream_writer``)."""
 
-    on_commit: Callable[[str], None] | None
+    on_commit: Callable[[Relay], None] | None
+    # The relay whose chunks the client is being sent.
+    committed: Relay | None
 
-    async def offer(self, model: str, chunk: Mapping[str, Any]) -> bool: ...
+    async def offer(self, relay: Relay, chunk: Mapping[str, Any]) -> bool: ...
+
+    def partial(self) -> Continuation | None:
+        """What the client has of the answer, when it can be continued (text, no tool call,
+        no finish_reason yet)."""
+        ...
+
+    def resume(self, relay: Relay) -> None:
+        """Relay ``relay``'s continuation of the answer from now on."""
+        ...
 
 
 def call_body(
@@ -93,6 +123,10 @@ def call_body(
     else:
         body.pop("stream", None)
     body["model"] = endpoint.upstream_model
+    if call.continues is not None and endpoint.continuation is not None:
+        body = continuation_body(
+            body, call.continues.text, call.continues.tokens, endpoint.continuation
+        )
     return body
 
 
@@ -128,14 +162,38 @@ class Fanout:
     def circuit_states(self) -> dict[str, str]:
         return {name: b.state.value for name, b in self._breakers.items()}
 
+    def continuation(self, model: str) -> Style | None:
+        return self._endpoints[model].continuation
+
+    def priced(self, candidate: Candidate) -> Candidate:
+        """The candidate with what it cost, at its model's price."""
+        return replace(candidate, cost=call_cost(candidate, self._endpoints[candidate.model].price))
+
     def _sampled(self, spec: EnsembleSpec, ctx: Context) -> tuple[Context, bool]:
         """(the context, whether learning may count the ensemble): of the ensembles that
-        may stop early, a random share (``trust.sample_share``) asks every member."""
+        may stop early, a random share (``trust.sample_share``) asks every member. Not
+        under a cost cap: a sample's extra calls are not the client's to pay for."""
         if self._trust is None or not STRATEGIES[spec.strategy].may_stop_early(ctx):
             return ctx, True
-        if self._rng.random() < self._trust.settings.sample_share:
+        if spec.max_cost_usd is None and self._rng.random() < self._trust.settings.sample_share:
             return replace(ctx, complete=True), True
         return ctx, False
+
+    def budget(
+        self, spec: EnsembleSpec, request: Mapping[str, Any], streaming: bool
+    ) -> Budget | None:
+        """The ensemble's cost cap, if it has one: each call estimated from the body it
+        would send."""
+        if spec.max_cost_usd is None:
+            return None
+        endpoints, settings = self._endpoints, self._settings.cost_estimate
+
+        def estimate(call: Call) -> float:
+            endpoint = endpoints[call.model]
+            body = call_body(request, call, endpoint, streaming=streaming and call.relay)
+            return call_estimate(body, endpoint.price, settings)
+
+        return Budget(spec.max_cost_usd, estimate)
 
     def context(self, spec: EnsembleSpec, request: Mapping[str, Any]) -> Context:
         trust = self._trust
@@ -158,19 +216,20 @@ class Fanout:
         self,
         call: Call,
         request: Mapping[str, Any],
-        sink: Sink | None = None,
+        offer: Offer | None = None,
         client_headers: Mapping[str, str] | None = None,
         deadline_seconds: float | None = None,
     ) -> Candidate:
-        """One call, with the endpoint's retries, behind its circuit breaker."""
+        """One call, with the endpoint's retries, behind its circuit breaker; streamed to
+        ``offer`` when it is relayed."""
         breaker = self._breakers.get(call.model)
         if breaker is not None and not breaker.allow():
             error = (
                 f"skipped: circuit open after repeated failures ({breaker.reopens_in():.0f} s left)"
             )
-            return Candidate(call.model, Status.SKIPPED, role=call.role, error=error)
+            return Candidate(call.model, Status.SKIPPED, role=call.role, error=error, sent=False)
         try:
-            candidate = await self._attempts(call, request, sink, client_headers, deadline_seconds)
+            candidate = await self._attempts(call, request, offer, client_headers, deadline_seconds)
         except asyncio.CancelledError:
             if breaker is not None:
                 breaker.abandon()
@@ -184,7 +243,7 @@ class Fanout:
         self,
         call: Call,
         request: Mapping[str, Any],
-        sink: Sink | None,
+        offer: Offer | None,
         client_headers: Mapping[str, str] | None,
         deadline_seconds: float | None,
     ) -> Candidate:
@@ -195,23 +254,19 @@ class Fanout:
         timeout = (
             model_timeout if deadline_seconds is None or model_timeout < deadline_seconds else None
         )
-        relay = sink is not None and call.relay
         policy = endpoint.retry or self._settings.retry
         # A relayed stream is not retried: the client may already have part of it.
-        attempts = 1 if relay else policy.attempts
-        body = call_body(request, call, endpoint, streaming=relay)
+        attempts = 1 if offer is not None else policy.attempts
+        body = call_body(request, call, endpoint, streaming=offer is not None)
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
                     for attempt in range(1, attempts + 1):
-                        if sink is not None and relay:
+                        if offer is not None:
                             candidate = await self._client.stream(
-                                endpoint,
-                                body,
-                                lambda chunk: sink.offer(call.model, chunk),
-                                client_headers,
+                                endpoint, body, offer, client_headers
                             )
                         else:
                             candidate = await self._client.complete(endpoint, body, client_headers)
@@ -246,10 +301,12 @@ class Fanout:
         plan = STRATEGIES[spec.strategy].plan(ctx)
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
-        run = _Run(self, request, timeout, rank, sink, client_headers)
+        budget = self.budget(spec, request, streaming=sink is not None)
+        run = _Run(self, request, timeout, rank, sink, client_headers, budget)
         selection = await run.drive(plan)
+        calls = run.finished + run.stopped + run.broken_calls()
         candidates = sorted(
-            run.finished + run.stopped,
+            map(self.priced, calls),
             key=lambda c: (c.role is not Role.MEMBER, rank.get(c.model, len(rank)), c.order),
         )
         return Outcome(
@@ -259,7 +316,9 @@ class Fanout:
             deadline_exceeded=run.deadline_passed,
             calls_started=run.started,
             calls_cancelled=sum(c.status is Status.CANCELLED for c in run.stopped),
-            learning_sample=sample,
+            # A resumed answer is no one member's: nothing to learn from.
+            learning_sample=sample and not run.resumes,
+            resumes=tuple(run.resumes),
         )
 
 
@@ -270,6 +329,15 @@ def stop_reason(selection: Selection | None) -> str:
     if selection is not None:
         return "the ensemble had its answer"
     return "the quorum could no longer be met"
+
+
+@dataclass(slots=True)
+class _Running:
+    """A call in flight: what it was asked, its relay, its estimated cost."""
+
+    call: Call
+    relay: Relay
+    estimate: float
 
 
 class _Run:
@@ -283,6 +351,7 @@ class _Run:
         rank: Mapping[str, int],
         sink: Sink | None,
         client_headers: Mapping[str, str] | None,
+        budget: Budget | None = None,
     ) -> None:
         self._fanout = fanout
         self._request = request
@@ -292,9 +361,8 @@ class _Run:
             sink.on_commit = self._cancel_other_relays
         self._timeout_seconds = timeout_seconds
         self._rank = rank
-        self._running: dict[asyncio.Task[Candidate], Call] = {}
-        # Set while the plan waits: woken by the first call to finish (or the timeout).
-        self._waiter: asyncio.Future[None] | None = None
+        self._budget = budget
+        self._running: dict[asyncio.Task[Candidate], _Running] = {}
         self._loop = asyncio.get_running_loop()
         self._started_at = self._loop.time()
         self._deadline = self._started_at + timeout_seconds
@@ -302,10 +370,26 @@ class _Run:
         self.stopped: list[Candidate] = []  # cancelled, or cut off by the deadline
         self.started = 0
         self.deadline_passed = False
+        # The cost cap's account: finished calls' known costs, else their estimates.
+        self._spent = 0.0
+        # Broken relayed calls that were resumed (each with the chunks it relayed), the
+        # breaks, the models that failed, and the last continuation that finished.
+        self._broken: list[tuple[Candidate, int]] = []
+        self.resumes: list[Resume] = []
+        self._failed: set[str] = set()
+        self._last_continuation: Candidate | None = None
 
     def _progress(self) -> Progress:
-        running = tuple(sorted(self._running.values(), key=lambda c: self._rank.get(c.model, 0)))
+        running = tuple(
+            sorted(
+                (r.call for r in self._running.values()), key=lambda c: self._rank.get(c.model, 0)
+            )
+        )
         return Progress(tuple(self.finished), running, self.deadline_passed)
+
+    def broken_calls(self) -> list[Candidate]:
+        """The broken calls that were resumed, with the usage they are counted."""
+        return counted_usage(self._broken, self._last_continuation)
 
     async def drive(self, plan: Plan) -> Selection | None:
         # What the calls still running are told when the plan ends (the request itself
@@ -327,6 +411,10 @@ class _Run:
     async def _do(self, step: Step) -> Progress:
         match step:
             case Launch(calls):
+                first = self._budget is not None and not (self.started or self.finished)
+                if first and self._budget is not None:
+                    # Calls a plan starts before any other must fit together (else 400).
+                    self._budget.check_first(calls)
                 for call in calls:
                     self._launch(call)
             case Wait(seconds):
@@ -335,61 +423,142 @@ class _Run:
                 await self._stop_running(Status.CANCELLED, f"cancelled: {reason}")
         return self._progress()
 
-    def _launch(self, call: Call) -> None:
+    def _committed(self) -> float:
+        return self._spent + sum(r.estimate for r in self._running.values())
+
+    def _launch(self, call: Call) -> bool:
+        """Start a call, if the deadline and the cost cap allow it (else its candidate
+        says why)."""
         if self.deadline_passed:
             error = "ensemble deadline passed before the call"
-            self.stopped.append(Candidate(call.model, Status.TIMEOUT, role=call.role, error=error))
-            return
+            self.stopped.append(
+                Candidate(call.model, Status.TIMEOUT, role=call.role, error=error, sent=False)
+            )
+            return False
+        estimate = 0.0
+        if self._budget is not None:
+            estimate = self._budget.estimate(call)
+            committed = self._committed()
+            if not self._budget.fits(estimate, committed):
+                refused = self._budget.refused(call, estimate, committed)
+                self.finished.append(replace(refused, order=len(self.finished)))
+                return False
+        relay = Relay(call.model, self.started)
+        sink = self._sink
+        offer = functools.partial(sink.offer, relay) if sink is not None and call.relay else None
         task = asyncio.create_task(
             self._fanout.call(
-                call, self._request, self._sink, self._client_headers, self._timeout_seconds
+                call, self._request, offer, self._client_headers, self._timeout_seconds
             )
         )
-        task.add_done_callback(self._wake)
-        self._running[task] = call
+        self._running[task] = _Running(call, relay, estimate)
         self.started += 1
+        if call.continues is not None and sink is not None:
+            sink.resume(relay)
+        return True
 
-    def _wake(self, _: object = None) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _spend(self, candidate: Candidate, estimate: float) -> None:
+        """Account a call that ended: its cost when known, else what it was estimated at."""
+        known = self._fanout.priced(candidate).cost
+        self._spent += known.usd if known is not None and known.usd is not None else estimate
 
     async def _wait(self, seconds: float | None) -> None:
-        if not self._running:
-            return
-        remaining = self._deadline - self._loop.time()
-        timeout = remaining if seconds is None else min(seconds, remaining)
-        # As asyncio.wait(FIRST_COMPLETED) (the calls done when the loop wakes us), without
-        # registering and removing a callback on every running call at every step.
-        self._waiter = waiter = self._loop.create_future()
-        if any(task.done() for task in self._running):
-            self._loop.call_soon(self._wake)
-        timer = self._loop.call_later(max(timeout, 0), self._wake)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-        done = [task for task in self._running if task.done()]
-        # Calls that finished together are recorded in the request's model order.
-        for task in sorted(done, key=lambda t: self._rank.get(self._running[t].model, 0)):
-            call = self._running.pop(task)
-            if task.cancelled():  # a relay that lost the race (see _cancel_other_relays)
-                reason = "cancelled: another model streamed first"
-                self.stopped.append(
-                    Candidate(call.model, Status.CANCELLED, role=call.role, error=reason)
-                )
-            else:
-                self.finished.append(replace(task.result(), order=len(self.finished)))
-        if not done and self._loop.time() >= self._deadline:
-            self.deadline_passed = True
-            reason = f"ensemble deadline of {self._timeout_seconds:g} s passed"
-            await self._stop_running(Status.TIMEOUT, reason)
+        until = (
+            self._deadline if seconds is None else min(self._loop.time() + seconds, self._deadline)
+        )
+        while self._running:
+            done, _ = await asyncio.wait(
+                self._running,
+                timeout=max(until - self._loop.time(), 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                if self._loop.time() >= self._deadline:
+                    self.deadline_passed = True
+                    reason = f"ensemble deadline of {self._timeout_seconds:g} s passed"
+                    await self._stop_running(Status.TIMEOUT, reason)
+                return
+            # Calls that finished together are recorded in the request's model order.
+            ordered = sorted(done, key=lambda t: self._rank.get(self._running[t].call.model, 0))
+            recorded = [self._finish(task) for task in ordered]
+            if any(recorded):
+                return
+            # Only a broken stream, resumed: the plan has nothing new to see yet.
 
-    def _cancel_other_relays(self, committed: str) -> None:
+    def _finish(self, task: asyncio.Task[Candidate]) -> bool:
+        """Record a call that ended; False when it was a broken stream, resumed."""
+        running = self._running.pop(task)
+        call = running.call
+        if task.cancelled():  # a relay that lost the race (see _cancel_other_relays)
+            reason = "cancelled: another model streamed first"
+            self.stopped.append(
+                Candidate(call.model, Status.CANCELLED, role=call.role, error=reason)
+            )
+            self._spent += running.estimate
+            return True
+        candidate = task.result()
+        if call.continues is not None:
+            candidate = joined(candidate, call.continues)
+        self._spend(candidate, running.estimate)
+        if self._resume(running, candidate):
+            return False
+        if not candidate.valid:
+            self._failed.add(candidate.model)
+        elif call.continues is not None:
+            self._last_continuation = candidate
+        self.finished.append(replace(candidate, order=len(self.finished)))
+        return True
+
+    def _resume(self, running: _Running, candidate: Candidate) -> bool:
+        """Continue the client's stream on another model, if the call that broke was the
+        one being relayed and the answer so far can be continued (upstream.resume)."""
+        sink = self._sink
+        if sink is None or sink.committed != running.relay or not resumable(candidate):
+            return False
+        partial = sink.partial()
+        if partial is None:
+            return False  # a tool call, or a finished answer: today's error event
+        self._failed.add(candidate.model)
+        before = running.call.continues.tokens if running.call.continues is not None else 0
+        chunks = partial.tokens - before
+        why = candidate.error or candidate.invalid_reason
+        model = next_resumer(list(self._rank), self._failed, self._fanout.continuation)
+        if model is None:
+            return self._not_resumed(
+                candidate, chunks, partial, why, "no other model can continue it"
+            )
+        call = replace(running.call, model=model, continues=partial)
+        if self._budget is not None:
+            estimate = self._budget.estimate(call)
+            if not self._budget.fits(estimate, self._committed()):
+                return self._not_resumed(
+                    candidate,
+                    chunks,
+                    partial,
+                    why,
+                    f"{model}'s continuation would pass the cost cap",
+                )
+        if self.deadline_passed or not self._launch(call):
+            return self._not_resumed(candidate, chunks, partial, why, "the deadline passed")
+        self.resumes.append(Resume(candidate.model, model, chunks, len(partial.text), why))
+        error = f"{why}; the stream broke after {chunks} chunks and was resumed on {model}"
+        self._broken.append((replace(candidate, error=error), chunks))
+        return True
+
+    def _not_resumed(
+        self, candidate: Candidate, chunks: int, partial: Continuation, why: str, because: str
+    ) -> bool:
+        self.resumes.append(
+            Resume(
+                candidate.model, None, chunks, len(partial.text), f"{why}; not resumed: {because}"
+            )
+        )
+        return False
+
+    def _cancel_other_relays(self, committed: Relay) -> None:
         """The client is being sent ``committed``'s stream: the other relays are moot."""
-        for task, call in self._running.items():
-            if call.relay and call.model != committed:
+        for task, running in self._running.items():
+            if running.call.relay and running.relay != committed:
                 task.cancel()
 
     async def _stop_running(self, status: Status, reason: str) -> None:
@@ -400,12 +569,18 @@ class _Run:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         elapsed_ms = (self._loop.time() - self._started_at) * 1000
-        for task, call in running.items():
+        for task, entry in running.items():
+            call = entry.call
             if task.cancelled():
                 self.stopped.append(
                     Candidate(
                         call.model, status, role=call.role, latency_ms=elapsed_ms, error=reason
                     )
                 )
+                self._spent += entry.estimate
             else:  # finished in the meantime: keep its answer
-                self.finished.append(replace(task.result(), order=len(self.finished)))
+                candidate = task.result()
+                if call.continues is not None:
+                    candidate = joined(candidate, call.continues)
+                self._spend(candidate, entry.estimate)
+                self.finished.append(replace(candidate, order=len(self.finished)))

@@ -9,14 +9,17 @@ from typing import Any
 
 from .. import headers as h
 from .. import strategies
+from ..cost.account import CostSummary, cost_of, format_usd, summary
 from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
 from ..strategies import Selection, Usage
 from .orchestrator import Outcome
-from .wire import Calls, Candidate, ChatCompletion, Choice, Ensemble
+from .wire import Calls, Candidate, ChatCompletion, Choice, Cost, Ensemble, StreamResume
 
 # The fields of a candidate that the log's summary line carries (never its answer text).
-LOG_FIELDS = ("model", "role", "status", "latency_ms", "attempts", "error")
+LOG_FIELDS = ("model", "role", "status", "latency_ms", "attempts", "error", "cost_usd")
+# Dollars in the JSON: a millionth of a millionth is far below any price.
+_USD_DIGITS = 12
 
 
 def spec_headers(spec: EnsembleSpec, seed: bool = False) -> dict[str, str]:
@@ -28,11 +31,27 @@ def spec_headers(spec: EnsembleSpec, seed: bool = False) -> dict[str, str]:
     return out
 
 
+def cost(outcome: Outcome) -> CostSummary:
+    return summary(outcome.candidates, outcome.spec.max_cost_usd)
+
+
+def cost_headers(spent: CostSummary) -> dict[str, str]:
+    """What the ensemble cost; with the models whose cost is unknown (the sum is then a
+    lower bound), and those the cost cap kept from starting."""
+    out = {h.RESP_COST: format_usd(spent.total_usd)}
+    if spent.unknown:
+        out[h.RESP_COST_UNKNOWN] = ",".join(dict.fromkeys(spent.unknown))
+    if spent.not_started:
+        out[h.RESP_COST_CAPPED] = ",".join(dict.fromkeys(spent.not_started))
+    return out
+
+
 def ensemble_headers(outcome: Outcome, seed: bool = False) -> dict[str, str]:
     received = str(len(outcome.valid))
     out = spec_headers(outcome.spec, seed) | {h.RESP_RESPONSES_RECEIVED: received}
     if seed:
         out[h.RESP_VSR_RESPONSES_RECEIVED] = received
+    out |= cost_headers(cost(outcome))
     if outcome.selection is not None:
         out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
         if outcome.selection.agreement is not None:
@@ -47,6 +66,7 @@ def summarise(candidate: strategies.Candidate) -> Candidate:
     """A call as the response's ``ensemble.candidates`` and the log's summary report it."""
     valid = candidate.valid
     logprob = candidate.mean_logprob
+    spent = cost_of(candidate)
     return Candidate(
         model=candidate.model,
         role=candidate.role,
@@ -59,6 +79,20 @@ def summarise(candidate: strategies.Candidate) -> Candidate:
         confidence=round(math.exp(logprob), 4) if logprob is not None else None,
         error=None if valid else candidate.invalid_reason,
         usage=candidate.usage,
+        usage_counted=candidate.usage_counted,
+        cost_usd=None if spent.usd is None else round(spent.usd, _USD_DIGITS),
+        cost_unknown=spent.unknown,
+    )
+
+
+def cost_details(spent: CostSummary) -> Cost:
+    return Cost(
+        total_usd=round(spent.total_usd, _USD_DIGITS),
+        complete=spent.complete,
+        estimated=spent.estimated,
+        unknown=list(spent.unknown),
+        max_usd=spent.max_usd,
+        not_started=list(spent.not_started),
     )
 
 
@@ -71,6 +105,7 @@ def log_fields(candidate: strategies.Candidate) -> dict[str, Any]:
         "latency_ms": round(candidate.latency_ms, 1),
         "attempts": candidate.attempts,
         "error": None if candidate.valid else candidate.invalid_reason,
+        "cost_usd": None if (usd := cost_of(candidate).usd) is None else round(usd, _USD_DIGITS),
     }
 
 
@@ -87,6 +122,11 @@ def ensemble_details(outcome: Outcome) -> Ensemble:
         details=dict(selection.details) if selection else {},
         calls=Calls(started=outcome.calls_started, cancelled=outcome.calls_cancelled),
         candidates=[summarise(c) for c in outcome.candidates],
+        cost=cost_details(cost(outcome)),
+        resumes=[
+            StreamResume(r.broken, r.resumed_on, r.chunks, r.chars, r.reason)
+            for r in outcome.resumes
+        ],
     )
 
 

@@ -1,10 +1,11 @@
 """Answering ``"stream": true``: relay a committed call live, or stream a decided answer.
 
 Relayed calls (first_success members, the fusion aggregator) go out chunk by chunk as they
-arrive, from the first call that produces output. Other strategies decide first and then
-stream the answer; while they wait, SSE comments keep proxies from timing the
-connection out. An error after the stream started is an OpenAI-style error event, then
-the end of the stream: never a silently truncated 200.
+arrive, from the first call that produces output. If that call breaks midway, another
+model may continue the text sent so far on the same stream (``resume``). Other strategies
+decide first and then stream the answer; while they wait, SSE comments keep proxies from
+timing the connection out. An error after the stream started is an OpenAI-style error
+event, then the end of the stream: never a silently truncated 200.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from .. import headers as h
 from ..chat import ChatRequest
 from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
-from .orchestrator import Fanout, Outcome
+from ..strategies.base import Continuation
+from .orchestrator import Fanout, Outcome, Relay
 from .response import answer, ensemble_details, ensemble_headers, failure, spec_headers, total_usage
+from .resume import EchoFilter
 from .sse import DONE, KEEPALIVE, Accumulator, event, first_choice, message_choices
 from .wire import ChatCompletionChunk
 
@@ -49,11 +52,17 @@ class StreamWriter:
             choices=[],
         )
         self.response: web.StreamResponse | None = None
-        self.committed: str | None = None
-        self.on_commit: Callable[[str], None] | None = None
-        self._pending: dict[str, list[Mapping[str, Any]]] = {}
+        self.committed: Relay | None = None
+        self.on_commit: Callable[[Relay], None] | None = None
+        self._pending: dict[Relay, list[Mapping[str, Any]]] = {}
         # The relayed finish_reason chunk's choice, held back to carry the ensemble object.
         self._final: dict[str, Any] | None = None
+        # What the client got of the relayed answer: its text, in chunks, and whether a
+        # tool call started (a tool call's arguments cannot be continued).
+        self._sent: list[str] = []
+        self._tool_call = False
+        # Set while relaying a continuation: drops a repeat of the text it continues.
+        self._echo: EchoFilter | None = None
         self._lock = asyncio.Lock()
         self._last_write = time.monotonic()
 
@@ -83,29 +92,72 @@ class StreamWriter:
         if first is None:
             return
         choice = {**first, "index": 0}
+        if self._echo is not None:
+            continued = self._continued(choice, self._echo)
+            if continued is None:
+                return
+            choice = continued
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self._sent.append(content)
+            if delta.get("tool_calls"):
+                self._tool_call = True
         if choice.get("finish_reason"):
             self._final = choice
         else:
             await self._write(event(self.chunk(choice)))
 
-    async def offer(self, model: str, chunk: Mapping[str, Any]) -> bool:
+    @staticmethod
+    def _continued(choice: dict[str, Any], echo: EchoFilter) -> dict[str, Any] | None:
+        """A continuation's choice as part of the answer already under way: no second
+        role, no repeat of the text it continues; None when nothing is left of it."""
+        raw = choice.get("delta")
+        delta = {k: v for k, v in raw.items() if k != "role"} if isinstance(raw, dict) else {}
+        content = delta.get("content")
+        text = echo.feed(content if isinstance(content, str) else "")
+        if choice.get("finish_reason"):
+            text += echo.flush()
+        if text:
+            delta["content"] = text
+        else:
+            delta.pop("content", None)
+        if not delta and not choice.get("finish_reason"):
+            return None
+        return {**choice, "delta": delta}
+
+    async def offer(self, relay: Relay, chunk: Mapping[str, Any]) -> bool:
         if self.committed is not None:
-            if model != self.committed:
+            if relay != self.committed:
                 return False
             await self._relay(chunk)
             return True
-        self._pending.setdefault(model, []).append(chunk)
+        self._pending.setdefault(relay, []).append(chunk)
         if not Accumulator.has_output(chunk):
             return True
-        self.committed = model
+        self.committed = relay
         if self.on_commit is not None:
-            self.on_commit(model)
+            self.on_commit(relay)
         if self.response is None:
-            await self.start({**spec_headers(self._spec, self._seed), h.RESP_SELECTED_MODEL: model})
-        for pending in self._pending.pop(model):
+            await self.start(
+                {**spec_headers(self._spec, self._seed), h.RESP_SELECTED_MODEL: relay.model}
+            )
+        for pending in self._pending.pop(relay):
             await self._relay(pending)
         self._pending.clear()
         return True
+
+    def partial(self) -> Continuation | None:
+        """The answer so far, when another model may continue it: text went out, no tool
+        call did, and the relayed call had not finished."""
+        if self._tool_call or self._final is not None or not self._sent:
+            return None
+        return Continuation("".join(self._sent), len(self._sent))
+
+    def resume(self, relay: Relay) -> None:
+        self.committed = relay
+        self._echo = EchoFilter("".join(self._sent))
 
     async def keepalive(self) -> None:
         if self.response is None:
@@ -118,15 +170,19 @@ class StreamWriter:
     async def finish(self, outcome: Outcome) -> None:
         selection = outcome.selection
         winner = selection.winner if selection else None
-        if self.committed is not None and (winner is None or winner.model != self.committed):
+        committed = self.committed
+        if committed is not None and (winner is None or winner.model != committed.model):
+            # The answer being streamed broke (and was not resumed), or another was chosen:
+            # what was sent cannot be taken back. A plain quorum failure says less.
+            broke = selection is not None or bool(outcome.resumes)
             await self.error(
-                failure(outcome)
-                if selection is None
-                else ApiError(
+                ApiError(
                     ErrorCode.STREAM_FAILED,
-                    f"the streamed answer of {self.committed} failed",
+                    stream_failure(committed.model, outcome),
                     extra={"ensemble": ensemble_details(outcome)},
                 )
+                if broke
+                else failure(outcome)
             )
             return
         if selection is None:
@@ -145,6 +201,16 @@ class StreamWriter:
             usage.usage = total_usage(outcome)
             await self._write(event(usage))
         await self._write(DONE)
+
+
+def stream_failure(model: str, outcome: Outcome) -> str:
+    """Why the answer being streamed ends with an error event."""
+    if not outcome.resumes:
+        return f"the streamed answer of {model} failed"
+    last = outcome.resumes[-1]
+    return (
+        f"the streamed answer of {last.broken} broke after {last.chars} characters: {last.reason}"
+    )
 
 
 async def stream_completion(

@@ -20,6 +20,7 @@ from ..strategies import STRATEGIES, Role, Status, Usage
 StrategyName = Annotated[str, Meta(extra_json_schema={"enum": list(STRATEGIES)})]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 Count = Annotated[int, Meta(ge=0)]
+Dollars = Annotated[float, Meta(ge=0)]
 
 AssistantMessage = Annotated[
     dict[str, Any],
@@ -62,6 +63,63 @@ class Candidate(Struct):
         Usage | None,
         Meta(description="this call's share of the response's usage (null: none reported)"),
     ]
+    usage_counted: Annotated[
+        bool,
+        Meta(
+            description="usage counted by the gateway, not reported by the model: a stream "
+            "that broke and was resumed (its chunks, and the prompt of the call that "
+            "continued it); its cost_usd is an estimate"
+        ),
+    ]
+    cost_usd: Annotated[
+        Dollars | None,
+        Meta(description="what this call cost: its usage at its model's price; null: unknown"),
+    ]
+    cost_unknown: Annotated[
+        str | None,
+        Meta(
+            description="why cost_usd is null: no price declared for the model, or no usage "
+            "reported (cancelled, timed out, broken, or never reported)"
+        ),
+    ]
+
+
+class Cost(Struct):
+    """What the ensemble cost, in US dollars (docs/cost.md). Never a silent 0: a call
+    whose cost is not known makes the total incomplete, and says why."""
+
+    total_usd: Annotated[Dollars, Meta(description="the calls whose cost is known, summed")]
+    complete: Annotated[
+        bool,
+        Meta(
+            description="every call's cost is known: total_usd is the cost; false: it is a "
+            "lower bound, and `unknown` names the calls' models"
+        ),
+    ]
+    estimated: Annotated[
+        bool, Meta(description="some call's cost comes from usage the gateway counted")
+    ]
+    unknown: Annotated[list[str], Meta(description="models of the calls whose cost is unknown")]
+    max_usd: Annotated[
+        Dollars | None,
+        Meta(description="the cost cap (x-ensemble-max-cost-usd or the profile's), if any"),
+    ]
+    not_started: Annotated[
+        list[str],
+        Meta(description="models of the calls the cost cap kept from starting"),
+    ]
+
+
+class StreamResume(Struct):
+    """A relayed stream that broke midway, and the model that continued it."""
+
+    broken: Annotated[str, Meta(description="the model whose stream broke")]
+    resumed_on: Annotated[
+        str | None, Meta(description="the model that continued the text; null: none could")
+    ]
+    chunks: Annotated[Count, Meta(description="content chunks the broken call had relayed")]
+    chars: Annotated[Count, Meta(description="characters of the answer the client had")]
+    reason: Annotated[str, Meta(description="why it broke (and, if not resumed, why not)")]
 
 
 class Ensemble(Struct):
@@ -85,6 +143,11 @@ class Ensemble(Struct):
     ]
     calls: Calls
     candidates: list[Candidate]
+    cost: Cost
+    resumes: Annotated[
+        list[StreamResume],
+        Meta(description="breaks of the relayed stream, in order (docs/strategies.md)"),
+    ]
 
 
 class Choice(Struct):
