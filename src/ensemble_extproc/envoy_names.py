@@ -17,6 +17,8 @@ DEFAULT_CLUSTER = "default_model"
 # The ensemble upstream while healthy, else the default model (aggregate cluster).
 FALLBACK_CLUSTER = "ensemble_or_default"
 SERVED_BY_NS = "ensemble_extproc.cluster"
+# The OTLP/gRPC collector Envoy exports its spans to (tracing.collector).
+OTEL_CLUSTER = "otel_collector"
 # Type URLs: TYPE + a message's full name (the typed messages carry their own; a test
 # checks that these agree with them).
 TYPE = "type.googleapis.com/"

@@ -34,6 +34,7 @@ from .model import (
     Model,
     Profile,
     RuleConfig,
+    TracingSettings,
 )
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         metadata_namespace=file.metadata_namespace,
         envoy=envoy,
         logging=file.logging,
+        tracing=_tracing(file.tracing, environ),
     )
 
 
@@ -346,3 +348,23 @@ def _internal_secret(file: ConfigFile, environ: Mapping[str, str]) -> bytes | No
             key, f"{name} is shorter than 16 characters", "use a longer random secret"
         )
     return value.encode() if value else None
+
+
+def _tracing(settings: TracingSettings, environ: Mapping[str, str]) -> TracingSettings:
+    """The standard OTEL_* switches over tracing.enabled: OTEL_SDK_DISABLED=true or
+    OTEL_TRACES_EXPORTER=none turn traces off, OTEL_TRACES_EXPORTER=otlp turns them on."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return msgspec.structs.replace(settings, enabled=False)
+    exporters = {e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    exporters.discard("")
+    if not exporters:
+        return settings
+    if exporters == {"none"}:
+        return msgspec.structs.replace(settings, enabled=False)
+    if exporters != {"otlp"}:
+        raise ConfigError(
+            "tracing.enabled",
+            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']!r} is not supported",
+            "use otlp (OTLP/gRPC) or none, or unset it and set tracing.enabled",
+        )
+    return msgspec.structs.replace(settings, enabled=True)

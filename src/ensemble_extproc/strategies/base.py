@@ -93,6 +93,8 @@ class Candidate:
     http_status: int | None = None
     retry_after: float | None = None
     attempts: int = 1
+    # The model the endpoint says answered (its response's "model"), for traces.
+    response_model: str | None = None
     # The extracted answer, computed once when the candidate is made (its answer arrived)
     # and carried along by dataclasses.replace; pass None with a new message to redo it.
     extracted: Answer | None = field(default=None, compare=False, repr=False)
