@@ -124,7 +124,9 @@ class Receiver:
         service_grpc.add_TraceServiceServicer_to_server(_Service(self), self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.endpoint = f"{host}:{self.port}"
-        self._spans: list[Span] = []
+        # By span id: Envoy 1.40 exports its ext_proc call's span twice (when the stream
+        # is cancelled, and when it closes); the later copy is kept.
+        self._by_id: dict[str, Span] = {}
         self._changed = threading.Condition()
         self.last_arrival = 0.0
 
@@ -137,26 +139,26 @@ class Receiver:
 
     def add(self, spans: Iterable[Span]) -> None:
         with self._changed:
-            self._spans.extend(spans)
+            self._by_id.update((span.span_id, span) for span in spans)
             self.last_arrival = time.monotonic()
             self._changed.notify_all()
 
     def spans(self) -> list[Span]:
         with self._changed:
-            return list(self._spans)
+            return list(self._by_id.values())
 
     def wait_for(self, done: Callable[[list[Span]], bool], timeout: float = 15.0) -> list[Span]:
         """The spans once ``done(spans)`` holds; AssertionError with them after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while not done(self._spans):
+            while not done(list(self._by_id.values())):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"spans not received within {timeout:g} s:\n{tree(self._spans)}"
+                        f"spans not received within {timeout:g} s:\n{tree(self._by_id.values())}"
                     )
                 self._changed.wait(left)
-            return list(self._spans)
+            return list(self._by_id.values())
 
 
 def _label(span: Span, attributes: bool) -> str:
@@ -169,27 +171,29 @@ def _label(span: Span, attributes: bool) -> str:
     return head + ("  " + " ".join(shown) if shown else "")
 
 
+def _walk(
+    children: Mapping[str, list[Span]], parent: str, prefix: str, lines: list[str], attributes: bool
+) -> None:
+    kids = children.get(parent, [])
+    for i, span in enumerate(kids):
+        last = i == len(kids) - 1
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_label(span, attributes)}")
+        _walk(children, span.span_id, prefix + ("   " if last else "│  "), lines, attributes)
+
+
 def tree(spans: Iterable[Span], attributes: bool = True) -> str:
     """Every trace as an indented tree, children in start order."""
     by_trace: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
-    lines = []
+    lines: list[str] = []
     for trace_id, members in by_trace.items():
         ids = {s.span_id for s in members}
         children: dict[str, list[Span]] = defaultdict(list)
         for span in sorted(members, key=lambda s: s.start_ns):
             children[span.parent_id if span.parent_id in ids else ""].append(span)
         lines.append(f"trace {trace_id}")
-
-        def walk(parent: str, prefix: str) -> None:
-            kids = children.get(parent, [])
-            for i, span in enumerate(kids):
-                last = i == len(kids) - 1
-                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_label(span, attributes)}")
-                walk(span.span_id, prefix + ("   " if last else "│  "))
-
-        walk("", "")
+        _walk(children, "", "", lines, attributes)
     return "\n".join(lines)
 
 

@@ -390,7 +390,7 @@ class ConfigFile(Section, frozen=True):
     ] = "ensemble_extproc"
     logging: Logging = Logging()
     envoy: EnvoySettings = EnvoySettings()
-    tracing: TracingSettings = TracingSettings()
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -199,10 +200,14 @@ class TracedFanout(Fanout):
             call.model, call.role, 0, address.host, address.port, {"model": endpoint.upstream_model}
         )
         attributes.update(genai.result_attributes(candidate))
+        now = time.time_ns()  # not called: no time passed
         span = self._tracing.tracer.start_span(
-            f"{genai.CHAT} {endpoint.upstream_model}", kind=SpanKind.CLIENT, attributes=attributes
+            f"{genai.CHAT} {endpoint.upstream_model}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=now,
         )
-        span.end()
+        span.end(end_time=now)
 
 
 def ensemble_attributes(outcome: Outcome, status: int) -> genai.Attributes:
