@@ -85,6 +85,13 @@ bench-decision: install
 bench-wire: install
 	$(PY) -m bench.wire
 
+# The processor's CPU per request with tracing off and on; AGAINST=<another checkout, e.g.
+# main's> adds it as the baseline, in the same run (prints a table, ~2 min).
+AGAINST ?=
+.PHONY: bench-tracing
+bench-tracing: install
+	$(PY) -m bench.tracing $(if $(AGAINST),--against $(AGAINST)) --streams 4000 --rounds 6
+
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install
 	$(PY) -m bench.load_faults --seconds 120 --concurrency 16
