@@ -101,6 +101,12 @@ def start(name: str, src: Path, config: Path, port: int, env: dict[str, str]) ->
     return Processor(name, process, port, [])
 
 
+def start_receiver(port: int) -> subprocess.Popen[bytes]:
+    """The OTLP/gRPC receiver the traced processor exports to."""
+    argv = [sys.executable, str(ROOT / "tools" / "otlp_tree.py"), "--port", str(port)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+
+
 def config_file(work: Path, name: str, tracing: bool, collector: str) -> tuple[Path, int]:
     listen = listen_block()
     raw: dict[str, object] = {
@@ -130,10 +136,7 @@ async def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         receiver_port = int(listen_block()["envoy"].rpartition(":")[2])
-        receiver = subprocess.Popen(
-            [sys.executable, str(ROOT / "tools" / "otlp_tree.py"), "--port", str(receiver_port)],
-            stdout=subprocess.DEVNULL,
-        )
+        receiver = start_receiver(receiver_port)
         collector = f"127.0.0.1:{receiver_port}"
         variants = [("off", ROOT / "src", False), ("on", ROOT / "src", True)]
         if args.against:
