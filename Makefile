@@ -20,7 +20,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,otel]'
 	touch $@
 
 install: $(INSTALLED) $(PB_STAMP)
@@ -84,6 +84,13 @@ bench-decision: install
 # against msgspec and pydantic v2 alone (prints tables, ~1 min).
 bench-wire: install
 	$(PY) -m bench.wire
+
+# The processor's CPU per request with tracing off and on; AGAINST=<another checkout, e.g.
+# main's> adds it as the baseline, in the same run (prints a table, ~2 min).
+AGAINST ?=
+.PHONY: bench-tracing
+bench-tracing: install
+	$(PY) -m bench.tracing $(if $(AGAINST),--against $(AGAINST)) --streams 4000 --rounds 6
 
 # Minutes of mixed traffic through the gateway while model endpoints misbehave.
 load-faults: install

@@ -21,6 +21,8 @@ SERVED_BY_NS = "ensemble_extproc.cluster"
 # name in the chain (before ours).
 ROUTER_CLUSTER = "semantic_router"
 ROUTER_FILTER = "semantic_router.ext_proc"
+# The OTLP/gRPC collector Envoy exports its spans to (tracing.collector).
+OTEL_CLUSTER = "otel_collector"
 # Type URLs: TYPE + a message's full name (the typed messages carry their own; a test
 # checks that these agree with them).
 TYPE = "type.googleapis.com/"

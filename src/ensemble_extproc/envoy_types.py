@@ -34,6 +34,7 @@ from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as ep
 from envoy_data_plane.envoy.config.listener import v3 as lis
 from envoy_data_plane.envoy.config.route import v3 as rt
+from envoy_data_plane.envoy.config.trace.v3 import OpenTelemetryConfig, TracingHttp
 from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import ExpressionFilter
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
 from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import InternalListener
@@ -53,6 +54,7 @@ from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpConnectionManagerCodecType,
+    HttpConnectionManagerTracing,
     HttpFilter,
     LocalReplyConfig,
     ResponseMapper,
@@ -87,6 +89,7 @@ from .envoy_names import (
     LOCAL_REPLIES,
     LOCAL_REPLY_OTHER_4XX,
     LOCAL_REPLY_OTHER_5XX,
+    OTEL_CLUSTER,
     PROCESSOR_REPLY,
     ROUTER_CLUSTER,
     ROUTER_FILTER,
@@ -788,12 +791,35 @@ def _connection_manager(
         ),
         local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
+        tracing=_tracing(config),
         http_filters=[
             *_router_filters(config),
             _ext_proc_filter(config, every_request),
             *_key_masking_filter(config),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
+    )
+
+
+def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
+    """Envoy's OpenTelemetry tracer, when tracing is on: a span per request (and one per
+    upstream attempt), exported over OTLP/gRPC; its W3C trace context reaches the
+    processor in the ext_proc stream's metadata and the upstream in its request headers,
+    so one request is one trace (docs/tracing.md)."""
+    tracing = config.tracing
+    if not tracing.enabled:
+        return None
+    exporter = OpenTelemetryConfig(
+        grpc_service=core.GrpcService(
+            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=OTEL_CLUSTER)
+        ),
+        service_name=f"{tracing.service_name}-envoy",
+    )
+    return HttpConnectionManagerTracing(
+        provider=TracingHttp(name="envoy.tracers.opentelemetry", typed_config=Any.pack(exporter)),
+        random_sampling=envoy_type.Percent(value=tracing.sample_percent),
+        # The router's own span per upstream attempt: a retried ensemble shows each try.
+        spawn_upstream_span=True,
     )
 
 
@@ -928,6 +954,8 @@ def typed_bootstrap(
             )
         ],
     )
+    if config.tracing.enabled:
+        clusters.append(_cluster(OTEL_CLUSTER, config.tracing.collector, http2=True))
     listeners = [gateway]
     extensions = []
     if _falls_back(config, upstream_replicas):

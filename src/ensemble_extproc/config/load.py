@@ -35,6 +35,7 @@ from .model import (
     Model,
     Profile,
     RuleConfig,
+    TracingSettings,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def compile_config(raw: object, environ: Mapping[str, str] | None = None) -> Con
         logging=file.logging,
         semantic_router=file.semantic_router,
         seed_dialect=_seed_shape(raw) if dialect == "auto" else dialect,
+        tracing=_tracing(file.tracing, environ),
     )
 
 
@@ -375,3 +377,23 @@ def _internal_secret(file: ConfigFile, environ: Mapping[str, str]) -> bytes | No
             key, f"{name} is shorter than 16 characters", "use a longer random secret"
         )
     return value.encode() if value else None
+
+
+def _tracing(settings: TracingSettings, environ: Mapping[str, str]) -> TracingSettings:
+    """The standard OTEL_* switches over tracing.enabled: OTEL_SDK_DISABLED=true or
+    OTEL_TRACES_EXPORTER=none turn traces off, OTEL_TRACES_EXPORTER=otlp turns them on."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return msgspec.structs.replace(settings, enabled=False)
+    exporters = {e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    exporters.discard("")
+    if not exporters:
+        return settings
+    if exporters == {"none"}:
+        return msgspec.structs.replace(settings, enabled=False)
+    if exporters != {"otlp"}:
+        raise ConfigError(
+            "tracing.enabled",
+            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']!r} is not supported",
+            "use otlp (OTLP/gRPC) or none, or unset it and set tracing.enabled",
+        )
+    return msgspec.structs.replace(settings, enabled=True)

@@ -381,6 +381,29 @@ class SemanticRouter(Section, frozen=True):
     extproc: RouterProcessor | None = None
 
 
+class TracingSettings(Section, frozen=True):
+    """OpenTelemetry traces over OTLP/gRPC (docs/tracing.md). Off by default; the standard
+    ``OTEL_*`` environment variables apply too (``OTEL_TRACES_EXPORTER=otlp`` turns it on)."""
+
+    enabled: bool = False
+    # The OTLP/gRPC collector: Envoy exports here, and so do the processor and the upstream
+    # unless OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT names another.
+    collector: Address = msgspec.field(default_factory=lambda: Address("127.0.0.1", 4317))
+    # service.name: <service_name>-envoy, -processor, -upstream (OTEL_SERVICE_NAME, when
+    # set, names the processor and the upstream).
+    service_name: Annotated[
+        str,
+        Meta(
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            title="service name",
+            description="letters, digits, _ . and -",
+        ),
+    ] = "ensemble-extproc"
+    # Share of the requests Envoy starts a trace for; the processor and the upstream
+    # follow Envoy's decision (a parent-based sampler).
+    sample_percent: Annotated[float, Meta(ge=0, le=100)] = 100.0
+
+
 def _at(port: int) -> Any:
     # A factory: msgspec cannot put an Address default into the schema (config.schema does).
     return msgspec.field(default_factory=lambda: Address("127.0.0.1", port))
@@ -426,6 +449,7 @@ class ConfigFile(Section, frozen=True):
     logging: Logging = Logging()
     envoy: EnvoySettings = EnvoySettings()
     semantic_router: SemanticRouter = SemanticRouter()
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,3 +477,5 @@ class Config:
     semantic_router: SemanticRouter
     # semantic_router.dialect resolved: the seed's response headers and GET /health.
     seed_dialect: bool
+    # tracing.enabled as the OTEL_* environment variables left it (config.load).
+    tracing: TracingSettings

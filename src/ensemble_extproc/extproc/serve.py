@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from ..config import Config
 from ..observability.metrics import ProcessorMetrics
+from ..observability.tracing import start_tracing
 from ..serve import DRAIN_SECONDS, GRACE_SECONDS, wait_for_signal
 from .server import create_server
 
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 
 async def serve_extproc(config: Config) -> None:
     metrics = ProcessorMetrics(CollectorRegistry())
-    server, port = create_server(config, config.listen.extproc, metrics)
+    tracing = start_tracing(config.tracing, "processor")
+    server, port = create_server(config, config.listen.extproc, metrics, tracing)
     # The standard grpc.health.v1 service: Envoy's health checks of the processor ask it.
     health = grpc_health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -41,3 +43,5 @@ async def serve_extproc(config: Config) -> None:
         # Let streams of requests in flight finish; Envoy opens new ones elsewhere.
         await server.stop(GRACE_SECONDS)
         metrics_server.shutdown()
+        if tracing is not None:
+            tracing.shutdown()  # the spans still buffered are exported

@@ -21,6 +21,7 @@ from ..config import Address, Config
 from ..errors import ApiError
 from ..observability.logs import REQUEST_ID
 from ..observability.metrics import ProcessorMetrics
+from ..observability.tracing import Tracing
 from ..rules import RequestView
 from . import responses
 from .decision import Decision, NeedBody, Passthrough, Reject, Reroute, decision_label
@@ -61,6 +62,9 @@ class StreamHandler:
         self._spoofed: tuple[str, ...] = ()
         self._awaiting_body = False
         self.decision: Decision | None = None
+
+    def close(self) -> None:
+        """The stream ended (extproc.tracing's handler ends its span here)."""
 
     def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
         phase = request.WhichOneof("request")
@@ -128,16 +132,23 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.policy = DecisionPolicy(config)
         self.metrics = metrics
 
+    def new_handler(self, context: Any) -> StreamHandler:
+        """The handler of one stream (``context``: its gRPC call, read when tracing)."""
+        return StreamHandler(self.policy, self.metrics)
+
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
         metrics = self.metrics
-        handler = StreamHandler(self.policy, metrics)
+        handler = self.new_handler(context)
         if metrics is None:
-            async for request in request_iterator:
-                response = handler.handle(request)
-                if response is not None:
-                    yield response
+            try:
+                async for request in request_iterator:
+                    response = handler.handle(request)
+                    if response is not None:
+                        yield response
+            finally:
+                handler.close()
             return
         metrics.streams_started += 1
         try:
@@ -152,15 +163,24 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 if response is not None:
                     yield response
         finally:
+            handler.close()
             metrics.streams_ended += 1
 
 
 def create_server(
-    config: Config, address: Address, metrics: ProcessorMetrics | None = None
+    config: Config,
+    address: Address,
+    metrics: ProcessorMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A configured, not yet started server and the port it bound (0 picks a free one)."""
     # grpc.aio enables SO_REUSEPORT by default: a stale server would keep serving the port.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config, metrics), server)
+    servicer = ExternalProcessor(config, metrics)
+    if tracing is not None:  # imports OpenTelemetry: only when tracing is on
+        from .tracing import TracedExternalProcessor
+
+        servicer = TracedExternalProcessor(config, metrics, tracing)
+    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{address.host}:{address.port}")
     return server, port

@@ -102,6 +102,8 @@ class Candidate:
     usage_counted: bool = False
     # What the call cost, set by the orchestrator from the model's price.
     cost: CallCost | None = None
+    # The model the endpoint says answered (its response's "model"), for traces.
+    response_model: str | None = None
     # The extracted answer, computed once when the candidate is made (its answer arrived)
     # and carried along by dataclasses.replace; pass None with a new message to redo it.
     extracted: Answer | None = field(default=None, compare=False, repr=False)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from .. import headers as h
@@ -22,6 +23,7 @@ from ..internal import ReplayGuard
 from ..json_out import encode
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
 from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
+from ..observability.tracing import Tracing, start_tracing
 from ..paths import MODELS
 from ..redact import Redactor, client_credentials, config_redactor
 from ..serve import DRAIN_SECONDS, GRACE_SECONDS, LISTEN_BACKLOG, wait_for_signal
@@ -68,6 +70,10 @@ class InFlight:
         finally:
             self.count -= 1
 
+
+# What the request asked and what its ensemble did, for its span (upstream.tracing).
+CHAT = web.RequestKey("chat", ChatRequest)
+OUTCOME = web.RequestKey("outcome", Outcome)
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REDACT = web.AppKey("redact", Redactor)
@@ -136,7 +142,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     # never one of the max_in_flight slots that ensembles need.
     ensemble = config.ensemble
     raw = await read_body(request, ensemble.max_body_bytes, ensemble.body_timeout_seconds)
-    chat = parse_chat_request(raw)
+    chat = request[CHAT] = parse_chat_request(raw)
     spec = upstream_spec(request.headers, config)
     with request.app[IN_FLIGHT].slot():
         return await _chat_completions(request, chat, spec, started)
@@ -144,6 +150,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 def record(request: web.Request, outcome: Outcome, started: float) -> None:
     """Metrics and the one summary log line of an ensemble."""
+    request[OUTCOME] = outcome
     config = request.app[CONFIG]
     seconds = time.monotonic() - started
     selection = outcome.selection
@@ -293,12 +300,22 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
 
+def _fanout(
+    config: Config, client: EndpointClient, trust: TrustService, tracing: Tracing | None
+) -> Fanout:
+    if tracing is None:
+        return Fanout(config.endpoints, config.ensemble, client, trust)
+    from .tracing import TracedFanout  # imports OpenTelemetry: only when tracing is on
+
+    return TracedFanout(tracing, config.endpoints, config.ensemble, client, trust)
+
+
 def _fanout_context(
-    config: Config, client: EndpointClient | None, trust: TrustService
+    config: Config, client: EndpointClient | None, trust: TrustService, tracing: Tracing | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         if client is not None:
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, client, trust)
+            app[FANOUT] = _fanout(config, client, trust, tracing)
             app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
             return
@@ -309,23 +326,32 @@ def _fanout_context(
             http_client = HttpEndpointClient(
                 session, config.ensemble.max_response_bytes, config_redactor(config)
             )
-            app[FANOUT] = Fanout(config.endpoints, config.ensemble, http_client, trust)
+            app[FANOUT] = _fanout(config, http_client, trust, tracing)
             app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
 
     return context
 
 
-def create_app(config: Config, client: EndpointClient | None = None) -> web.Application:
-    """The upstream app; ``client`` replaces the HTTP endpoint client (tests)."""
+def create_app(
+    config: Config, client: EndpointClient | None = None, tracing: Tracing | None = None
+) -> web.Application:
+    """The upstream app; ``client`` replaces the HTTP endpoint client (tests); with
+    ``tracing``, every ensemble is a span and each of its calls a child span."""
     # The body limit is enforced by read_body with an OpenAI-style 413. Bodies are never
     # inflated (a compressed one is a 415, body.py): without auto_decompress aiohttp does
     # not decode one either, not even the rest of a refused body it reads to keep the
     # connection (a broken gzip body logged a traceback per request there).
     # Signatures are checked (once each) before a handler reads the body.
     signed = signed_ensembles(config, ReplayGuard(), time.time)
+    middlewares: list[Middleware] = [openai_errors, signed]
+    if tracing is not None:
+        from .tracing import tracing_middleware
+
+        # Outermost: the span sees the answer as the client gets it, errors included.
+        middlewares.insert(0, tracing_middleware(tracing, OUTCOME, CHAT))
     app = web.Application(
-        middlewares=[openai_errors, signed],
+        middlewares=middlewares,
         client_max_size=config.ensemble.max_body_bytes,
         handler_args={"auto_decompress": False},
     )
@@ -337,7 +363,7 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
     app[METRICS].in_flight.set_function(lambda: in_flight.count)
     app[TRUST] = trust = trust_service(config)
     app[METRICS].registry.register(TrustCollector(trust))
-    app.cleanup_ctx.append(_fanout_context(config, client, trust))
+    app.cleanup_ctx.append(_fanout_context(config, client, trust, tracing))
     app.cleanup_ctx.append(_trust_context(trust))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get(MODELS, list_models)
@@ -355,7 +381,8 @@ def create_app(config: Config, client: EndpointClient | None = None) -> web.Appl
 async def serve_upstream(config: Config) -> None:
     """Serve until SIGINT/SIGTERM, then drain (``serve.py``)."""
     # Cancel the fan-out when Envoy gives up on a request, instead of finishing it unseen.
-    app = create_app(config)
+    tracing = start_tracing(config.tracing, "upstream")
+    app = create_app(config, tracing=tracing)
     runner = web.AppRunner(
         app, shutdown_timeout=GRACE_SECONDS, access_log=None, handler_cancellation=True
     )
@@ -370,3 +397,5 @@ async def serve_upstream(config: Config) -> None:
         await asyncio.sleep(DRAIN_SECONDS)
     finally:
         await runner.cleanup()
+        if tracing is not None:
+            tracing.shutdown()  # the spans still buffered are exported

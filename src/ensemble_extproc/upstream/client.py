@@ -175,6 +175,7 @@ def candidate_from_response(
     if not isinstance(message, dict):
         return _failed(model, latency_ms, "choice has no message", Failure.BAD_ANSWER)
     finish_reason = choice.get("finish_reason")
+    answered_by = payload.get("model")
     return Candidate(
         model,
         Status.OK,
@@ -183,6 +184,7 @@ def candidate_from_response(
         usage=_usage(payload.get("usage")),
         latency_ms=latency_ms,
         mean_logprob=mean_logprob(choice),
+        response_model=answered_by if isinstance(answered_by, str) else None,
     )
 
 
@@ -217,6 +219,7 @@ def candidate_from_stream(model: str, acc: Accumulator, latency_ms: float) -> Ca
         usage=_usage(acc.usage),
         latency_ms=latency_ms,
         mean_logprob=acc.mean_logprob(),
+        response_model=acc.model,
     )
 
 

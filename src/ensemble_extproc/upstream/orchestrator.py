@@ -559,14 +559,14 @@ class _Run:
         """The client is being sent ``committed``'s stream: the other relays are moot."""
         for task, running in self._running.items():
             if running.call.relay and running.relay != committed:
-                task.cancel()
+                task.cancel("cancelled: another model streamed first")
 
     async def _stop_running(self, status: Status, reason: str) -> None:
         if not self._running:
             return
         running, self._running = self._running, {}
         for task in running:
-            task.cancel()
+            task.cancel(reason)  # the call's CancelledError says why (upstream.tracing)
         await asyncio.gather(*running, return_exceptions=True)
         elapsed_ms = (self._loop.time() - self._started_at) * 1000
         for task, entry in running.items():

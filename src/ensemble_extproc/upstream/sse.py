@@ -99,8 +99,12 @@ class Accumulator:
     unscored: bool = False
     # The endpoint's error event (its "error" object), summarised by the client.
     error: Mapping[str, Any] | None = None
+    # The model the endpoint says answers (the chunks' "model").
+    model: str | None = None
 
     def add(self, chunk: Mapping[str, Any]) -> None:
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
         if isinstance(chunk.get("error"), dict):
             self.error = chunk["error"]
         if isinstance(chunk.get("usage"), dict):
