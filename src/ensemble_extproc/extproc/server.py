@@ -112,10 +112,10 @@ class StreamHandler:
     @staticmethod
     def _count(decision: Decision, metrics: ProcessorMetrics) -> None:
         match decision:
-            case Reject():
-                metrics.decisions.labels("rejected").inc()
+            case Reject(error):
+                metrics.decisions.labels("rejected", error.code).inc()
             case Passthrough() | Reroute():
-                metrics.decisions.labels(decision_label(decision)).inc()
+                metrics.decisions.labels(decision_label(decision), "").inc()
                 for ignored in decision.ignored:
                     metrics.ignored_signals.labels(ignored.partition(":")[0]).inc()
 

@@ -1,21 +1,48 @@
 """Prometheus metrics of the ensemble upstream and of the processor.
 
-Each process owns its registry (no global default registry), created at start-up and
-handed to the code that observes; label values are bounded by config (strategies,
-endpoints, rule names).
+Each process owns its registry (no global default registry), created at start-up by
+``process_registry`` and handed to the code that observes; label values are bounded by
+config (strategies, endpoints, rule names) or by the code (error codes, states).
+Names follow Prometheus' conventions: base units in the name (``_seconds``), ``_total`` on
+counters, ``_ratio`` on fractions in 0..1; docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..strategies import Candidate, Failure, Status
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_STATES = ("closed", "half_open", "open")
 
-__all__ = ["CONTENT_TYPE_LATEST", "ProcessorMetrics", "UpstreamMetrics", "generate_latest"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "ProcessorMetrics",
+    "UpstreamMetrics",
+    "generate_latest",
+    "process_registry",
+]
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with what prometheus_client's default one has: the process (CPU,
+    memory, open files, start time), the platform (Python version) and the garbage
+    collector, so each server's /metrics shows its own process."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def failure_reason(candidate: Candidate) -> str:
@@ -79,12 +106,12 @@ class UpstreamMetrics:
         )
         self.circuit = Gauge(
             "ensemble_circuit_state",
-            "Circuit breaker per endpoint: 0 closed, 1 half open, 2 open",
-            ["endpoint"],
+            "Circuit breaker state per endpoint: 1 for the state it is in, 0 for the others",
+            ["endpoint", "state"],
             registry=registry,
         )
         self.agreement = Histogram(
-            "ensemble_agreement",
+            "ensemble_agreement_ratio",
             "Winning votes / valid votes",
             ["strategy"],
             buckets=(0.2, 0.4, 0.5, 0.6, 0.8, 0.99, 1.0),
@@ -97,7 +124,7 @@ class UpstreamMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "ensemble_in_flight", "Ensemble requests being served", registry=registry
+            "ensemble_in_flight_requests", "Ensemble requests being served", registry=registry
         )
 
     def candidate(self, candidate: Candidate) -> None:
@@ -133,7 +160,8 @@ class UpstreamMetrics:
         for candidate in candidates:
             self.candidate(candidate)
         for endpoint, state in circuits.items():
-            self.circuit.labels(endpoint).set(CIRCUIT_VALUES[state])
+            for each in CIRCUIT_STATES:
+                self.circuit.labels(endpoint, each).set(1 if each == state else 0)
 
 
 class ProcessorMetrics:
@@ -141,8 +169,9 @@ class ProcessorMetrics:
         self.registry = registry
         self.decisions = Counter(
             "extproc_decisions",
-            "Decisions by source (header, rule:<name>, adaptive, none, rejected)",
-            ["decision"],
+            "Decisions by source (header, rule:<name>, adaptive, none, rejected); a rejected "
+            "one by its error code (empty for the others)",
+            ["decision", "code"],
             registry=registry,
         )
         self.ignored_signals = Counter(
