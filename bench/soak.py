@@ -325,7 +325,7 @@ def still_held(gateway: Gateway, settle: float = 5.0) -> float:
     deadline = time.monotonic() + settle
     while True:
         held = gauge(gateway.metrics_url, "extproc_open_streams") + gauge(
-            gateway.upstream_metrics_url, "ensemble_in_flight"
+            gateway.upstream_metrics_url, "ensemble_in_flight_requests"
         )
         if held == 0 or time.monotonic() > deadline:
             return held

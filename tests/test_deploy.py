@@ -789,7 +789,9 @@ def test_dockerfile_builds_a_wheel_from_freshly_generated_protos() -> None:
     wheel = next(i for i, run in enumerate(runs) if "pip wheel ." in run)
     assert generate < wheel, "the gRPC code must exist before the wheel is built"
     assert "external_processor_pb2_grpc.py" in runs[wheel], "the wheel's content is checked"
-    assert any("grpcio-tools" in run for run in runs)
+    # grpcio-tools comes from the build stage's lock (tests/test_image.py checks it there).
+    assert any("-r /tmp/build-lock.txt" in run for run in runs)
+    assert not any("build-lock" in value for _, value in runtime.instructions)
     assert not any("grpcio-tools" in value for _, value in runtime.instructions)
     assert any("/wheels/*.whl" in run and "pip install" in run for run in runtime.values("RUN"))
 

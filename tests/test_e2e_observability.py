@@ -39,6 +39,8 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
         chat_json(),
     )
     curl(gateway, "-d", chat_json())
+    # The processor refuses a model the config does not name (400 model_not_found).
+    curl(gateway, "-H", "x-ensemble-models: demo-fast,no-such-model", "-d", chat_json())
     upstream = scrape(f"{gateway.upstream_url}/metrics")
     assert upstream['ensemble_requests_total{outcome="ok",strategy="voting"}'] >= 1
     assert upstream['ensemble_requests_total{outcome="quorum_not_met",strategy="voting"}'] >= 1
@@ -47,12 +49,25 @@ def test_metrics_after_a_few_requests(gateway: Gateway) -> None:
         k.startswith('ensemble_endpoint_errors_total{endpoint="demo-broken"') for k in upstream
     )
     assert upstream['ensemble_tokens_total{kind="prompt",model="demo-fast"}'] > 0
-    assert 'ensemble_circuit_state{endpoint="demo-fast"}' in upstream
+    # The circuit's state is a label, one-hot: exactly one state holds 1 per endpoint.
+    circuit = {
+        state: upstream[f'ensemble_circuit_state{{endpoint="demo-fast",state="{state}"}}']
+        for state in ("closed", "half_open", "open")
+    }
+    assert circuit == {"closed": 1.0, "half_open": 0.0, "open": 0.0}
     assert upstream['ensemble_request_seconds_count{strategy="voting"}'] >= 2
-    assert 'ensemble_agreement_bucket{le="1.0",strategy="voting"}' in upstream
+    assert 'ensemble_agreement_ratio_bucket{le="1.0",strategy="voting"}' in upstream
     processor = scrape(gateway.extproc_metrics_url)
-    assert processor['extproc_decisions_total{decision="header"}'] >= 2
-    assert processor['extproc_decisions_total{decision="none"}'] >= 1
+    assert processor['extproc_decisions_total{code="",decision="header"}'] >= 2
+    assert processor['extproc_decisions_total{code="",decision="none"}'] >= 1
+    # A rejected decision carries its error code.
+    assert processor['extproc_decisions_total{code="model_not_found",decision="rejected"}'] >= 1
+    # Each server exports its own process: CPU, memory, start time, Python.
+    for samples in (upstream, processor):
+        assert samples["process_cpu_seconds_total"] > 0
+        assert samples["process_resident_memory_bytes"] > 0
+        assert samples["process_start_time_seconds"] > 0
+        assert any(k.startswith("python_info{") for k in samples)
 
 
 def test_logs_are_json_with_the_request_id_and_one_summary_per_ensemble(

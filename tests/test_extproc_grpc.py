@@ -247,7 +247,8 @@ async def test_metrics_count_streams_and_decisions_and_time_one_message_in_sixte
     }
     assert samples[("extproc_streams_total", ())] == 32
     assert samples[("extproc_open_streams", ())] == 0
-    assert samples[("extproc_decisions_total", (("decision", "none"),))] == 24
-    assert samples[("extproc_decisions_total", (("decision", "rejected"),))] == 8
+    assert samples[("extproc_decisions_total", (("code", ""), ("decision", "none")))] == 24
+    rejected = (("code", "model_not_found"), ("decision", "rejected"))
+    assert samples[("extproc_decisions_total", rejected)] == 8
     timed = ("extproc_message_seconds_count", (("phase", "request_headers"),))
     assert samples[timed] == 2

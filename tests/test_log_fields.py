@@ -38,9 +38,10 @@ def test_circuit_gauges_read_the_states_when_scraped() -> None:
     def scraped() -> str:
         return generate_latest(metrics.registry).decode()
 
-    assert 'ensemble_circuit_state{endpoint="b"} 0.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="b",state="closed"} 1.0' in scraped()
     states["b"] = "open"
-    assert 'ensemble_circuit_state{endpoint="b"} 2.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="b",state="open"} 1.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="b",state="closed"} 0.0' in scraped()
     states["b"] = "half_open"
-    assert 'ensemble_circuit_state{endpoint="b"} 1.0' in scraped()
-    assert 'ensemble_circuit_state{endpoint="a"} 0.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="b",state="half_open"} 1.0' in scraped()
+    assert 'ensemble_circuit_state{endpoint="a",state="closed"} 1.0' in scraped()

@@ -124,9 +124,10 @@ async def test_the_upstream_learns_accuracies_and_catches_the_copy(
     assert pair["excess"] > 0.4
     # The same facts in Prometheus' text format.
     label = f'key="{key["key"]}"'
-    assert f'ensemble_trust_accuracy{{{label},model="q85"}}' in metrics
+    assert f'ensemble_trust_accuracy_ratio{{{label},model="q85"}}' in metrics
     assert f'ensemble_trust_learned{{{label},model="q85"}} 1.0' in metrics
-    assert f'ensemble_trust_excess_agreement{{{label},model_a="q60",model_b="q60-copy"}}' in metrics
+    pair = 'model_a="q60",model_b="q60-copy"'
+    assert f"ensemble_trust_excess_agreement_ratio{{{label},{pair}}}" in metrics
     assert 'ensemble_trust_observations_total{outcome="accepted"} 600.0' in metrics
     # The snapshot written at shutdown, and a restart that starts from it.
     assert (tmp_path / "r1.json").exists()
@@ -183,7 +184,7 @@ async def test_with_trust_off_the_endpoint_says_so(
     assert report["enabled"] is False
     assert report["keys"] == []
     assert "ensemble.trust.enabled" in report["hint"]
-    assert "ensemble_trust_accuracy{" not in await get_text(f"{base}/metrics")
+    assert "ensemble_trust_accuracy_ratio{" not in await get_text(f"{base}/metrics")
 
 
 async def test_the_endpoint_is_read_only(upstream: Callable[..., Any]) -> None:

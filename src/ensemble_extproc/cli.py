@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from . import group_command
+from . import group_command, healthcheck
 from .config import Address, Config, ConfigError, EnsembleSettings, load_config
 from .config.schema import config_schema
 from .cpus import usable_cpus
@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
                 default=0,
                 help="replica number: listens on the configured port + this",
             )
+    text = (
+        "exit 0 when the servers answer their health checks (the upstream's /healthz, the "
+        "processor's gRPC health), else 1; with no --part: the servers running here"
+    )
+    check = commands.add_parser("healthcheck", help=text, description=text)
+    check.add_argument("--part", action="append", choices=healthcheck.PARTS, default=[])
+    check.add_argument(
+        "--config", type=Path, default=None, help=f"with --part: YAML config ({DEFAULT_CONFIG})"
+    )
+    check.add_argument("--replica", type=int, default=0, help="with --part: replica number")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
     text = "print the config file's JSON Schema (config/schema.json; editors validate with it)"
     commands.add_parser("config-schema", help=text, description=text)
     text = "print how a JSON list of answers on stdin groups, as voting counts them"
@@ -153,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "group":
         return _group(args)
+    if args.command == "healthcheck":
+        if args.config is not None and not args.part:
+            print("ensemble-extproc healthcheck: --config needs --part", file=sys.stderr)
+            return 2
+        status, lines = healthcheck.run(args.config, args.part, args.replica, args.timeout)
+        print("\n".join(lines), file=sys.stderr if status else sys.stdout)
+        return status
     if args.command == "config-schema":
         print(json.dumps(config_schema(), indent=2))
         return 0

@@ -7,10 +7,10 @@ import logging
 
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import start_http_server
 
 from ..config import Config
-from ..observability.metrics import ProcessorMetrics
+from ..observability.metrics import ProcessorMetrics, process_registry
 from ..observability.tracing import start_tracing
 from ..serve import DRAIN_SECONDS, GRACE_SECONDS, wait_for_signal
 from .server import create_server
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve_extproc(config: Config) -> None:
-    metrics = ProcessorMetrics(CollectorRegistry())
+    metrics = ProcessorMetrics(process_registry())
     tracing = start_tracing(config.tracing, "processor")
     server, port = create_server(config, config.listen.extproc, metrics, tracing)
     # The standard grpc.health.v1 service: Envoy's health checks of the processor ask it.

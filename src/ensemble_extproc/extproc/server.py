@@ -119,10 +119,10 @@ class StreamHandler:
     @staticmethod
     def _count(decision: Decision, metrics: ProcessorMetrics) -> None:
         match decision:
-            case Reject():
-                metrics.decisions["rejected"] += 1
+            case Reject(error):
+                metrics.decisions["rejected", error.code] += 1
             case Passthrough() | Reroute():
-                metrics.decisions[decision_label(decision)] += 1
+                metrics.decisions[decision_label(decision), ""] += 1
                 for ignored in decision.ignored:
                     metrics.ignored_signals[ignored.partition(":")[0]] += 1
 

@@ -1,8 +1,10 @@
 """Prometheus metrics of the ensemble upstream and of the processor.
 
-Each process owns its registry (no global default registry), created at start-up and
-handed to the code that observes; label values are bounded by config (strategies,
-endpoints, rule names).
+Each process owns its registry (no global default registry), created at start-up by
+``process_registry`` and handed to the code that observes; label values are bounded by
+config (strategies, endpoints, rule names) or by the code (error codes, states).
+Names follow Prometheus' conventions: base units in the name (``_seconds``), ``_total`` on
+counters, ``_ratio`` on fractions in 0..1; docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -22,9 +32,26 @@ from ..cost.account import NO_PRICE, cost_of
 from ..strategies import Candidate, Failure, Status
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+CIRCUIT_STATES = ("closed", "half_open", "open")
 
-__all__ = ["CONTENT_TYPE_LATEST", "ProcessorMetrics", "UpstreamMetrics", "generate_latest"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "ProcessorMetrics",
+    "UpstreamMetrics",
+    "generate_latest",
+    "process_registry",
+]
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with what prometheus_client's default one has: the process (CPU,
+    memory, open files, start time), the platform (Python version) and the garbage
+    collector, so each server's /metrics shows its own process."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -46,8 +73,8 @@ class Children(Generic[M]):
         return child
 
 
-def _circuit(states: Callable[[], Mapping[str, str]], endpoint: str) -> float:
-    return CIRCUIT_VALUES[states()[endpoint]]
+def _circuit_is(states: Callable[[], Mapping[str, str]], endpoint: str, state: str) -> float:
+    return 1.0 if states()[endpoint] == state else 0.0
 
 
 def failure_reason(candidate: Candidate) -> str:
@@ -111,12 +138,12 @@ class UpstreamMetrics:
         )
         self.circuit = Gauge(
             "ensemble_circuit_state",
-            "Circuit breaker per endpoint: 0 closed, 1 half open, 2 open",
-            ["endpoint"],
+            "Circuit breaker state per endpoint: 1 for the state it is in, 0 for the others",
+            ["endpoint", "state"],
             registry=registry,
         )
         self.agreement = Histogram(
-            "ensemble_agreement",
+            "ensemble_agreement_ratio",
             "Winning votes / valid votes",
             ["strategy"],
             buckets=(0.2, 0.4, 0.5, 0.6, 0.8, 0.99, 1.0),
@@ -129,7 +156,7 @@ class UpstreamMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "ensemble_in_flight", "Ensemble requests being served", registry=registry
+            "ensemble_in_flight_requests", "Ensemble requests being served", registry=registry
         )
         self._requests = Children(self.requests)
         self._latency = Children(self.latency)
@@ -216,10 +243,12 @@ class UpstreamMetrics:
 
     def watch_circuits(self, states: Callable[[], Mapping[str, str]]) -> None:
         """Circuit states are read when metrics are scraped (not set after every ensemble,
-        once per configured endpoint): ``states`` maps each endpoint to its state."""
+        once per configured endpoint): ``states`` maps each endpoint to its state, shown
+        one-hot (1 on the current state's line)."""
         for endpoint in states():
-            gauge = self.circuit.labels(endpoint)
-            gauge.set_function(functools.partial(_circuit, states, endpoint))
+            for each in CIRCUIT_STATES:
+                gauge = self.circuit.labels(endpoint, each)
+                gauge.set_function(functools.partial(_circuit_is, states, endpoint, each))
 
 
 class ProcessorMetrics:
@@ -230,9 +259,10 @@ class ProcessorMetrics:
 
     def __init__(self, registry: CollectorRegistry, sample_every: int = 16) -> None:
         self.registry = registry
-        # Decisions by source (header, rule:<name>, adaptive, none, rejected), ignored
-        # signal inputs by signal: labels bounded by the config.
-        self.decisions: collections.Counter[str] = collections.Counter()
+        # Decisions by source (header, rule:<name>, adaptive, none, rejected) and error
+        # code (a rejection's; empty for the others), ignored signal inputs by signal:
+        # labels bounded by the config and the ErrorCode registry.
+        self.decisions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.ignored_signals: collections.Counter[str] = collections.Counter()
         self.streams_started = 0
         self.streams_ended = 0
@@ -267,11 +297,12 @@ class _ProcessorCounts(Collector):
         metrics = self._metrics
         decisions = CounterMetricFamily(
             "extproc_decisions",
-            "Decisions by source (header, rule:<name>, adaptive, none, rejected)",
-            labels=["decision"],
+            "Decisions by source (header, rule:<name>, adaptive, none, rejected); a rejected "
+            "one by its error code (empty for the others)",
+            labels=["decision", "code"],
         )
-        for label, count in metrics.decisions.copy().items():
-            decisions.add_metric([label], count)
+        for (label, code), count in metrics.decisions.copy().items():
+            decisions.add_metric([label, code], count)
         ignored = CounterMetricFamily(
             "extproc_ignored_signals", "Unusable confidence signal inputs", labels=["signal"]
         )

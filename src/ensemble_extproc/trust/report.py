@@ -139,17 +139,17 @@ class TrustCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         accuracy = GaugeMetricFamily(
-            "ensemble_trust_accuracy",
+            "ensemble_trust_accuracy_ratio",
             "Learned accuracy of a member, by trust key",
             labels=["key", "model"],
         )
         low = GaugeMetricFamily(
-            "ensemble_trust_accuracy_low",
+            "ensemble_trust_accuracy_low_ratio",
             "Lower end of the 95 % interval of the learned accuracy",
             labels=["key", "model"],
         )
         high = GaugeMetricFamily(
-            "ensemble_trust_accuracy_high",
+            "ensemble_trust_accuracy_high_ratio",
             "Upper end of the 95 % interval of the learned accuracy",
             labels=["key", "model"],
         )
@@ -159,7 +159,7 @@ class TrustCollector(Collector):
             labels=["key", "model"],
         )
         excess = GaugeMetricFamily(
-            "ensemble_trust_excess_agreement",
+            "ensemble_trust_excess_agreement_ratio",
             "Agreement of a flagged pair beyond what independent members would show",
             labels=["key", "model_a", "model_b"],
         )

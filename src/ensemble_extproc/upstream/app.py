@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry
 
 from .. import headers as h
 from ..chat import ChatRequest, parse_chat_request
@@ -22,7 +21,12 @@ from ..errors import ApiError, ErrorCode
 from ..internal import ReplayGuard
 from ..json_out import encode
 from ..observability.logs import REQUEST_ID, REQUEST_SECRETS
-from ..observability.metrics import CONTENT_TYPE_LATEST, UpstreamMetrics, generate_latest
+from ..observability.metrics import (
+    CONTENT_TYPE_LATEST,
+    UpstreamMetrics,
+    generate_latest,
+    process_registry,
+)
 from ..observability.tracing import Tracing, start_tracing
 from ..paths import MODELS
 from ..redact import Redactor, client_credentials, config_redactor
@@ -359,7 +363,7 @@ def create_app(
     app[REDACT] = config_redactor(config)
     app[DRAINING] = asyncio.Event()
     app[IN_FLIGHT] = in_flight = InFlight(config.ensemble.max_in_flight)
-    app[METRICS] = UpstreamMetrics(CollectorRegistry())
+    app[METRICS] = UpstreamMetrics(process_registry())
     app[METRICS].in_flight.set_function(lambda: in_flight.count)
     app[TRUST] = trust = trust_service(config)
     app[METRICS].registry.register(TrustCollector(trust))
