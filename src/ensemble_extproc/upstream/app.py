@@ -157,13 +157,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     request[OUTCOME] = outcome
     config = request.app[CONFIG]
     seconds = time.monotonic() - started
-    selection = outcome.selection
-    if selection is not None:
-        result = "ok"
-    elif outcome.deadline_exceeded:
-        result = "deadline_exceeded"
-    else:
-        result = "quorum_not_met"
+    selection, result = outcome.selection, outcome.result
     agreement = selection.agreement if selection else None
     request.app[METRICS].ensemble(
         outcome.spec.strategy,

@@ -70,6 +70,13 @@ class Outcome:
         return tuple(c for c in self.candidates if c.role is Role.MEMBER)
 
     @property
+    def result(self) -> str:
+        """How it ended, as metrics and traces label it."""
+        if self.selection is not None:
+            return "ok"
+        return "deadline_exceeded" if self.deadline_exceeded else "quorum_not_met"
+
+    @property
     def valid(self) -> tuple[Candidate, ...]:
         return tuple(c for c in self.members if c.valid)
 

@@ -212,13 +212,7 @@ class TracedFanout(Fanout):
 
 def ensemble_attributes(outcome: Outcome, status: int) -> genai.Attributes:
     """What an ensemble's span says once it answered."""
-    spec, selection = outcome.spec, outcome.selection
-    if selection is not None:
-        result = "ok"
-    elif outcome.deadline_exceeded:
-        result = "deadline_exceeded"
-    else:
-        result = "quorum_not_met"
+    spec, selection, result = outcome.spec, outcome.selection, outcome.result
     attributes: genai.Attributes = {
         genai.STRATEGY: spec.strategy,
         genai.MODELS: list(spec.models),
