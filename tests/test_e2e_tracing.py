@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tools.otlp_tree import Receiver, Span, tree
@@ -216,40 +217,30 @@ def test_a_plain_request_is_a_trace_of_envoy_alone(traced: Traced) -> None:
     assert not any(s.service in (PROCESSOR, UPSTREAM) for g in spans.values() for s in g)
 
 
+def decided(traced: Traced, header: str) -> tuple[int, Any, Span]:
+    """A chat request with ``header`` and the client's traceparent: its status, body and
+    the processor's decision span (no upstream span expected)."""
+    trace_id, traceparent = client_traceparent()
+    status, _, body = curl(
+        traced.gateway, "-H", header, "-H", f"traceparent: {traceparent}", "-d", chat_json()
+    )
+    spans = of_trace(traced.receiver, trace_id, upstream_spans=0)
+    assert not any(s.service == UPSTREAM for group in spans.values() for s in group)
+    [decision] = spans["ensemble decision"]
+    return status, body, decision
+
+
 def test_a_request_the_processor_passes_is_a_trace_of_envoy_and_the_decision(
     traced: Traced,
 ) -> None:
-    trace_id, traceparent = client_traceparent()
-    status, _, body = curl(
-        traced.gateway,
-        "-H",
-        "x-ensemble-enable: false",
-        "-H",
-        f"traceparent: {traceparent}",
-        "-d",
-        chat_json(),
-    )
+    status, body, decision = decided(traced, "x-ensemble-enable: false")
     assert status == 200, body
-    spans = of_trace(traced.receiver, trace_id, upstream_spans=0)
-    [decision] = spans["ensemble decision"]
     assert decision.attributes["ensemble.decision"] == "none"
-    assert not any(s.service == UPSTREAM for group in spans.values() for s in group)
 
 
 def test_a_rejected_request_says_why(traced: Traced) -> None:
-    trace_id, traceparent = client_traceparent()
-    status, _, body = curl(
-        traced.gateway,
-        "-H",
-        "x-ensemble-models: demo-fast,no-such-model",
-        "-H",
-        f"traceparent: {traceparent}",
-        "-d",
-        chat_json(),
-    )
+    status, body, decision = decided(traced, "x-ensemble-models: demo-fast,no-such-model")
     assert status == 400, body
-    spans = of_trace(traced.receiver, trace_id, upstream_spans=0)
-    [decision] = spans["ensemble decision"]
     assert decision.attributes["ensemble.decision"] == "rejected"
     assert decision.attributes["error.type"] == body["error"]["code"]
     assert decision.attributes["http.response.status_code"] == 400
