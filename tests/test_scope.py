@@ -4,6 +4,7 @@ gives alone (a pass-through that says nobody decided, nothing to remove)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from ensemble_extproc.extproc.decision import (
 from ensemble_extproc.extproc.policy import DecisionPolicy
 from ensemble_extproc.rules import RequestView
 from ensemble_extproc.scope import scope
-from ensemble_extproc.spec import parse_max_cost
+from ensemble_extproc.spec import parse_max_cost, with_cost_cap
 
 CHAT = "/v1/chat/completions"
 URLS = {name: f"http://127.0.0.1:9/{name}" for name in ("m1", "m2", "m3")}
@@ -210,8 +211,11 @@ def test_the_processors_shortcut_outside_the_scope_decides_as_the_full_path(
             lambda _: (True, ""),
             body_pending=body_pending and needs_body(built),
         )
-        if isinstance(expected, Passthrough | Reroute):
-            parse_max_cost(full)  # a bad cost cap is a 400 whoever decided
+        # Whoever decided, the cost cap is checked (and goes with an ensemble's spec).
+        if isinstance(expected, Reroute):
+            expected = replace(expected, spec=with_cost_cap(expected.spec, full, built))
+        elif isinstance(expected, Passthrough):
+            parse_max_cost(full)
     except ApiError as error:
         expected = Reject(error)
     assert comparable(policy.decide(view, body_pending=body_pending)) == comparable(expected)
