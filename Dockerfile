@@ -35,7 +35,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
-# The locked dependencies, then our own wheel (built above) without resolving anything;
+# The locked dependencies (with the otel extra, so tracing needs only config), then our
+# own wheel (built above) without resolving anything;
 # pip check fails the build if the lock misses a dependency of the wheel.
 RUN --mount=type=bind,source=requirements/lock.txt,target=/tmp/lock.txt \
     --mount=type=bind,from=build,source=/wheels,target=/wheels \

@@ -38,14 +38,15 @@ schema: install
 	$(PY) -m ensemble_extproc config-schema > config/schema.json
 
 # The image's dependencies, pinned with their hashes (the Dockerfile installs them with
-# --require-hashes): runtime from pyproject.toml, build stage from requirements/build.in.
+# --require-hashes): runtime from pyproject.toml with the otel extra (so tracing can be
+# turned on in the image by config alone), build stage from requirements/build.in.
 # Keeps the current pins that still fit; `make lock LOCK_ARGS=--upgrade` takes new releases.
 LOCK_ARGS ?=
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --no-emit-trusted-host
 .PHONY: lock
 lock: install
-	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/lock.txt pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra otel -o requirements/lock.txt pyproject.toml
 	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/build-lock.txt \
 		requirements/build.in
 

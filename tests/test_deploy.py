@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from deploy.render_plain_envoy import (
     secret_env_names,
 )
 
+from dockerfile import CONFIG_DIR, CONFIG_PATH, ROOT, dockerfile_stages
 from ensemble_extproc.config import Config, ConfigError, compile_config
 from ensemble_extproc.envoy_bootstrap import bootstrap
 from ensemble_extproc.envoy_names import RUNTIME_FLAGS
@@ -39,18 +39,14 @@ from ensemble_extproc.stack import envoy_binary
 
 Manifest = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 BASE = K8S / "base"
 PLAIN = K8S / "plain-envoy"
 PLAIN_CONFIG = PLAIN / "config.yaml"
 PLAIN_CONFIGMAP = PLAIN / "envoy-bootstrap-configmap.yaml"
 SECRET_TEMPLATE = BASE / "secret.example.yaml"
-DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-CONFIG_DIR = "/etc/ensemble-extproc"
-CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
 CONFIGMAP = "ensemble-extproc-config"
 PROCESSOR = "ensemble-extproc"
 UPSTREAM = "ensemble-upstream"
@@ -725,53 +721,6 @@ def test_plain_envoy_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
-
-
-class Stage:
-    def __init__(self, base: str, name: str) -> None:
-        self.base, self.name = base, name
-        self.instructions: list[tuple[str, str]] = []
-
-    def values(self, keyword: str) -> list[str]:
-        return [value for key, value in self.instructions if key == keyword]
-
-    @property
-    def user(self) -> str:
-        users = self.values("USER")
-        assert users, f"stage {self.name} sets no USER"
-        return users[-1]
-
-
-def dockerfile_instructions() -> Iterator[tuple[str, str]]:
-    """(KEYWORD, arguments) with continuation lines joined and comments dropped."""
-    pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, rest = (pending + stripped).partition(" ")
-        pending = ""
-        yield keyword.upper(), rest.strip()
-
-
-def dockerfile_stages() -> list[Stage]:
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for keyword, rest in dockerfile_instructions():
-        if keyword == "ARG" and not stages:
-            name, _, default = rest.partition("=")
-            args[name] = default
-        elif keyword == "FROM":
-            parts = rest.split()
-            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], parts[0])
-            stages.append(Stage(base, parts[2] if len(parts) > 2 else str(len(stages))))
-        else:
-            assert stages, f"{keyword} before FROM"
-            stages[-1].instructions.append((keyword, rest))
-    return stages
 
 
 def test_dockerfile_builds_a_wheel_from_freshly_generated_protos() -> None:

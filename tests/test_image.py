@@ -14,9 +14,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from dockerfile import CONFIG_PATH, ROOT, Stage, dockerfile_stages
 from ensemble_extproc.cli import _parser
 from ensemble_extproc.config import load_config
-from test_deploy import CONFIG_PATH, ROOT, Stage, dockerfile_stages
 
 LOCK = ROOT / "requirements" / "lock.txt"
 BUILD_IN = ROOT / "requirements" / "build.in"
@@ -46,9 +46,14 @@ def locked(path: Path) -> dict[str, tuple[Version, int]]:
     return entries
 
 
+# Extras the image carries: tracing is turned on by config alone, with no image rebuild.
+IMAGE_EXTRAS = ("otel",)
+
+
 def runtime_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(text) for text in project["dependencies"]]
+    extras = [text for extra in IMAGE_EXTRAS for text in project["optional-dependencies"][extra]]
+    return [Requirement(text) for text in [*project["dependencies"], *extras]]
 
 
 def runs(stage: Stage) -> str:
