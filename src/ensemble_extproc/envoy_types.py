@@ -77,7 +77,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 from . import headers as h
 from . import paths
 from .config import Address, Config, Endpoint
-from .config.model import RouterProcessor
+from .config.model import EnvoySettings, RouterProcessor
 from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
@@ -104,6 +104,11 @@ from .scope import Scope, scope
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_OTHER_HOST = Any.pack(PreviousHostsPredicate())
+_ROUTE_OTHER_HOST = [
+    rt.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
+]
+_ROUTER = HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 # What x-ensemble-decision and the access log say for a request the processor never saw.
 NOT_ASKED = "none"
@@ -282,58 +287,6 @@ def _struct(fields: Mapping[str, Json]) -> Struct:
     return Struct(fields={key: _value(item) for key, item in fields.items()})
 
 
-def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
-    envoy = config.envoy
-    return HttpFilter(
-        name=EXT_PROC_FILTER,
-        # Off by default, on where a route says so (``_with_processor``): on the other
-        # routes Envoy does not even create the filter.
-        disabled=not every_request,
-        typed_config=Any.pack(
-            ExternalProcessor(
-                grpc_service=core.GrpcService(
-                    envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
-                    # A stream that cannot be opened on one processor replica opens on
-                    # another.
-                    retry_policy=core.RetryPolicy(
-                        retry_on="connect-failure,refused-stream,unavailable",
-                        num_retries=2,
-                        retry_back_off=core.BackoffStrategy(
-                            base_interval=_seconds(0.01), max_interval=_seconds(0.05)
-                        ),
-                        retry_host_predicate=[
-                            core.RetryPolicyRetryHostPredicate(
-                                name=PREVIOUS_HOSTS,
-                                typed_config=Any.pack(PreviousHostsPredicate()),
-                            )
-                        ],
-                    ),
-                ),
-                # Closed: with the processor down, a spoofed routing header must not pass.
-                # (False is proto3's default, so a closed filter's YAML omits the field.)
-                failure_mode_allow=envoy.failure_mode == "open",
-                message_timeout=_seconds(envoy.message_timeout_ms / 1000),
-                # The processor skips the body round trip when the headers decide.
-                allow_mode_override=True,
-                # The processor's decision facts, read by response headers and access logs.
-                metadata_options=MetadataOptions(
-                    receiving_namespaces=MetadataOptionsMetadataNamespaces(
-                        untyped=[config.metadata_namespace]
-                    )
-                ),
-                processing_mode=ProcessingMode(
-                    request_header_mode=ProcessingModeHeaderSendMode.SEND,
-                    response_header_mode=ProcessingModeHeaderSendMode.SKIP,
-                    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-                    response_body_mode=ProcessingModeBodySendMode.NONE,
-                    request_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-                    response_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-                ),
-            )
-        ),
-    )
-
-
 _BODY_MODES = {
     "none": ProcessingModeBodySendMode.NONE,
     "streamed": ProcessingModeBodySendMode.STREAMED,
@@ -341,39 +294,90 @@ _BODY_MODES = {
 }
 
 
-def _router_filter(router: RouterProcessor) -> HttpFilter:
-    """The semantic router's ext_proc, ahead of ours: ours sees the request as the router
-    left it (its x-vsr-* headers set), and has the last word on the route."""
+def _ext_proc(
+    name: str,
+    cluster: str,
+    settings: EnvoySettings | RouterProcessor,
+    bodies: tuple[str, bool, str],
+    *,
+    retry_policy: core.RetryPolicy | None = None,
+    stat_prefix: str = "",
+    metadata_options: MetadataOptions | None = None,
+    disabled: bool = False,
+) -> HttpFilter:
+    """An ext_proc filter. ``bodies``: the request body mode, whether response headers are
+    sent, the response body mode; request headers always are, trailers never."""
+    request_body, response_headers, response_body = bodies
     header_mode = ProcessingModeHeaderSendMode
-    return HttpFilter(
-        name=ROUTER_FILTER,
-        typed_config=Any.pack(
-            ExternalProcessor(
-                grpc_service=core.GrpcService(
-                    envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER)
-                ),
-                stat_prefix="semantic_router",
-                failure_mode_allow=router.failure_mode == "open",
-                message_timeout=_seconds(router.message_timeout_ms / 1000),
-                allow_mode_override=True,
-                processing_mode=ProcessingMode(
-                    request_header_mode=header_mode.SEND,
-                    response_header_mode=(
-                        header_mode.SEND if router.response_headers else header_mode.SKIP
-                    ),
-                    request_body_mode=_BODY_MODES[router.request_body],
-                    response_body_mode=_BODY_MODES[router.response_body],
-                    request_trailer_mode=header_mode.SKIP,
-                    response_trailer_mode=header_mode.SKIP,
-                ),
-            )
+    processor = ExternalProcessor(
+        grpc_service=core.GrpcService(
+            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=cluster), retry_policy=retry_policy
+        ),
+        stat_prefix=stat_prefix,
+        # Ours is closed by default: with the processor down, a spoofed routing header must
+        # not pass. (False is proto3's default, so a closed filter's YAML omits the field.)
+        failure_mode_allow=settings.failure_mode == "open",
+        message_timeout=_seconds(settings.message_timeout_ms / 1000),
+        # The processor skips the body round trip when the headers decide.
+        allow_mode_override=True,
+        metadata_options=metadata_options,
+        processing_mode=ProcessingMode(
+            request_header_mode=header_mode.SEND,
+            response_header_mode=header_mode.SEND if response_headers else header_mode.SKIP,
+            request_body_mode=_BODY_MODES[request_body],
+            response_body_mode=_BODY_MODES[response_body],
+            request_trailer_mode=header_mode.SKIP,
+            response_trailer_mode=header_mode.SKIP,
         ),
     )
+    return HttpFilter(name=name, disabled=disabled, typed_config=Any.pack(processor))
 
 
-def _router_filters(config: Config) -> list[HttpFilter]:
+def _http_filters(config: Config, every_request: bool) -> list[HttpFilter]:
+    """The semantic router's ext_proc ahead of ours (ours sees the request as the router
+    left it, its x-vsr-* headers set, and has the last word on the route), ours, the
+    masking of model keys, and the router."""
+    filters = []
     router = config.semantic_router.extproc
-    return [] if router is None else [_router_filter(router)]
+    if router is not None:
+        bodies = (router.request_body, router.response_headers, router.response_body)
+        filters.append(
+            _ext_proc(ROUTER_FILTER, ROUTER_CLUSTER, router, bodies, stat_prefix="semantic_router")
+        )
+    ours = _ext_proc(
+        EXT_PROC_FILTER,
+        EXTPROC_CLUSTER,
+        config.envoy,
+        ("buffered", False, "none"),
+        # A stream that cannot be opened on one processor replica opens on another.
+        retry_policy=core.RetryPolicy(
+            retry_on="connect-failure,refused-stream,unavailable",
+            num_retries=2,
+            retry_back_off=core.BackoffStrategy(
+                base_interval=_seconds(0.01), max_interval=_seconds(0.05)
+            ),
+            retry_host_predicate=[
+                core.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
+            ],
+        ),
+        # The processor's decision facts, read by response headers and access logs.
+        metadata_options=MetadataOptions(
+            receiving_namespaces=MetadataOptionsMetadataNamespaces(
+                untyped=[config.metadata_namespace]
+            )
+        ),
+        # Off by default, on where a route says so (``_with_processor``): on the other
+        # routes Envoy does not even create the filter.
+        disabled=not every_request,
+    )
+    filters.append(ours)
+    # Model keys masked in what Envoy relays (envoy_redact): only when a model has one.
+    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
+    if names:
+        source = core.DataSource(inline_string=lua_source(names))
+        lua = Lua(default_source_code=source)
+        filters.append(HttpFilter(name="envoy.filters.http.lua", typed_config=Any.pack(lua)))
+    return [*filters, _ROUTER]
 
 
 def _status_is(op: al.ComparisonFilterOp, status: int) -> al.AccessLogFilter:
@@ -642,11 +646,7 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
                 retry_policy=rt.RetryPolicy(
                     retry_on="connect-failure,refused-stream,reset",
                     num_retries=2,
-                    retry_host_predicate=[
-                        rt.RetryPolicyRetryHostPredicate(
-                            name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                        )
-                    ],
+                    retry_host_predicate=_ROUTE_OTHER_HOST,
                 ),
             ),
             request_headers_to_remove=[*h.REQUEST_HEADERS, *h.INTERNAL, *h.CLIENT_CREDENTIALS],
@@ -715,11 +715,7 @@ def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list
                 retry_back_off=rt.RetryPolicyRetryBackOff(
                     base_interval=_seconds(0.01), max_interval=_seconds(0.1)
                 ),
-                retry_host_predicate=[
-                    rt.RetryPolicyRetryHostPredicate(
-                        name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                    )
-                ],
+                retry_host_predicate=_ROUTE_OTHER_HOST,
                 host_selection_retry_max_attempts=5,
             ),
         ),
@@ -792,12 +788,7 @@ def _connection_manager(
         local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
         tracing=_tracing(config),
-        http_filters=[
-            *_router_filters(config),
-            _ext_proc_filter(config, every_request),
-            *_key_masking_filter(config),
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
-        ],
+        http_filters=_http_filters(config, every_request),
     )
 
 
@@ -821,19 +812,6 @@ def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
         # The router's own span per upstream attempt: a retried ensemble shows each try.
         spawn_upstream_span=True,
     )
-
-
-def _key_masking_filter(config: Config) -> list[HttpFilter]:
-    """Model keys masked in what Envoy relays (envoy_redact): only when a model has one."""
-    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
-    if not names:
-        return []
-    source = core.DataSource(inline_string=lua_source(names))
-    return [
-        HttpFilter(
-            name="envoy.filters.http.lua", typed_config=Any.pack(Lua(default_source_code=source))
-        )
-    ]
 
 
 def _runtime() -> LayeredRuntime:
@@ -866,9 +844,7 @@ def _fallback_listener(config: Config) -> lis.Listener:
             ],
         ),
         local_reply_config=_local_reply_config(),
-        http_filters=[
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
-        ],
+        http_filters=[_ROUTER],
     )
     return lis.Listener(
         name=FALLBACK_LISTENER,
