@@ -76,7 +76,7 @@ from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
 
 from . import headers as h
 from . import paths
-from .config import Address, Config, Endpoint
+from .config import Address, Config
 from .config.model import EnvoySettings, RouterProcessor
 from .envoy_names import (
     DEFAULT_CLUSTER,
@@ -112,11 +112,18 @@ _ROUTER = HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Rou
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 # What x-ensemble-decision and the access log say for a request the processor never saw.
 NOT_ASKED = "none"
-OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+Append = core.HeaderValueOptionHeaderAppendAction
+OVERWRITE = Append.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+def _header(key: str, value: str, action: Append = OVERWRITE) -> core.HeaderValueOption:
+    return core.HeaderValueOption(
+        header=core.HeaderValue(key=key, value=value), append_action=action
+    )
 
 
 def _address(address: Address) -> core.Address:
@@ -419,12 +426,11 @@ def _local_reply_config() -> LocalReplyConfig:
     mappers = [
         ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
     ]
-    for reply in LOCAL_REPLIES:
+    # Those matched by their details first, whatever their status (a stable sort).
+    for reply in sorted(LOCAL_REPLIES, key=lambda reply: reply.details_contain is None):
         if reply.details_contain is not None:
             when = _cel(f"response.code_details.contains('{reply.details_contain}')")
             mappers.append(_error_mapper(when, reply, f"{reply.what} ({details})", reply.status))
-    for reply in LOCAL_REPLIES:
-        if reply.details_contain is not None:
             continue
         status = _status_is(al.ComparisonFilterOp.EQ, reply.status)
         if reply.status in (404, 405):
@@ -462,13 +468,7 @@ def _decision_headers(config: Config) -> list[core.HeaderValueOption]:
         (h.RESP_CONFIDENCE, _facts(config, "confidence")),
         (h.RESP_SERVED_BY, f"%UPSTREAM_METADATA({SERVED_BY_NS}:served_by)%"),
     ]
-    return [
-        core.HeaderValueOption(
-            header=core.HeaderValue(key=key, value=value),
-            append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-        )
-        for key, value in values
-    ]
+    return [_header(key, value) for key, value in values]
 
 
 def _decision_or_route(config: Config) -> str:
@@ -514,48 +514,6 @@ def _header_is(name: str, value: str) -> rt.HeaderMatcher:
     return rt.HeaderMatcher(name=name, string_match=matcher.StringMatcher(exact=value))
 
 
-def _base_path(endpoint: Endpoint) -> str:
-    """The path the endpoint's URL puts before ``/chat/completions``: ``/v1``, or with a
-    prefix, e.g. ``/base/v1`` for ``http://host/base/v1``."""
-    return urlsplit(endpoint.url).path.removesuffix("/chat/completions")
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelPolicy:
-    """What every request Envoy sends to one model endpoint gets: the endpoint's own Host,
-    the configured key (which Envoy reads from its environment, so the bootstrap never
-    holds it), and no x-ensemble-* header or client credential (but the client's
-    Authorization where forward_client_auth says so)."""
-
-    host: str
-    add: list[core.HeaderValueOption]
-    remove: list[str]
-
-    @classmethod
-    def of(cls, endpoint: Endpoint) -> _ModelPolicy:
-        keep = {h.AUTHORIZATION} if endpoint.forward_client_auth else set()
-        add = []
-        if endpoint.api_key_env:
-            key = f"Bearer %ENVIRONMENT({endpoint.api_key_env})%"
-            add.append(
-                core.HeaderValueOption(
-                    header=core.HeaderValue(key=h.AUTHORIZATION, value=key),
-                    append_action=OVERWRITE,
-                )
-            )
-        return cls(
-            host=urlsplit(endpoint.url).netloc.rpartition("@")[2],
-            add=add,
-            remove=[
-                # No x-ensemble-* header is for a model (the processor's signed copies of
-                # the client's ones included), nor a client's credential.
-                *h.REQUEST_HEADERS,
-                *h.INTERNAL,
-                *(n for n in h.CLIENT_CREDENTIALS if n not in keep),
-            ],
-        )
-
-
 def _not_served(
     name: str, match: rt.RouteMatch, status: int, body: str, allow: str = ""
 ) -> rt.Route:
@@ -566,9 +524,7 @@ def _not_served(
             status=status, body=core.DataSource(inline_string=body)
         ),
         response_headers_to_add=(
-            [core.HeaderValueOption(header=core.HeaderValue(key="allow", value=allow))]
-            if allow
-            else []
+            [_header("allow", allow, Append.APPEND_IF_EXISTS_OR_ADD)] if allow else []
         ),
     )
 
@@ -591,12 +547,12 @@ def _without_processor(config: Config, route: rt.Route) -> rt.Route:
     """``route`` as it is, without ext_proc: Envoy alone routes its requests. Its answers
     still say that nobody decided (the header and the access log), as the processor's
     would."""
-    said = core.HeaderValueOption(
-        header=core.HeaderValue(key=h.RESP_DECISION, value=NOT_ASKED), append_action=OVERWRITE
-    )
     return dataclasses.replace(
         route,
-        response_headers_to_add=[*route.response_headers_to_add, said],
+        response_headers_to_add=[
+            *route.response_headers_to_add,
+            _header(h.RESP_DECISION, NOT_ASKED),
+        ],
         metadata=core.Metadata(
             filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
         ),
@@ -612,9 +568,15 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
     (None: there is no such filter). Only chat completions can be ensembled; the others
     never need it, and a chat completion only when ``processor`` says so."""
     endpoint = config.endpoints[config.default_model]
-    policy = _ModelPolicy.of(endpoint)
-    base = _base_path(endpoint)
-    chat_path = f"{base}/chat/completions"
+    url = urlsplit(endpoint.url)
+    # The endpoint's own path: /v1, or with a prefix, e.g. /base/v1 for http://host/base/v1.
+    chat_path = url.path.removesuffix("/chat/completions") + "/chat/completions"
+    # Every request Envoy sends the model gets the configured key (which Envoy reads from
+    # its environment, so the bootstrap never holds it), and no x-ensemble-* header (the
+    # processor's signed copies of the client's ones included) nor client credential (but
+    # the client's Authorization where forward_client_auth says so).
+    key = f"Bearer %ENVIRONMENT({endpoint.api_key_env})%"
+    keep = {h.AUTHORIZATION} if endpoint.forward_client_auth else set()
     chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
     chat_post = dataclasses.replace(chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)])
     models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
@@ -627,10 +589,15 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
             cluster=DEFAULT_CLUSTER,
             timeout=_seconds(300),
             prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
-            host_rewrite_literal=policy.host,
+            # The endpoint's own Host.
+            host_rewrite_literal=url.netloc.rpartition("@")[2],
         ),
-        request_headers_to_add=policy.add,
-        request_headers_to_remove=policy.remove,
+        request_headers_to_add=[_header(h.AUTHORIZATION, key)] if endpoint.api_key_env else [],
+        request_headers_to_remove=[
+            *h.REQUEST_HEADERS,
+            *h.INTERNAL,
+            *(name for name in h.CLIENT_CREDENTIALS if name not in keep),
+        ],
     )
     others = [
         # The gateway's own list (upstream/discovery.py): what a client may name, not the
@@ -651,19 +618,12 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
             ),
             request_headers_to_remove=[*h.REQUEST_HEADERS, *h.INTERNAL, *h.CLIENT_CREDENTIALS],
         ),
-        _not_served(
-            "chat_method_not_allowed",
-            chat_match,
-            405,
-            f"use {paths.CHAT_METHOD}",
-            paths.CHAT_METHOD,
-        ),
-        _not_served(
-            "models_method_not_allowed",
-            models_match,
-            405,
-            f"use {paths.MODELS_METHOD}",
-            paths.MODELS_METHOD,
+        *(
+            _not_served(f"{name}_method_not_allowed", match, 405, f"use {method}", method)
+            for name, match, method in (
+                ("chat", chat_match, paths.CHAT_METHOD),
+                ("models", models_match, paths.MODELS_METHOD),
+            )
         ),
         _not_served("not_found", rt.RouteMatch(prefix="/"), 404, f"not found; {served}"),
     ]
