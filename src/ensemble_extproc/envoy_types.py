@@ -190,10 +190,18 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _served_by(name: str) -> core.Metadata:
+def _endpoints(
+    name: str, addresses: list[core.Address], served_by: str
+) -> ep.ClusterLoadAssignment:
     # Read back by x-ensemble-served-by: which cluster answered, also through the fallback
     # (aggregate) cluster.
-    return core.Metadata(filter_metadata={SERVED_BY_NS: _struct({"served_by": name})})
+    metadata = core.Metadata(filter_metadata={SERVED_BY_NS: _struct({"served_by": served_by})})
+    endpoints = [
+        ep.LbEndpoint(endpoint=ep.Endpoint(address=a), metadata=metadata) for a in addresses
+    ]
+    return ep.ClusterLoadAssignment(
+        cluster_name=name, endpoints=[ep.LocalityLbEndpoints(lb_endpoints=endpoints)]
+    )
 
 
 def system_ca_bundle() -> str:
@@ -244,20 +252,7 @@ def _cluster(
             cl.ClusterDnsLookupFamily.V4_PREFERRED if dns else cl.ClusterDnsLookupFamily.AUTO
         ),
         connect_timeout=_seconds(1),
-        load_assignment=ep.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                ep.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        ep.LbEndpoint(
-                            endpoint=ep.Endpoint(address=_address(each)),
-                            metadata=_served_by(name),
-                        )
-                        for each in addresses
-                    ]
-                )
-            ],
-        ),
+        load_assignment=_endpoints(name, [_address(each) for each in addresses], name),
         transport_socket=transport_socket,
         typed_extension_protocol_options=(
             {
@@ -820,20 +815,8 @@ def _fallback_cluster() -> cl.Cluster:
     return cl.Cluster(
         name=FALLBACK_DEFAULT_CLUSTER,
         connect_timeout=_seconds(1),
-        load_assignment=ep.ClusterLoadAssignment(
-            cluster_name=FALLBACK_DEFAULT_CLUSTER,
-            endpoints=[
-                ep.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        ep.LbEndpoint(
-                            endpoint=ep.Endpoint(address=internal),
-                            # The default model answers, as on the default route.
-                            metadata=_served_by(DEFAULT_CLUSTER),
-                        )
-                    ]
-                )
-            ],
-        ),
+        # The default model answers, as on the default route.
+        load_assignment=_endpoints(FALLBACK_DEFAULT_CLUSTER, [internal], DEFAULT_CLUSTER),
     )
 
 
