@@ -170,18 +170,6 @@ def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
     )
 
 
-def _aggregate(name: str, clusters: list[str]) -> cl.Cluster:
-    return cl.Cluster(
-        name=name,
-        connect_timeout=_seconds(1),
-        lb_policy=cl.ClusterLbPolicy.CLUSTER_PROVIDED,
-        cluster_type=cl.ClusterCustomClusterType(
-            name="envoy.clusters.aggregate",
-            typed_config=Any.pack(ClusterConfig(clusters=clusters)),
-        ),
-    )
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -780,16 +768,36 @@ def _runtime() -> LayeredRuntime:
     )
 
 
-def _hcm_filter(manager: HttpConnectionManager) -> lis.Filter:
-    return lis.Filter(
+def _hcm_chain(manager: HttpConnectionManager) -> list[lis.FilterChain]:
+    hcm = lis.Filter(
         name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager)
     )
+    return [lis.FilterChain(filters=[hcm])]
 
 
-def _fallback_listener(config: Config) -> lis.Listener:
-    """Where the ensemble route's fallback sends requests: an internal listener (no socket)
-    whose routes are the default route's, so the default model gets its key and path
+def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
+    """The ensemble route's fallback: an aggregate cluster (the ensemble upstream while
+    healthy, else the default model), whose default model is an internal listener (no
+    socket) with the default route's routes, so the default model gets its key and path
     prefix, and never the internal headers or client credentials, on this path too."""
+    internal = core.Address(
+        envoy_internal_address=core.EnvoyInternalAddress(server_listener_name=FALLBACK_LISTENER)
+    )
+    default_model = cl.Cluster(
+        name=FALLBACK_DEFAULT_CLUSTER,
+        connect_timeout=_seconds(1),
+        # The default model answers, as on the default route.
+        load_assignment=_endpoints(FALLBACK_DEFAULT_CLUSTER, [internal], DEFAULT_CLUSTER),
+    )
+    aggregate = ClusterConfig(clusters=[ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER])
+    either = cl.Cluster(
+        name=FALLBACK_CLUSTER,
+        connect_timeout=_seconds(1),
+        lb_policy=cl.ClusterLbPolicy.CLUSTER_PROVIDED,
+        cluster_type=cl.ClusterCustomClusterType(
+            name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
+        ),
+    )
     manager = HttpConnectionManager(
         stat_prefix="default_model_fallback",
         route_config=rt.RouteConfiguration(
@@ -801,23 +809,12 @@ def _fallback_listener(config: Config) -> lis.Listener:
         local_reply_config=_local_reply_config(),
         http_filters=[_ROUTER],
     )
-    return lis.Listener(
+    listener = lis.Listener(
         name=FALLBACK_LISTENER,
         internal_listener=lis.ListenerInternalListenerConfig(),
-        filter_chains=[lis.FilterChain(filters=[_hcm_filter(manager)])],
+        filter_chains=_hcm_chain(manager),
     )
-
-
-def _fallback_cluster() -> cl.Cluster:
-    internal = core.Address(
-        envoy_internal_address=core.EnvoyInternalAddress(server_listener_name=FALLBACK_LISTENER)
-    )
-    return cl.Cluster(
-        name=FALLBACK_DEFAULT_CLUSTER,
-        connect_timeout=_seconds(1),
-        # The default model answers, as on the default route.
-        load_assignment=_endpoints(FALLBACK_DEFAULT_CLUSTER, [internal], DEFAULT_CLUSTER),
-    )
+    return [default_model, either], listener
 
 
 def typed_bootstrap(
@@ -863,24 +860,18 @@ def typed_bootstrap(
         address=_address(config.listen.envoy),
         # Chat bodies are buffered for the processor: room for the largest allowed.
         per_connection_buffer_limit_bytes=config.ensemble.max_body_bytes + 65536,
-        filter_chains=[
-            lis.FilterChain(
-                filters=[
-                    _hcm_filter(
-                        _connection_manager(config, upstream_replicas, processor_on_every_request)
-                    )
-                ]
-            )
-        ],
+        filter_chains=_hcm_chain(
+            _connection_manager(config, upstream_replicas, processor_on_every_request)
+        ),
     )
     if config.tracing.enabled:
         clusters.append(_cluster(OTEL_CLUSTER, config.tracing.collector, http2=True))
     listeners = [gateway]
     extensions = []
     if _falls_back(config, upstream_replicas):
-        clusters.append(_fallback_cluster())
-        clusters.append(_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER]))
-        listeners.append(_fallback_listener(config))
+        fallback_clusters, listener = _fallback(config)
+        clusters += fallback_clusters
+        listeners.append(listener)
         extensions.append(
             core.TypedExtensionConfig(
                 name="envoy.bootstrap.internal_listener", typed_config=Any.pack(InternalListener())
