@@ -116,10 +116,6 @@ Append = core.HeaderValueOptionHeaderAppendAction
 OVERWRITE = Append.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
-
-
 def _header(key: str, value: str, action: Append = OVERWRITE) -> core.HeaderValueOption:
     return core.HeaderValueOption(
         header=core.HeaderValue(key=key, value=value), append_action=action
@@ -137,10 +133,10 @@ def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
     drains (SIGTERM) or is down gets no new requests; plus ejection after one failure to
     connect, for a replica that died without draining."""
     check = core.HealthCheck(
-        timeout=_seconds(0.5),
-        interval=_seconds(0.5),
+        timeout=timedelta(seconds=0.5),
+        interval=timedelta(seconds=0.5),
         # Also while no traffic flows (Envoy's default then is one check a minute).
-        no_traffic_interval=_seconds(1),
+        no_traffic_interval=timedelta(seconds=1),
         unhealthy_threshold=1,
         healthy_threshold=1,
         http_health_check=core.HealthCheckHttpHealthCheck(path="/healthz") if http else None,
@@ -158,8 +154,8 @@ def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
         outlier_detection=cl.OutlierDetection(
             split_external_local_origin_errors=True,
             consecutive_local_origin_failure=1,
-            interval=_seconds(1),
-            base_ejection_time=_seconds(5),
+            interval=timedelta(seconds=1),
+            base_ejection_time=timedelta(seconds=5),
             max_ejection_percent=50,
         ),
         # Unhealthy means unhealthy: no panic routing to the hosts that failed.
@@ -231,6 +227,12 @@ def _cluster(
     addresses = address if isinstance(address, list) else [address]
     host = addresses[0].host
     dns = not _is_ip(host)
+    http2_only = HttpProtocolOptionsExplicitHttpConfig(
+        http2_protocol_options=core.Http2ProtocolOptions()
+    )
+    options = {
+        HTTP_PROTOCOL_OPTIONS: Any.pack(HttpProtocolOptions(explicit_http_config=http2_only))
+    }
     return cl.Cluster(
         name=name,
         type=cl.ClusterDiscoveryType.STRICT_DNS if dns else cl.ClusterDiscoveryType.STATIC,
@@ -239,22 +241,10 @@ def _cluster(
         dns_lookup_family=(
             cl.ClusterDnsLookupFamily.V4_PREFERRED if dns else cl.ClusterDnsLookupFamily.AUTO
         ),
-        connect_timeout=_seconds(1),
+        connect_timeout=timedelta(seconds=1),
         load_assignment=_endpoints(name, [_address(each) for each in addresses], name),
         transport_socket=transport_socket,
-        typed_extension_protocol_options=(
-            {
-                HTTP_PROTOCOL_OPTIONS: Any.pack(
-                    HttpProtocolOptions(
-                        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                            http2_protocol_options=core.Http2ProtocolOptions()
-                        )
-                    )
-                )
-            }
-            if http2
-            else {}
-        ),
+        typed_extension_protocol_options=options if http2 else {},
     )
 
 
@@ -307,7 +297,7 @@ def _ext_proc(
         # Ours is closed by default: with the processor down, a spoofed routing header must
         # not pass. (False is proto3's default, so a closed filter's YAML omits the field.)
         failure_mode_allow=settings.failure_mode == "open",
-        message_timeout=_seconds(settings.message_timeout_ms / 1000),
+        message_timeout=timedelta(seconds=settings.message_timeout_ms / 1000),
         # The processor skips the body round trip when the headers decide.
         allow_mode_override=True,
         metadata_options=metadata_options,
@@ -344,7 +334,7 @@ def _http_filters(config: Config, every_request: bool) -> list[HttpFilter]:
             retry_on="connect-failure,refused-stream,unavailable",
             num_retries=2,
             retry_back_off=core.BackoffStrategy(
-                base_interval=_seconds(0.01), max_interval=_seconds(0.05)
+                base_interval=timedelta(seconds=0.01), max_interval=timedelta(seconds=0.05)
             ),
             retry_host_predicate=[
                 core.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
@@ -570,7 +560,7 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
         # Model answers can take minutes; streams are bounded by the idle timeout.
         route=rt.RouteAction(
             cluster=DEFAULT_CLUSTER,
-            timeout=_seconds(300),
+            timeout=timedelta(seconds=300),
             prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
             # The endpoint's own Host.
             host_rewrite_literal=url.netloc.rpartition("@")[2],
@@ -592,7 +582,7 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
             ),
             route=rt.RouteAction(
                 cluster=ENSEMBLE_CLUSTER,
-                timeout=_seconds(10),
+                timeout=timedelta(seconds=10),
                 retry_policy=rt.RetryPolicy(
                     retry_on="connect-failure,refused-stream,reset",
                     num_retries=2,
@@ -649,14 +639,14 @@ def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list
             cluster=(
                 FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
             ),
-            timeout=_seconds(config.ensemble.timeout_seconds + 5),
+            timeout=timedelta(seconds=config.ensemble.timeout_seconds + 5),
             retry_policy=rt.RetryPolicy(
                 # A replica that refuses or dies before answering: the ensemble runs
                 # again on another replica (costs calls, saves the request).
                 retry_on="connect-failure,refused-stream,reset-before-request,reset",
                 num_retries=5,
                 retry_back_off=rt.RetryPolicyRetryBackOff(
-                    base_interval=_seconds(0.01), max_interval=_seconds(0.1)
+                    base_interval=timedelta(seconds=0.01), max_interval=timedelta(seconds=0.1)
                 ),
                 retry_host_predicate=_ROUTE_OTHER_HOST,
                 host_selection_retry_max_attempts=5,
@@ -706,11 +696,11 @@ def _connection_manager(
         codec_type=HttpConnectionManagerCodecType.AUTO,
         # Slow clients: a trickled request is cut (408) instead of holding a stream;
         # request_timeout is disarmed once the answer starts, so streams are not cut.
-        request_headers_timeout=_seconds(envoy.request_headers_timeout_seconds),
-        request_timeout=_seconds(envoy.request_timeout_seconds),
-        stream_idle_timeout=_seconds(envoy.stream_idle_timeout_seconds),
+        request_headers_timeout=timedelta(seconds=envoy.request_headers_timeout_seconds),
+        request_timeout=timedelta(seconds=envoy.request_timeout_seconds),
+        stream_idle_timeout=timedelta(seconds=envoy.stream_idle_timeout_seconds),
         common_http_protocol_options=core.HttpProtocolOptions(
-            idle_timeout=_seconds(envoy.idle_timeout_seconds)
+            idle_timeout=timedelta(seconds=envoy.idle_timeout_seconds)
         ),
         early_header_mutation_extensions=_edge_removals(config),
         # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
@@ -785,14 +775,14 @@ def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
     )
     default_model = cl.Cluster(
         name=FALLBACK_DEFAULT_CLUSTER,
-        connect_timeout=_seconds(1),
+        connect_timeout=timedelta(seconds=1),
         # The default model answers, as on the default route.
         load_assignment=_endpoints(FALLBACK_DEFAULT_CLUSTER, [internal], DEFAULT_CLUSTER),
     )
     aggregate = ClusterConfig(clusters=[ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER])
     either = cl.Cluster(
         name=FALLBACK_CLUSTER,
-        connect_timeout=_seconds(1),
+        connect_timeout=timedelta(seconds=1),
         lb_policy=cl.ClusterLbPolicy.CLUSTER_PROVIDED,
         cluster_type=cl.ClusterCustomClusterType(
             name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
