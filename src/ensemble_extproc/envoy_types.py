@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.accesslog import v3 as al
@@ -72,7 +70,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.type import v3 as envoy_type
 from envoy_data_plane.envoy.type.matcher import v3 as matcher
-from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
+from envoy_data_plane.google.protobuf import Any, Struct
 
 from . import headers as h
 from . import paths
@@ -179,7 +177,9 @@ def _endpoints(
 ) -> ep.ClusterLoadAssignment:
     # Read back by x-ensemble-served-by: which cluster answered, also through the fallback
     # (aggregate) cluster.
-    metadata = core.Metadata(filter_metadata={SERVED_BY_NS: _struct({"served_by": served_by})})
+    metadata = core.Metadata(
+        filter_metadata={SERVED_BY_NS: Struct.from_dict({"served_by": served_by})}
+    )
     endpoints = [
         ep.LbEndpoint(endpoint=ep.Endpoint(address=a), metadata=metadata) for a in addresses
     ]
@@ -246,25 +246,6 @@ def _cluster(
         transport_socket=transport_socket,
         typed_extension_protocol_options=options if http2 else {},
     )
-
-
-# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, booleans,
-# null, objects.
-Json: TypeAlias = "str | bool | Mapping[str, Json] | None"
-
-
-def _value(item: Json) -> Value:
-    if item is None:
-        return Value(null_value=NullValue.NULL_VALUE)
-    if isinstance(item, bool):
-        return Value(bool_value=item)
-    if isinstance(item, str):
-        return Value(string_value=item)
-    return Value(struct_value=_struct(item))
-
-
-def _struct(fields: Mapping[str, Json]) -> Struct:
-    return Struct(fields={key: _value(item) for key, item in fields.items()})
 
 
 _BODY_MODES = {
@@ -379,12 +360,12 @@ def _cel(expression: str) -> al.AccessLogFilter:
 def _error_mapper(
     when: al.AccessLogFilter, reply: LocalReply, message: str, status: int | None = None
 ) -> ResponseMapper:
-    error: Json = {"message": message, "type": reply.type, "param": None, "code": reply.code}
+    error = {"message": message, "type": reply.type, "param": None, "code": reply.code}
     return ResponseMapper(
         filter=when,
         status_code=status,
         body_format_override=core.SubstitutionFormatString(
-            json_format=_struct({"error": error}), content_type="application/json"
+            json_format=Struct.from_dict({"error": error}), content_type="application/json"
         ),
     )
 
@@ -456,7 +437,7 @@ def _decision_or_route(config: Config) -> str:
 
 
 def _access_log(config: Config) -> list[al.AccessLog]:
-    fields: dict[str, Json] = {
+    fields = {
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "method": "%REQ(:METHOD)%",
@@ -476,7 +457,7 @@ def _access_log(config: Config) -> list[al.AccessLog]:
             name="envoy.access_loggers.stdout",
             typed_config=Any.pack(
                 StdoutAccessLog(
-                    log_format=core.SubstitutionFormatString(json_format=_struct(fields))
+                    log_format=core.SubstitutionFormatString(json_format=Struct.from_dict(fields))
                 )
             ),
         )
@@ -527,7 +508,7 @@ def _without_processor(config: Config, route: rt.Route) -> rt.Route:
             _header(h.RESP_DECISION, NOT_ASKED),
         ],
         metadata=core.Metadata(
-            filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
+            filter_metadata={config.metadata_namespace: Struct.from_dict({"decision": NOT_ASKED})}
         ),
     )
 
@@ -752,7 +733,7 @@ def _runtime() -> LayeredRuntime:
     default when no runtime is configured) stays, for operators' /runtime_modify."""
     return LayeredRuntime(
         layers=[
-            RuntimeLayer(name="static", static_layer=_struct(RUNTIME_FLAGS)),
+            RuntimeLayer(name="static", static_layer=Struct.from_dict(RUNTIME_FLAGS)),
             RuntimeLayer(name="admin", admin_layer=RuntimeLayerAdminLayer()),
         ]
     )
