@@ -197,13 +197,9 @@ def _tls_socket(host: str, ca_file: str | None) -> core.TransportSocket:
     the model's ca_file only), the certificate must name the host, and SNI names it too.
     (Envoy checks neither the chain nor the name without a validation context.)"""
     ip = _is_ip(host)
+    kind = tls.SubjectAltNameMatcherSanType
     san = tls.SubjectAltNameMatcher(
-        san_type=(
-            tls.SubjectAltNameMatcherSanType.IP_ADDRESS
-            if ip
-            else tls.SubjectAltNameMatcherSanType.DNS
-        ),
-        matcher=matcher.StringMatcher(exact=host),
+        san_type=kind.IP_ADDRESS if ip else kind.DNS, matcher=matcher.StringMatcher(exact=host)
     )
     validation = tls.CertificateValidationContext(
         trusted_ca=core.DataSource(filename=ca_file or system_ca_bundle()),
@@ -358,8 +354,10 @@ def _cel(expression: str) -> al.AccessLogFilter:
 
 
 def _error_mapper(
-    when: al.AccessLogFilter, reply: LocalReply, message: str, status: int | None = None
+    when: al.AccessLogFilter, reply: LocalReply, message: str = "", status: int | None = None
 ) -> ResponseMapper:
+    # By default: what happened, then Envoy's response code details.
+    message = message or f"{reply.what} (%RESPONSE_CODE_DETAILS%)"
     error = {"message": message, "type": reply.type, "param": None, "code": reply.code}
     return ResponseMapper(
         filter=when,
@@ -375,7 +373,6 @@ def _local_reply_config() -> LocalReplyConfig:
     large, no such path, the processor or an upstream failing, a timeout) is an
     OpenAI-style JSON error whose message says what happened, then Envoy's response code
     details, so it is never empty. The first mapper that matches wins."""
-    details = "%RESPONSE_CODE_DETAILS%"
     # The processor's replies are JSON already: kept as they are.
     mappers = [
         ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
@@ -384,7 +381,7 @@ def _local_reply_config() -> LocalReplyConfig:
     for reply in sorted(LOCAL_REPLIES, key=lambda reply: reply.details_contain is None):
         if reply.details_contain is not None:
             when = _cel(f"response.code_details.contains('{reply.details_contain}')")
-            mappers.append(_error_mapper(when, reply, f"{reply.what} ({details})", reply.status))
+            mappers.append(_error_mapper(when, reply, status=reply.status))
             continue
         status = _status_is(al.ComparisonFilterOp.EQ, reply.status)
         if reply.status in (404, 405):
@@ -396,10 +393,10 @@ def _local_reply_config() -> LocalReplyConfig:
             )
             message = "%REQ(:METHOD)% %REQ(:PATH):200%: %LOCAL_REPLY_BODY%"
             mappers.append(_error_mapper(direct, reply, message))
-        mappers.append(_error_mapper(status, reply, f"{reply.what} ({details})"))
+        mappers.append(_error_mapper(status, reply))
     for other, floor in ((LOCAL_REPLY_OTHER_5XX, 500), (LOCAL_REPLY_OTHER_4XX, 400)):
         when = _status_is(al.ComparisonFilterOp.GE, floor)
-        mappers.append(_error_mapper(when, other, f"{other.what} ({details})"))
+        mappers.append(_error_mapper(when, other))
     return LocalReplyConfig(mappers=mappers)
 
 
@@ -447,21 +444,12 @@ def _access_log(config: Config) -> list[al.AccessLog]:
         "route": "%ROUTE_NAME%",
         "duration_ms": "%DURATION%",
         "decision": _decision_or_route(config),
-        "confidence": _facts(config, "confidence"),
-        "profile": _facts(config, "profile"),
-        "strategy": _facts(config, "strategy"),
-        "models": _facts(config, "models"),
+        **{key: _facts(config, key) for key in ("confidence", "profile", "strategy", "models")},
     }
-    return [
-        al.AccessLog(
-            name="envoy.access_loggers.stdout",
-            typed_config=Any.pack(
-                StdoutAccessLog(
-                    log_format=core.SubstitutionFormatString(json_format=Struct.from_dict(fields))
-                )
-            ),
-        )
-    ]
+    stdout = StdoutAccessLog(
+        log_format=core.SubstitutionFormatString(json_format=Struct.from_dict(fields))
+    )
+    return [al.AccessLog(name="envoy.access_loggers.stdout", typed_config=Any.pack(stdout))]
 
 
 def _header_is(name: str, value: str) -> rt.HeaderMatcher:
