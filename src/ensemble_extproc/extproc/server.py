@@ -132,19 +132,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     ) -> AsyncIterator[pb.ProcessingResponse]:
         metrics = self.metrics
         handler = self.new_handler(context)
-        if metrics is None:
-            try:
-                async for request in request_iterator:
-                    response = handler.handle(request)
-                    if response is not None:
-                        yield response
-            finally:
-                handler.close()
-            return
-        metrics.streams_started += 1
+        if metrics is not None:
+            metrics.streams_started += 1
         try:
             async for request in request_iterator:
-                if metrics.sampled():
+                if metrics is not None and metrics.sampled():
                     started = time.perf_counter()
                     response = handler.handle(request)
                     phase = request.WhichOneof("request") or "none"
@@ -155,7 +147,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     yield response
         finally:
             handler.close()
-            metrics.streams_ended += 1
+            if metrics is not None:
+                metrics.streams_ended += 1
 
 
 def create_server(
