@@ -59,17 +59,14 @@ def envoy_binary() -> str:
 
 def ports_in_use(config: Config, replicas: Replicas = Replicas()) -> list[str]:
     """Config keys whose address cannot be bound now (readiness checks would be fooled)."""
-    wanted = {
-        f"listen.{name}": getattr(config.listen, name)
-        for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-    }
-    listen = config.listen
-    for i in range(1, replicas.extproc):
-        wanted[f"listen.extproc + {i}"] = Address(listen.extproc.host, listen.extproc.port + i)
-        metrics = listen.extproc_metrics
-        wanted[f"listen.extproc_metrics + {i}"] = Address(metrics.host, metrics.port + i)
-    for i in range(1, replicas.upstream):
-        wanted[f"listen.upstream + {i}"] = Address(listen.upstream.host, listen.upstream.port + i)
+    counts = {"extproc": replicas.extproc, "upstream": replicas.upstream}
+    counts["extproc_metrics"] = replicas.extproc
+    wanted = {}
+    for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics"):
+        for i, address in enumerate(
+            replica_addresses(getattr(config.listen, name), counts.get(name, 1))
+        ):
+            wanted[f"listen.{name}" + (f" + {i}" if i else "")] = address
     for i, model in enumerate(config.demo_models):
         wanted[f"demo.models[{i}].port"] = Address("127.0.0.1", model.port)
     busy = []
