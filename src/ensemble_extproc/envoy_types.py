@@ -16,14 +16,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.accesslog import v3 as al
-from envoy_data_plane.envoy.config.bootstrap.v3 import (
-    Admin,
-    Bootstrap,
-    BootstrapStaticResources,
-    LayeredRuntime,
-    RuntimeLayer,
-    RuntimeLayerAdminLayer,
-)
+from envoy_data_plane.envoy.config.bootstrap import v3 as bs
 from envoy_data_plane.envoy.config.cluster import v3 as cl
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
     HeaderMutation as HeaderMutationRule,
@@ -37,26 +30,10 @@ from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import Expr
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
 from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import InternalListener
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
-from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
-    ExternalProcessor,
-    ExtProcOverrides,
-    ExtProcPerRoute,
-    MetadataOptions,
-    MetadataOptionsMetadataNamespaces,
-    ProcessingMode,
-    ProcessingModeBodySendMode,
-    ProcessingModeHeaderSendMode,
-)
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as xp
 from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
-    HttpConnectionManager,
-    HttpConnectionManagerCodecType,
-    HttpConnectionManagerTracing,
-    HttpFilter,
-    LocalReplyConfig,
-    ResponseMapper,
-)
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     HeaderMutation as EarlyHeaderMutation,
 )
@@ -106,7 +83,7 @@ _OTHER_HOST = Any.pack(PreviousHostsPredicate())
 _ROUTE_OTHER_HOST = [
     rt.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
 ]
-_ROUTER = HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
+_ROUTER = hcm.HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 # What x-ensemble-decision and the access log say for a request the processor never saw.
 NOT_ASKED = "none"
@@ -245,9 +222,9 @@ def _cluster(
 
 
 _BODY_MODES = {
-    "none": ProcessingModeBodySendMode.NONE,
-    "streamed": ProcessingModeBodySendMode.STREAMED,
-    "buffered": ProcessingModeBodySendMode.BUFFERED,
+    "none": xp.ProcessingModeBodySendMode.NONE,
+    "streamed": xp.ProcessingModeBodySendMode.STREAMED,
+    "buffered": xp.ProcessingModeBodySendMode.BUFFERED,
 }
 
 
@@ -259,14 +236,14 @@ def _ext_proc(
     *,
     retry_policy: core.RetryPolicy | None = None,
     stat_prefix: str = "",
-    metadata_options: MetadataOptions | None = None,
+    metadata_options: xp.MetadataOptions | None = None,
     disabled: bool = False,
-) -> HttpFilter:
+) -> hcm.HttpFilter:
     """An ext_proc filter. ``bodies``: the request body mode, whether response headers are
     sent, the response body mode; request headers always are, trailers never."""
     request_body, response_headers, response_body = bodies
-    header_mode = ProcessingModeHeaderSendMode
-    processor = ExternalProcessor(
+    header_mode = xp.ProcessingModeHeaderSendMode
+    processor = xp.ExternalProcessor(
         grpc_service=core.GrpcService(
             envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=cluster), retry_policy=retry_policy
         ),
@@ -278,7 +255,7 @@ def _ext_proc(
         # The processor skips the body round trip when the headers decide.
         allow_mode_override=True,
         metadata_options=metadata_options,
-        processing_mode=ProcessingMode(
+        processing_mode=xp.ProcessingMode(
             request_header_mode=header_mode.SEND,
             response_header_mode=header_mode.SEND if response_headers else header_mode.SKIP,
             request_body_mode=_BODY_MODES[request_body],
@@ -287,10 +264,10 @@ def _ext_proc(
             response_trailer_mode=header_mode.SKIP,
         ),
     )
-    return HttpFilter(name=name, disabled=disabled, typed_config=Any.pack(processor))
+    return hcm.HttpFilter(name=name, disabled=disabled, typed_config=Any.pack(processor))
 
 
-def _http_filters(config: Config, every_request: bool) -> list[HttpFilter]:
+def _http_filters(config: Config, every_request: bool) -> list[hcm.HttpFilter]:
     """The semantic router's ext_proc ahead of ours (ours sees the request as the router
     left it, its x-vsr-* headers set, and has the last word on the route), ours, the
     masking of model keys, and the router."""
@@ -318,8 +295,8 @@ def _http_filters(config: Config, every_request: bool) -> list[HttpFilter]:
             ],
         ),
         # The processor's decision facts, read by response headers and access logs.
-        metadata_options=MetadataOptions(
-            receiving_namespaces=MetadataOptionsMetadataNamespaces(
+        metadata_options=xp.MetadataOptions(
+            receiving_namespaces=xp.MetadataOptionsMetadataNamespaces(
                 untyped=[config.metadata_namespace]
             )
         ),
@@ -333,7 +310,7 @@ def _http_filters(config: Config, every_request: bool) -> list[HttpFilter]:
     if names:
         source = core.DataSource(inline_string=lua_source(names))
         lua = Lua(default_source_code=source)
-        filters.append(HttpFilter(name="envoy.filters.http.lua", typed_config=Any.pack(lua)))
+        filters.append(hcm.HttpFilter(name="envoy.filters.http.lua", typed_config=Any.pack(lua)))
     return [*filters, _ROUTER]
 
 
@@ -355,11 +332,11 @@ def _cel(expression: str) -> al.AccessLogFilter:
 
 def _error_mapper(
     when: al.AccessLogFilter, reply: LocalReply, message: str = "", status: int | None = None
-) -> ResponseMapper:
+) -> hcm.ResponseMapper:
     # By default: what happened, then Envoy's response code details.
     message = message or f"{reply.what} (%RESPONSE_CODE_DETAILS%)"
     error = {"message": message, "type": reply.type, "param": None, "code": reply.code}
-    return ResponseMapper(
+    return hcm.ResponseMapper(
         filter=when,
         status_code=status,
         body_format_override=core.SubstitutionFormatString(
@@ -368,14 +345,14 @@ def _error_mapper(
     )
 
 
-def _local_reply_config() -> LocalReplyConfig:
+def _local_reply_config() -> hcm.LocalReplyConfig:
     """Every reply Envoy makes itself (a request it cannot parse, HTTP/1.0, headers too
     large, no such path, the processor or an upstream failing, a timeout) is an
     OpenAI-style JSON error whose message says what happened, then Envoy's response code
     details, so it is never empty. The first mapper that matches wins."""
     # The processor's replies are JSON already: kept as they are.
     mappers = [
-        ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
+        hcm.ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
     ]
     # Those matched by their details first, whatever their status (a stable sort).
     for reply in sorted(LOCAL_REPLIES, key=lambda reply: reply.details_contain is None):
@@ -397,7 +374,7 @@ def _local_reply_config() -> LocalReplyConfig:
     for other, floor in ((LOCAL_REPLY_OTHER_5XX, 500), (LOCAL_REPLY_OTHER_4XX, 400)):
         when = _status_is(al.ComparisonFilterOp.GE, floor)
         mappers.append(_error_mapper(when, other))
-    return LocalReplyConfig(mappers=mappers)
+    return hcm.LocalReplyConfig(mappers=mappers)
 
 
 def _falls_back(config: Config, upstream_replicas: int) -> bool:
@@ -479,7 +456,7 @@ def _absent(name: str) -> rt.HeaderMatcher:
 def _with_processor(route: rt.Route) -> rt.Route:
     """``route`` with the ext_proc filter, which is off by default, turned on: a per-route
     config of the filter does that (one that overrides nothing)."""
-    turned_on = ExtProcPerRoute(overrides=ExtProcOverrides())
+    turned_on = xp.ExtProcPerRoute(overrides=xp.ExtProcOverrides())
     return dataclasses.replace(
         route, typed_per_filter_config={EXT_PROC_FILTER: Any.pack(turned_on)}
     )
@@ -658,11 +635,11 @@ def _edge_removals(config: Config) -> list[core.TypedExtensionConfig]:
 
 def _connection_manager(
     config: Config, upstream_replicas: int, every_request: bool
-) -> HttpConnectionManager:
+) -> hcm.HttpConnectionManager:
     envoy = config.envoy
-    return HttpConnectionManager(
+    return hcm.HttpConnectionManager(
         stat_prefix="gateway",
-        codec_type=HttpConnectionManagerCodecType.AUTO,
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         # Slow clients: a trickled request is cut (408) instead of holding a stream;
         # request_timeout is disarmed once the answer starts, so streams are not cut.
         request_headers_timeout=timedelta(seconds=envoy.request_headers_timeout_seconds),
@@ -694,7 +671,7 @@ def _connection_manager(
     )
 
 
-def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
+def _tracing(config: Config) -> hcm.HttpConnectionManagerTracing | None:
     """Envoy's OpenTelemetry tracer, when tracing is on: a span per request (and one per
     upstream attempt), exported over OTLP/gRPC; its W3C trace context reaches the
     processor in the ext_proc stream's metadata and the upstream in its request headers,
@@ -708,7 +685,7 @@ def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
         ),
         service_name=f"{tracing.service_name}-envoy",
     )
-    return HttpConnectionManagerTracing(
+    return hcm.HttpConnectionManagerTracing(
         provider=TracingHttp(name="envoy.tracers.opentelemetry", typed_config=Any.pack(exporter)),
         random_sampling=envoy_type.Percent(value=tracing.sample_percent),
         # The router's own span per upstream attempt: a retried ensemble shows each try.
@@ -716,22 +693,22 @@ def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
     )
 
 
-def _runtime() -> LayeredRuntime:
+def _runtime() -> bs.LayeredRuntime:
     """The static layer holds the bootstrap's runtime flags; the admin layer (Envoy's
     default when no runtime is configured) stays, for operators' /runtime_modify."""
-    return LayeredRuntime(
+    return bs.LayeredRuntime(
         layers=[
-            RuntimeLayer(name="static", static_layer=Struct.from_dict(RUNTIME_FLAGS)),
-            RuntimeLayer(name="admin", admin_layer=RuntimeLayerAdminLayer()),
+            bs.RuntimeLayer(name="static", static_layer=Struct.from_dict(RUNTIME_FLAGS)),
+            bs.RuntimeLayer(name="admin", admin_layer=bs.RuntimeLayerAdminLayer()),
         ]
     )
 
 
-def _hcm_chain(manager: HttpConnectionManager) -> list[lis.FilterChain]:
-    hcm = lis.Filter(
+def _hcm_chain(manager: hcm.HttpConnectionManager) -> list[lis.FilterChain]:
+    connection_manager = lis.Filter(
         name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager)
     )
-    return [lis.FilterChain(filters=[hcm])]
+    return [lis.FilterChain(filters=[connection_manager])]
 
 
 def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
@@ -757,7 +734,7 @@ def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
             name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
         ),
     )
-    manager = HttpConnectionManager(
+    manager = hcm.HttpConnectionManager(
         stat_prefix="default_model_fallback",
         route_config=rt.RouteConfiguration(
             name="default_model_fallback",
@@ -782,7 +759,7 @@ def typed_bootstrap(
     upstream_replicas: int = 1,
     *,
     processor_on_every_request: bool = False,
-) -> Bootstrap:
+) -> bs.Bootstrap:
     """The whole bootstrap: one listener (the gateway), the processor, ensemble and
     default-model clusters, and the fallback (an aggregate cluster and an internal
     listener) when it applies. ``processor_on_every_request``: ext_proc on every route,
@@ -836,9 +813,9 @@ def typed_bootstrap(
                 name="envoy.bootstrap.internal_listener", typed_config=Any.pack(InternalListener())
             )
         )
-    return Bootstrap(
-        admin=Admin(address=_address(config.listen.envoy_admin)),
-        static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
+    return bs.Bootstrap(
+        admin=bs.Admin(address=_address(config.listen.envoy_admin)),
+        static_resources=bs.BootstrapStaticResources(listeners=listeners, clusters=clusters),
         bootstrap_extensions=extensions,
         layered_runtime=_runtime(),
     )
