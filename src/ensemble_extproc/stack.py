@@ -101,7 +101,7 @@ class Stack:
         # in the environment, this run makes its own.
         env = dict(os.environ)
         env.setdefault(SECRET_ENV, secrets.token_hex(32))
-        self._supervisor = Supervisor(env, output, backoff)
+        self.supervisor = Supervisor(env, output, backoff)
 
     def _service(self, name: str) -> tuple[str, ...]:
         return (sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path))
@@ -146,15 +146,7 @@ class Stack:
             render_yaml(config, str(self._config_path), replicas.extproc, replicas.upstream)
         )
         for part in self.parts():
-            await self._supervisor.start(part)
-
-    async def keep_running(self, stopping: asyncio.Event) -> None:
-        """Restart any part that exits (whatever the replica count), until cancelled."""
-        await self._supervisor.keep_running(stopping)
-
-    async def stop(self) -> None:
-        # Front to back: Envoy first, so no new request reaches a stopping service.
-        await self._supervisor.stop()
+            await self.supervisor.start(part)
 
 
 def banner(config: Config, replicas: Replicas = Replicas()) -> str:
@@ -205,7 +197,8 @@ async def run_stack(config: Config, config_path: Path, replicas: Replicas = Repl
             print(banner(config, replicas), flush=True)
             # Like a Deployment would: a part that exits is started again; meanwhile Envoy
             # answers as configured (fail closed, or the default model).
-            await _unless_stopped(stack.keep_running(stop), stop)
+            await _unless_stopped(stack.supervisor.keep_running(stop), stop)
             return 0
         finally:
-            await stack.stop()
+            # Front to back: Envoy first, so no new request reaches a stopping service.
+            await stack.supervisor.stop()
