@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import os
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -103,10 +104,11 @@ def _address(address: Address) -> core.Address:
     )
 
 
-def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
-    """Active checks (/healthz, or gRPC health for the processor), so that a replica that
-    drains (SIGTERM) or is down gets no new requests; plus ejection after one failure to
-    connect, for a replica that died without draining."""
+def _replicas(name: str, addresses: list[Address], *, grpc: bool = False) -> cl.Cluster:
+    """The cluster of our replicas (the processor's over gRPC), with active checks
+    (/healthz, or gRPC health), so that a replica that drains (SIGTERM) or is down gets no
+    new requests; plus ejection after one failure to connect, for a replica that died
+    without draining."""
     check = core.HealthCheck(
         timeout=timedelta(seconds=0.5),
         interval=timedelta(seconds=0.5),
@@ -114,12 +116,12 @@ def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
         no_traffic_interval=timedelta(seconds=1),
         unhealthy_threshold=1,
         healthy_threshold=1,
-        http_health_check=core.HealthCheckHttpHealthCheck(path="/healthz") if http else None,
-        grpc_health_check=None if http else core.HealthCheckGrpcHealthCheck(),
+        http_health_check=None if grpc else core.HealthCheckHttpHealthCheck(path="/healthz"),
+        grpc_health_check=core.HealthCheckGrpcHealthCheck() if grpc else None,
     )
     # A new message (replace calls the constructor), so the added fields are validated too.
     return dataclasses.replace(
-        built,
+        _cluster(name, addresses, http2=grpc),
         health_checks=[check],
         # Envoy allows 3 retries in flight per cluster by default: a replica dying under
         # load fails many requests at once, and each needs its retry.
@@ -612,10 +614,8 @@ def router_headers(config: Config) -> list[str]:
     edge, so a header that the router leaves unset is absent, never the client's."""
     if config.semantic_router.extproc is None:
         return []
-    names = [h.VSR_SELECTED_MODEL, h.VSR_SELECTED_CONFIDENCE]
-    for signal in config.adaptive.signals:
-        if signal.type == "header":
-            names += signal.headers
+    signals = [s.headers for s in config.adaptive.signals if s.type == "header"]
+    names = [h.VSR_SELECTED_MODEL, h.VSR_SELECTED_CONFIDENCE, *itertools.chain(*signals)]
     return list(dict.fromkeys(names))
 
 
@@ -767,17 +767,10 @@ def typed_bootstrap(
     default_model = config.endpoints[config.default_model]
     address = default_model.address
     clusters = [
-        _health_checked(
-            _cluster(
-                EXTPROC_CLUSTER,
-                replica_addresses(config.listen.extproc, extproc_replicas),
-                http2=True,
-            ),
-            http=False,
+        _replicas(
+            EXTPROC_CLUSTER, replica_addresses(config.listen.extproc, extproc_replicas), grpc=True
         ),
-        _health_checked(
-            _cluster(ENSEMBLE_CLUSTER, replica_addresses(config.listen.upstream, upstream_replicas))
-        ),
+        _replicas(ENSEMBLE_CLUSTER, replica_addresses(config.listen.upstream, upstream_replicas)),
         _cluster(
             DEFAULT_CLUSTER,
             address,
