@@ -2,9 +2,8 @@
 
 Every message is a pydantic dataclass: a misspelt field, a value of the wrong type or two
 members of one ``oneof`` fail here, when the bootstrap is built, rather than when Envoy
-loads it (and mypy checks the field names too). ``envoy_bootstrap`` turns the result into
-the dicts it serialises; this module is imported only when a bootstrap is built, so the
-servers, which import ``envoy_bootstrap``'s constants, do not need envoy-data-plane.
+loads it (and mypy checks the field names too). ``envoy_bootstrap`` imports this module
+only when it builds a bootstrap, and serialises the result.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .config.model import DEFAULT_SECRET_ENV as SECRET_ENV
 from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .envoy_names import replica_addresses
-from .supervisor import DEFAULT_BACKOFF, Backoff, Part, StartupError, Supervisor
+from .supervisor import Part, StartupError, Supervisor
 
 __all__ = ["Replicas", "Stack", "StartupError", "envoy_binary", "ports_in_use", "run_stack"]
 
@@ -91,7 +91,6 @@ class Stack:
         workdir: Path,
         output: IO[bytes] | None = None,
         replicas: Replicas = Replicas(),
-        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._config = config
         self._replicas = replicas
@@ -101,7 +100,7 @@ class Stack:
         # in the environment, this run makes its own.
         env = dict(os.environ)
         env.setdefault(SECRET_ENV, secrets.token_hex(32))
-        self.supervisor = Supervisor(env, output, backoff)
+        self.supervisor = Supervisor(env, output)
 
     def _service(self, name: str) -> tuple[str, ...]:
         return (sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path))
