@@ -549,24 +549,17 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
     ]
     if processor is None:
         return [chat, *others]
-    direct = []
-    if not processor.every_chat_completion:
-        # Chat completions without any header the processor reads: Envoy alone. (Route
-        # matching comes before ext_proc: a client's copy of an internal header must
-        # select a route where the processor runs and removes it.)
-        plain = dataclasses.replace(
-            chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
-        )
-        direct.append(
-            _without_processor(
-                config, dataclasses.replace(chat, name="default_model_direct", match=plain)
-            )
-        )
-    return [
-        *direct,
-        _with_processor(chat),
-        *(_without_processor(config, route) for route in others),
-    ]
+    routes = [_with_processor(chat), *(_without_processor(config, route) for route in others)]
+    if processor.every_chat_completion:
+        return routes
+    # Chat completions without any header the processor reads: Envoy alone. (Route matching
+    # comes before ext_proc: a client's copy of an internal header must select a route where
+    # the processor runs and removes it.)
+    plain = dataclasses.replace(
+        chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
+    )
+    direct = dataclasses.replace(chat, name="default_model_direct", match=plain)
+    return [_without_processor(config, direct), *routes]
 
 
 def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list[rt.Route]:
