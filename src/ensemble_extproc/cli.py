@@ -18,13 +18,12 @@ from .config.schema import config_schema
 from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .envoy_names import replica_addresses
+from .healthcheck import DEFAULT_CONFIG
 from .observability import logs
 from .redact import config_redactor
 from .scope import scope
 from .serve import service
 from .stack import Replicas, run_stack
-
-DEFAULT_CONFIG = Path("config/default.yaml")
 
 
 def _parser() -> argparse.ArgumentParser:
