@@ -199,8 +199,7 @@ def _cluster(
     transport_socket: core.TransportSocket | None = None,
 ) -> cl.Cluster:
     addresses = address if isinstance(address, list) else [address]
-    host = addresses[0].host
-    dns = not _is_ip(host)
+    dns = not _is_ip(addresses[0].host)
     http2_only = HttpProtocolOptionsExplicitHttpConfig(
         http2_protocol_options=core.Http2ProtocolOptions()
     )
@@ -222,13 +221,6 @@ def _cluster(
     )
 
 
-_BODY_MODES = {
-    "none": xp.ProcessingModeBodySendMode.NONE,
-    "streamed": xp.ProcessingModeBodySendMode.STREAMED,
-    "buffered": xp.ProcessingModeBodySendMode.BUFFERED,
-}
-
-
 def _ext_proc(
     name: str,
     cluster: str,
@@ -243,7 +235,7 @@ def _ext_proc(
     """An ext_proc filter. ``bodies``: the request body mode, whether response headers are
     sent, the response body mode; request headers always are, trailers never."""
     request_body, response_headers, response_body = bodies
-    header_mode = xp.ProcessingModeHeaderSendMode
+    header_mode, body_mode = xp.ProcessingModeHeaderSendMode, xp.ProcessingModeBodySendMode
     processor = xp.ExternalProcessor(
         grpc_service=core.GrpcService(
             envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=cluster), retry_policy=retry_policy
@@ -259,8 +251,8 @@ def _ext_proc(
         processing_mode=xp.ProcessingMode(
             request_header_mode=header_mode.SEND,
             response_header_mode=header_mode.SEND if response_headers else header_mode.SKIP,
-            request_body_mode=_BODY_MODES[request_body],
-            response_body_mode=_BODY_MODES[response_body],
+            request_body_mode=body_mode[request_body.upper()],
+            response_body_mode=body_mode[response_body.upper()],
             request_trailer_mode=header_mode.SKIP,
             response_trailer_mode=header_mode.SKIP,
         ),
