@@ -617,12 +617,29 @@ def _edge_removals(config: Config) -> list[core.TypedExtensionConfig]:
     ]
 
 
+def _manager(
+    name: str, routes: list[rt.Route], headers: list[core.HeaderValueOption] | None = None
+) -> hcm.HttpConnectionManager:
+    """A connection manager whose one virtual host serves ``routes`` (adding ``headers`` to
+    each response), and whose own replies are JSON errors."""
+    host = rt.VirtualHost(
+        name="llm", domains=["*"], routes=routes, response_headers_to_add=headers or []
+    )
+    return hcm.HttpConnectionManager(
+        stat_prefix=name,
+        route_config=rt.RouteConfiguration(name=name, virtual_hosts=[host]),
+        local_reply_config=_local_reply_config(),
+        http_filters=[_ROUTER],
+    )
+
+
 def _connection_manager(
     config: Config, upstream_replicas: int, every_request: bool
 ) -> hcm.HttpConnectionManager:
     envoy = config.envoy
-    return hcm.HttpConnectionManager(
-        stat_prefix="gateway",
+    routes = _routes(config, upstream_replicas, every_request)
+    return dataclasses.replace(
+        _manager("gateway", routes, _decision_headers(config)),
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         # Slow clients: a trickled request is cut (408) instead of holding a stream;
         # request_timeout is disarmed once the answer starts, so streams are not cut.
@@ -637,18 +654,6 @@ def _connection_manager(
         # the same request.
         normalize_path=True,
         merge_slashes=True,
-        route_config=rt.RouteConfiguration(
-            name="gateway",
-            virtual_hosts=[
-                rt.VirtualHost(
-                    name="llm",
-                    domains=["*"],
-                    routes=_routes(config, upstream_replicas, every_request),
-                    response_headers_to_add=_decision_headers(config),
-                )
-            ],
-        ),
-        local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
         tracing=_tracing(config),
         http_filters=_http_filters(config, every_request),
@@ -718,17 +723,7 @@ def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
             name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
         ),
     )
-    manager = hcm.HttpConnectionManager(
-        stat_prefix="default_model_fallback",
-        route_config=rt.RouteConfiguration(
-            name="default_model_fallback",
-            virtual_hosts=[
-                rt.VirtualHost(name="llm", domains=["*"], routes=_default_model_routes(config))
-            ],
-        ),
-        local_reply_config=_local_reply_config(),
-        http_filters=[_ROUTER],
-    )
+    manager = _manager("default_model_fallback", _default_model_routes(config))
     listener = lis.Listener(
         name=FALLBACK_LISTENER,
         internal_listener=lis.ListenerInternalListenerConfig(),
