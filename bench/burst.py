@@ -277,7 +277,7 @@ async def measure(args: argparse.Namespace) -> list[Phase]:
                     for burst in (False, True)
                 ]
             finally:
-                await stack.stop()
+                await stack.supervisor.stop()
 
 
 def main() -> None:

@@ -175,7 +175,7 @@ async def run(seconds: float, concurrency: int) -> Tally:
                 )
             return tally
         finally:
-            await stack.stop()
+            await stack.supervisor.stop()
             log.close()
 
 

@@ -13,17 +13,17 @@ import msgspec
 import uvloop
 
 from . import group_command, healthcheck
-from .config import Address, Config, ConfigError, EnsembleSettings, load_config
+from .config import Config, ConfigError, EnsembleSettings, load_config
 from .config.schema import config_schema
 from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
+from .envoy_names import replica_addresses
+from .healthcheck import DEFAULT_CONFIG
 from .observability import logs
 from .redact import config_redactor
 from .scope import scope
 from .serve import service
 from .stack import Replicas, run_stack
-
-DEFAULT_CONFIG = Path("config/default.yaml")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,18 +107,10 @@ def for_replica(config: Config, command: str, replica: int) -> Config:
     """The config of replica ``replica``: its ports are the configured ones + ``replica``."""
     if replica == 0:
         return config
+    names = ("extproc", "extproc_metrics") if command == "extproc" else ("upstream",)
     listen = config.listen
-
-    def shifted(address: Address) -> Address:
-        return Address(address.host, address.port + replica)
-
-    if command == "extproc":
-        listen = msgspec.structs.replace(
-            listen, extproc=shifted(listen.extproc), extproc_metrics=shifted(listen.extproc_metrics)
-        )
-    else:
-        listen = msgspec.structs.replace(listen, upstream=shifted(listen.upstream))
-    return replace(config, listen=listen)
+    moved = {name: replica_addresses(getattr(listen, name), replica + 1)[-1] for name in names}
+    return replace(config, listen=msgspec.structs.replace(listen, **moved))
 
 
 def _execute(args: argparse.Namespace, config: Config) -> int:

@@ -3,11 +3,9 @@
 ``envoy/envoy.yaml`` is this function's output for ``config/default.yaml`` (a test keeps
 them in step); ``run`` renders it afresh from the config it is given.
 
-The bootstrap is built from envoy-data-plane's typed messages (``envoy_types``), so that
-a wrong field name or type fails when it is built, then serialised to proto JSON with the
-proto field names (snake_case), as Envoy's YAML loader reads it. This module
-imports envoy-data-plane only to build; the names the rest of the project shares are in
-``envoy_names``, which needs no envoy-data-plane.
+It is built from envoy-data-plane's typed messages (``envoy_types``), imported only to
+build; the names the rest of the project shares are in ``envoy_names``, which needs no
+envoy-data-plane.
 """
 
 from __future__ import annotations
@@ -27,9 +25,10 @@ def bootstrap(
     *,
     processor_on_every_request: bool = False,
 ) -> dict[str, Any]:
-    """The bootstrap as proto JSON: snake_case field names, ``Any`` as ``{"@type": ...}``
-    plus the packed message's fields, durations as ``"0.500s"``; fields at their proto3
-    default (false, 0, the first enum value) are left out, as they mean the same."""
+    """The bootstrap as proto JSON, as Envoy's YAML loader reads it: snake_case field
+    names, ``Any`` as ``{"@type": ...}`` plus the packed message's fields, durations as
+    ``"0.500s"``; fields at their proto3 default (false, 0, the first enum value) are left
+    out, as they mean the same."""
     try:
         # Defining envoy-data-plane's classes trips a pydantic deprecation warning of theirs.
         with warnings.catch_warnings():

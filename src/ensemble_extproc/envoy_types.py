@@ -2,30 +2,21 @@
 
 Every message is a pydantic dataclass: a misspelt field, a value of the wrong type or two
 members of one ``oneof`` fail here, when the bootstrap is built, rather than when Envoy
-loads it (and mypy checks the field names too). ``envoy_bootstrap`` turns the result into
-the dicts it serialises; this module is imported only when a bootstrap is built, so the
-servers, which import ``envoy_bootstrap``'s constants, do not need envoy-data-plane.
+loads it (and mypy checks the field names too). ``envoy_bootstrap`` imports this module
+only when it builds a bootstrap, and serialises the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import os
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.accesslog import v3 as al
-from envoy_data_plane.envoy.config.bootstrap.v3 import (
-    Admin,
-    Bootstrap,
-    BootstrapStaticResources,
-    LayeredRuntime,
-    RuntimeLayer,
-    RuntimeLayerAdminLayer,
-)
+from envoy_data_plane.envoy.config.bootstrap import v3 as bs
 from envoy_data_plane.envoy.config.cluster import v3 as cl
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
     HeaderMutation as HeaderMutationRule,
@@ -39,26 +30,10 @@ from envoy_data_plane.envoy.extensions.access_loggers.filters.cel.v3 import Expr
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
 from envoy_data_plane.envoy.extensions.bootstrap.internal_listener.v3 import InternalListener
 from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import ClusterConfig
-from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
-    ExternalProcessor,
-    ExtProcOverrides,
-    ExtProcPerRoute,
-    MetadataOptions,
-    MetadataOptionsMetadataNamespaces,
-    ProcessingMode,
-    ProcessingModeBodySendMode,
-    ProcessingModeHeaderSendMode,
-)
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as xp
 from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
-    HttpConnectionManager,
-    HttpConnectionManagerCodecType,
-    HttpConnectionManagerTracing,
-    HttpFilter,
-    LocalReplyConfig,
-    ResponseMapper,
-)
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     HeaderMutation as EarlyHeaderMutation,
 )
@@ -72,12 +47,12 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.type import v3 as envoy_type
 from envoy_data_plane.envoy.type.matcher import v3 as matcher
-from envoy_data_plane.google.protobuf import Any, NullValue, Struct, Value
+from envoy_data_plane.google.protobuf import Any, Struct
 
 from . import headers as h
 from . import paths
-from .config import Address, Config, Endpoint
-from .config.model import RouterProcessor
+from .config import Address, Config
+from .config.model import EnvoySettings, RouterProcessor
 from .envoy_names import (
     DEFAULT_CLUSTER,
     ENSEMBLE_CLUSTER,
@@ -104,14 +79,22 @@ from .scope import Scope, scope
 
 # Retry on another replica than the one that failed.
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_OTHER_HOST = Any.pack(PreviousHostsPredicate())
+_ROUTE_OTHER_HOST = [
+    rt.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
+]
+_ROUTER = hcm.HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 # What x-ensemble-decision and the access log say for a request the processor never saw.
 NOT_ASKED = "none"
-OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+Append = core.HeaderValueOptionHeaderAppendAction
+OVERWRITE = Append.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+def _header(key: str, value: str, action: Append = OVERWRITE) -> core.HeaderValueOption:
+    return core.HeaderValueOption(
+        header=core.HeaderValue(key=key, value=value), append_action=action
+    )
 
 
 def _address(address: Address) -> core.Address:
@@ -120,23 +103,24 @@ def _address(address: Address) -> core.Address:
     )
 
 
-def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
-    """Active checks (/healthz, or gRPC health for the processor), so that a replica that
-    drains (SIGTERM) or is down gets no new requests; plus ejection after one failure to
-    connect, for a replica that died without draining."""
+def _replicas(name: str, addresses: list[Address], *, grpc: bool = False) -> cl.Cluster:
+    """The cluster of our replicas (the processor's over gRPC), with active checks
+    (/healthz, or gRPC health), so that a replica that drains (SIGTERM) or is down gets no
+    new requests; plus ejection after one failure to connect, for a replica that died
+    without draining."""
     check = core.HealthCheck(
-        timeout=_seconds(0.5),
-        interval=_seconds(0.5),
+        timeout=timedelta(seconds=0.5),
+        interval=timedelta(seconds=0.5),
         # Also while no traffic flows (Envoy's default then is one check a minute).
-        no_traffic_interval=_seconds(1),
+        no_traffic_interval=timedelta(seconds=1),
         unhealthy_threshold=1,
         healthy_threshold=1,
-        http_health_check=core.HealthCheckHttpHealthCheck(path="/healthz") if http else None,
-        grpc_health_check=None if http else core.HealthCheckGrpcHealthCheck(),
+        http_health_check=None if grpc else core.HealthCheckHttpHealthCheck(path="/healthz"),
+        grpc_health_check=core.HealthCheckGrpcHealthCheck() if grpc else None,
     )
     # A new message (replace calls the constructor), so the added fields are validated too.
     return dataclasses.replace(
-        built,
+        _cluster(name, addresses, http2=grpc),
         health_checks=[check],
         # Envoy allows 3 retries in flight per cluster by default: a replica dying under
         # load fails many requests at once, and each needs its retry.
@@ -146,26 +130,14 @@ def _health_checked(built: cl.Cluster, *, http: bool = True) -> cl.Cluster:
         outlier_detection=cl.OutlierDetection(
             split_external_local_origin_errors=True,
             consecutive_local_origin_failure=1,
-            interval=_seconds(1),
-            base_ejection_time=_seconds(5),
+            interval=timedelta(seconds=1),
+            base_ejection_time=timedelta(seconds=5),
             max_ejection_percent=50,
         ),
         # Unhealthy means unhealthy: no panic routing to the hosts that failed.
         # (Percent's value 0 is proto3's default, so the YAML shows an empty Percent.)
         common_lb_config=cl.ClusterCommonLbConfig(
             healthy_panic_threshold=envoy_type.Percent(value=0)
-        ),
-    )
-
-
-def _aggregate(name: str, clusters: list[str]) -> cl.Cluster:
-    return cl.Cluster(
-        name=name,
-        connect_timeout=_seconds(1),
-        lb_policy=cl.ClusterLbPolicy.CLUSTER_PROVIDED,
-        cluster_type=cl.ClusterCustomClusterType(
-            name="envoy.clusters.aggregate",
-            typed_config=Any.pack(ClusterConfig(clusters=clusters)),
         ),
     )
 
@@ -178,10 +150,20 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _served_by(name: str) -> core.Metadata:
+def _endpoints(
+    name: str, addresses: list[core.Address], served_by: str
+) -> ep.ClusterLoadAssignment:
     # Read back by x-ensemble-served-by: which cluster answered, also through the fallback
     # (aggregate) cluster.
-    return core.Metadata(filter_metadata={SERVED_BY_NS: _struct({"served_by": name})})
+    metadata = core.Metadata(
+        filter_metadata={SERVED_BY_NS: Struct.from_dict({"served_by": served_by})}
+    )
+    endpoints = [
+        ep.LbEndpoint(endpoint=ep.Endpoint(address=a), metadata=metadata) for a in addresses
+    ]
+    return ep.ClusterLoadAssignment(
+        cluster_name=name, endpoints=[ep.LocalityLbEndpoints(lb_endpoints=endpoints)]
+    )
 
 
 def system_ca_bundle() -> str:
@@ -193,13 +175,9 @@ def _tls_socket(host: str, ca_file: str | None) -> core.TransportSocket:
     the model's ca_file only), the certificate must name the host, and SNI names it too.
     (Envoy checks neither the chain nor the name without a validation context.)"""
     ip = _is_ip(host)
+    kind = tls.SubjectAltNameMatcherSanType
     san = tls.SubjectAltNameMatcher(
-        san_type=(
-            tls.SubjectAltNameMatcherSanType.IP_ADDRESS
-            if ip
-            else tls.SubjectAltNameMatcherSanType.DNS
-        ),
-        matcher=matcher.StringMatcher(exact=host),
+        san_type=kind.IP_ADDRESS if ip else kind.DNS, matcher=matcher.StringMatcher(exact=host)
     )
     validation = tls.CertificateValidationContext(
         trusted_ca=core.DataSource(filename=ca_file or system_ca_bundle()),
@@ -221,8 +199,13 @@ def _cluster(
     transport_socket: core.TransportSocket | None = None,
 ) -> cl.Cluster:
     addresses = address if isinstance(address, list) else [address]
-    host = addresses[0].host
-    dns = not _is_ip(host)
+    dns = not _is_ip(addresses[0].host)
+    http2_only = HttpProtocolOptionsExplicitHttpConfig(
+        http2_protocol_options=core.Http2ProtocolOptions()
+    )
+    options = {
+        HTTP_PROTOCOL_OPTIONS: Any.pack(HttpProtocolOptions(explicit_http_config=http2_only))
+    }
     return cl.Cluster(
         name=name,
         type=cl.ClusterDiscoveryType.STRICT_DNS if dns else cl.ClusterDiscoveryType.STATIC,
@@ -231,149 +214,97 @@ def _cluster(
         dns_lookup_family=(
             cl.ClusterDnsLookupFamily.V4_PREFERRED if dns else cl.ClusterDnsLookupFamily.AUTO
         ),
-        connect_timeout=_seconds(1),
-        load_assignment=ep.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                ep.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        ep.LbEndpoint(
-                            endpoint=ep.Endpoint(address=_address(each)),
-                            metadata=_served_by(name),
-                        )
-                        for each in addresses
-                    ]
-                )
-            ],
-        ),
+        connect_timeout=timedelta(seconds=1),
+        load_assignment=_endpoints(name, [_address(each) for each in addresses], name),
         transport_socket=transport_socket,
-        typed_extension_protocol_options=(
-            {
-                HTTP_PROTOCOL_OPTIONS: Any.pack(
-                    HttpProtocolOptions(
-                        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                            http2_protocol_options=core.Http2ProtocolOptions()
-                        )
-                    )
-                )
-            }
-            if http2
-            else {}
-        ),
+        typed_extension_protocol_options=options if http2 else {},
     )
 
 
-# What the bootstrap's free-form JSON (google.protobuf.Struct) holds: strings, booleans,
-# null, objects.
-Json: TypeAlias = "str | bool | Mapping[str, Json] | None"
+def _ext_proc(
+    name: str,
+    cluster: str,
+    settings: EnvoySettings | RouterProcessor,
+    bodies: tuple[str, bool, str],
+    *,
+    retry_policy: core.RetryPolicy | None = None,
+    stat_prefix: str = "",
+    metadata_options: xp.MetadataOptions | None = None,
+    disabled: bool = False,
+) -> hcm.HttpFilter:
+    """An ext_proc filter. ``bodies``: the request body mode, whether response headers are
+    sent, the response body mode; request headers always are, trailers never."""
+    request_body, response_headers, response_body = bodies
+    header_mode, body_mode = xp.ProcessingModeHeaderSendMode, xp.ProcessingModeBodySendMode
+    processor = xp.ExternalProcessor(
+        grpc_service=core.GrpcService(
+            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=cluster), retry_policy=retry_policy
+        ),
+        stat_prefix=stat_prefix,
+        # Ours is closed by default: with the processor down, a spoofed routing header must
+        # not pass. (False is proto3's default, so a closed filter's YAML omits the field.)
+        failure_mode_allow=settings.failure_mode == "open",
+        message_timeout=timedelta(seconds=settings.message_timeout_ms / 1000),
+        # The processor skips the body round trip when the headers decide.
+        allow_mode_override=True,
+        metadata_options=metadata_options,
+        processing_mode=xp.ProcessingMode(
+            request_header_mode=header_mode.SEND,
+            response_header_mode=header_mode.SEND if response_headers else header_mode.SKIP,
+            request_body_mode=body_mode[request_body.upper()],
+            response_body_mode=body_mode[response_body.upper()],
+            request_trailer_mode=header_mode.SKIP,
+            response_trailer_mode=header_mode.SKIP,
+        ),
+    )
+    return hcm.HttpFilter(name=name, disabled=disabled, typed_config=Any.pack(processor))
 
 
-def _value(item: Json) -> Value:
-    if item is None:
-        return Value(null_value=NullValue.NULL_VALUE)
-    if isinstance(item, bool):
-        return Value(bool_value=item)
-    if isinstance(item, str):
-        return Value(string_value=item)
-    return Value(struct_value=_struct(item))
-
-
-def _struct(fields: Mapping[str, Json]) -> Struct:
-    return Struct(fields={key: _value(item) for key, item in fields.items()})
-
-
-def _ext_proc_filter(config: Config, every_request: bool) -> HttpFilter:
-    envoy = config.envoy
-    return HttpFilter(
-        name=EXT_PROC_FILTER,
+def _http_filters(config: Config, every_request: bool) -> list[hcm.HttpFilter]:
+    """The semantic router's ext_proc ahead of ours (ours sees the request as the router
+    left it, its x-vsr-* headers set, and has the last word on the route), ours, the
+    masking of model keys, and the router."""
+    filters = []
+    router = config.semantic_router.extproc
+    if router is not None:
+        bodies = (router.request_body, router.response_headers, router.response_body)
+        filters.append(
+            _ext_proc(ROUTER_FILTER, ROUTER_CLUSTER, router, bodies, stat_prefix="semantic_router")
+        )
+    ours = _ext_proc(
+        EXT_PROC_FILTER,
+        EXTPROC_CLUSTER,
+        config.envoy,
+        ("buffered", False, "none"),
+        # A stream that cannot be opened on one processor replica opens on another.
+        retry_policy=core.RetryPolicy(
+            retry_on="connect-failure,refused-stream,unavailable",
+            num_retries=2,
+            retry_back_off=core.BackoffStrategy(
+                base_interval=timedelta(seconds=0.01), max_interval=timedelta(seconds=0.05)
+            ),
+            retry_host_predicate=[
+                core.RetryPolicyRetryHostPredicate(name=PREVIOUS_HOSTS, typed_config=_OTHER_HOST)
+            ],
+        ),
+        # The processor's decision facts, read by response headers and access logs.
+        metadata_options=xp.MetadataOptions(
+            receiving_namespaces=xp.MetadataOptionsMetadataNamespaces(
+                untyped=[config.metadata_namespace]
+            )
+        ),
         # Off by default, on where a route says so (``_with_processor``): on the other
         # routes Envoy does not even create the filter.
         disabled=not every_request,
-        typed_config=Any.pack(
-            ExternalProcessor(
-                grpc_service=core.GrpcService(
-                    envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
-                    # A stream that cannot be opened on one processor replica opens on
-                    # another.
-                    retry_policy=core.RetryPolicy(
-                        retry_on="connect-failure,refused-stream,unavailable",
-                        num_retries=2,
-                        retry_back_off=core.BackoffStrategy(
-                            base_interval=_seconds(0.01), max_interval=_seconds(0.05)
-                        ),
-                        retry_host_predicate=[
-                            core.RetryPolicyRetryHostPredicate(
-                                name=PREVIOUS_HOSTS,
-                                typed_config=Any.pack(PreviousHostsPredicate()),
-                            )
-                        ],
-                    ),
-                ),
-                # Closed: with the processor down, a spoofed routing header must not pass.
-                # (False is proto3's default, so a closed filter's YAML omits the field.)
-                failure_mode_allow=envoy.failure_mode == "open",
-                message_timeout=_seconds(envoy.message_timeout_ms / 1000),
-                # The processor skips the body round trip when the headers decide.
-                allow_mode_override=True,
-                # The processor's decision facts, read by response headers and access logs.
-                metadata_options=MetadataOptions(
-                    receiving_namespaces=MetadataOptionsMetadataNamespaces(
-                        untyped=[config.metadata_namespace]
-                    )
-                ),
-                processing_mode=ProcessingMode(
-                    request_header_mode=ProcessingModeHeaderSendMode.SEND,
-                    response_header_mode=ProcessingModeHeaderSendMode.SKIP,
-                    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-                    response_body_mode=ProcessingModeBodySendMode.NONE,
-                    request_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-                    response_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-                ),
-            )
-        ),
     )
-
-
-_BODY_MODES = {
-    "none": ProcessingModeBodySendMode.NONE,
-    "streamed": ProcessingModeBodySendMode.STREAMED,
-    "buffered": ProcessingModeBodySendMode.BUFFERED,
-}
-
-
-def _router_filter(router: RouterProcessor) -> HttpFilter:
-    """The semantic router's ext_proc, ahead of ours: ours sees the request as the router
-    left it (its x-vsr-* headers set), and has the last word on the route."""
-    header_mode = ProcessingModeHeaderSendMode
-    return HttpFilter(
-        name=ROUTER_FILTER,
-        typed_config=Any.pack(
-            ExternalProcessor(
-                grpc_service=core.GrpcService(
-                    envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER)
-                ),
-                stat_prefix="semantic_router",
-                failure_mode_allow=router.failure_mode == "open",
-                message_timeout=_seconds(router.message_timeout_ms / 1000),
-                allow_mode_override=True,
-                processing_mode=ProcessingMode(
-                    request_header_mode=header_mode.SEND,
-                    response_header_mode=(
-                        header_mode.SEND if router.response_headers else header_mode.SKIP
-                    ),
-                    request_body_mode=_BODY_MODES[router.request_body],
-                    response_body_mode=_BODY_MODES[router.response_body],
-                    request_trailer_mode=header_mode.SKIP,
-                    response_trailer_mode=header_mode.SKIP,
-                ),
-            )
-        ),
-    )
-
-
-def _router_filters(config: Config) -> list[HttpFilter]:
-    router = config.semantic_router.extproc
-    return [] if router is None else [_router_filter(router)]
+    filters.append(ours)
+    # Model keys masked in what Envoy relays (envoy_redact): only when a model has one.
+    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
+    if names:
+        source = core.DataSource(inline_string=lua_source(names))
+        lua = Lua(default_source_code=source)
+        filters.append(hcm.HttpFilter(name="envoy.filters.http.lua", typed_config=Any.pack(lua)))
+    return [*filters, _ROUTER]
 
 
 def _status_is(op: al.ComparisonFilterOp, status: int) -> al.AccessLogFilter:
@@ -393,34 +324,34 @@ def _cel(expression: str) -> al.AccessLogFilter:
 
 
 def _error_mapper(
-    when: al.AccessLogFilter, reply: LocalReply, message: str, status: int | None = None
-) -> ResponseMapper:
-    error: Json = {"message": message, "type": reply.type, "param": None, "code": reply.code}
-    return ResponseMapper(
+    when: al.AccessLogFilter, reply: LocalReply, message: str = "", status: int | None = None
+) -> hcm.ResponseMapper:
+    # By default: what happened, then Envoy's response code details.
+    message = message or f"{reply.what} (%RESPONSE_CODE_DETAILS%)"
+    error = {"message": message, "type": reply.type, "param": None, "code": reply.code}
+    return hcm.ResponseMapper(
         filter=when,
         status_code=status,
         body_format_override=core.SubstitutionFormatString(
-            json_format=_struct({"error": error}), content_type="application/json"
+            json_format=Struct.from_dict({"error": error}), content_type="application/json"
         ),
     )
 
 
-def _local_reply_config() -> LocalReplyConfig:
+def _local_reply_config() -> hcm.LocalReplyConfig:
     """Every reply Envoy makes itself (a request it cannot parse, HTTP/1.0, headers too
     large, no such path, the processor or an upstream failing, a timeout) is an
     OpenAI-style JSON error whose message says what happened, then Envoy's response code
     details, so it is never empty. The first mapper that matches wins."""
-    details = "%RESPONSE_CODE_DETAILS%"
     # The processor's replies are JSON already: kept as they are.
     mappers = [
-        ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
+        hcm.ResponseMapper(filter=_cel(f"response.code_details.startsWith('{PROCESSOR_REPLY}')"))
     ]
-    for reply in LOCAL_REPLIES:
+    # Those matched by their details first, whatever their status (a stable sort).
+    for reply in sorted(LOCAL_REPLIES, key=lambda reply: reply.details_contain is None):
         if reply.details_contain is not None:
             when = _cel(f"response.code_details.contains('{reply.details_contain}')")
-            mappers.append(_error_mapper(when, reply, f"{reply.what} ({details})", reply.status))
-    for reply in LOCAL_REPLIES:
-        if reply.details_contain is not None:
+            mappers.append(_error_mapper(when, reply, status=reply.status))
             continue
         status = _status_is(al.ComparisonFilterOp.EQ, reply.status)
         if reply.status in (404, 405):
@@ -432,11 +363,11 @@ def _local_reply_config() -> LocalReplyConfig:
             )
             message = "%REQ(:METHOD)% %REQ(:PATH):200%: %LOCAL_REPLY_BODY%"
             mappers.append(_error_mapper(direct, reply, message))
-        mappers.append(_error_mapper(status, reply, f"{reply.what} ({details})"))
+        mappers.append(_error_mapper(status, reply))
     for other, floor in ((LOCAL_REPLY_OTHER_5XX, 500), (LOCAL_REPLY_OTHER_4XX, 400)):
         when = _status_is(al.ComparisonFilterOp.GE, floor)
-        mappers.append(_error_mapper(when, other, f"{other.what} ({details})"))
-    return LocalReplyConfig(mappers=mappers)
+        mappers.append(_error_mapper(when, other))
+    return hcm.LocalReplyConfig(mappers=mappers)
 
 
 def _falls_back(config: Config, upstream_replicas: int) -> bool:
@@ -458,13 +389,7 @@ def _decision_headers(config: Config) -> list[core.HeaderValueOption]:
         (h.RESP_CONFIDENCE, _facts(config, "confidence")),
         (h.RESP_SERVED_BY, f"%UPSTREAM_METADATA({SERVED_BY_NS}:served_by)%"),
     ]
-    return [
-        core.HeaderValueOption(
-            header=core.HeaderValue(key=key, value=value),
-            append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-        )
-        for key, value in values
-    ]
+    return [_header(key, value) for key, value in values]
 
 
 def _decision_or_route(config: Config) -> str:
@@ -479,7 +404,7 @@ def _decision_or_route(config: Config) -> str:
 
 
 def _access_log(config: Config) -> list[al.AccessLog]:
-    fields: dict[str, Json] = {
+    fields = {
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "method": "%REQ(:METHOD)%",
@@ -489,67 +414,16 @@ def _access_log(config: Config) -> list[al.AccessLog]:
         "route": "%ROUTE_NAME%",
         "duration_ms": "%DURATION%",
         "decision": _decision_or_route(config),
-        "confidence": _facts(config, "confidence"),
-        "profile": _facts(config, "profile"),
-        "strategy": _facts(config, "strategy"),
-        "models": _facts(config, "models"),
+        **{key: _facts(config, key) for key in ("confidence", "profile", "strategy", "models")},
     }
-    return [
-        al.AccessLog(
-            name="envoy.access_loggers.stdout",
-            typed_config=Any.pack(
-                StdoutAccessLog(
-                    log_format=core.SubstitutionFormatString(json_format=_struct(fields))
-                )
-            ),
-        )
-    ]
+    stdout = StdoutAccessLog(
+        log_format=core.SubstitutionFormatString(json_format=Struct.from_dict(fields))
+    )
+    return [al.AccessLog(name="envoy.access_loggers.stdout", typed_config=Any.pack(stdout))]
 
 
 def _header_is(name: str, value: str) -> rt.HeaderMatcher:
     return rt.HeaderMatcher(name=name, string_match=matcher.StringMatcher(exact=value))
-
-
-def _base_path(endpoint: Endpoint) -> str:
-    """The path the endpoint's URL puts before ``/chat/completions``: ``/v1``, or with a
-    prefix, e.g. ``/base/v1`` for ``http://host/base/v1``."""
-    return urlsplit(endpoint.url).path.removesuffix("/chat/completions")
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelPolicy:
-    """What every request Envoy sends to one model endpoint gets: the endpoint's own Host,
-    the configured key (which Envoy reads from its environment, so the bootstrap never
-    holds it), and no x-ensemble-* header or client credential (but the client's
-    Authorization where forward_client_auth says so)."""
-
-    host: str
-    add: list[core.HeaderValueOption]
-    remove: list[str]
-
-    @classmethod
-    def of(cls, endpoint: Endpoint) -> _ModelPolicy:
-        keep = {h.AUTHORIZATION} if endpoint.forward_client_auth else set()
-        add = []
-        if endpoint.api_key_env:
-            key = f"Bearer %ENVIRONMENT({endpoint.api_key_env})%"
-            add.append(
-                core.HeaderValueOption(
-                    header=core.HeaderValue(key=h.AUTHORIZATION, value=key),
-                    append_action=OVERWRITE,
-                )
-            )
-        return cls(
-            host=urlsplit(endpoint.url).netloc.rpartition("@")[2],
-            add=add,
-            remove=[
-                # No x-ensemble-* header is for a model (the processor's signed copies of
-                # the client's ones included), nor a client's credential.
-                *h.REQUEST_HEADERS,
-                *h.INTERNAL,
-                *(n for n in h.CLIENT_CREDENTIALS if n not in keep),
-            ],
-        )
 
 
 def _not_served(
@@ -562,9 +436,7 @@ def _not_served(
             status=status, body=core.DataSource(inline_string=body)
         ),
         response_headers_to_add=(
-            [core.HeaderValueOption(header=core.HeaderValue(key="allow", value=allow))]
-            if allow
-            else []
+            [_header("allow", allow, Append.APPEND_IF_EXISTS_OR_ADD)] if allow else []
         ),
     )
 
@@ -577,7 +449,7 @@ def _absent(name: str) -> rt.HeaderMatcher:
 def _with_processor(route: rt.Route) -> rt.Route:
     """``route`` with the ext_proc filter, which is off by default, turned on: a per-route
     config of the filter does that (one that overrides nothing)."""
-    turned_on = ExtProcPerRoute(overrides=ExtProcOverrides())
+    turned_on = xp.ExtProcPerRoute(overrides=xp.ExtProcOverrides())
     return dataclasses.replace(
         route, typed_per_filter_config={EXT_PROC_FILTER: Any.pack(turned_on)}
     )
@@ -587,14 +459,14 @@ def _without_processor(config: Config, route: rt.Route) -> rt.Route:
     """``route`` as it is, without ext_proc: Envoy alone routes its requests. Its answers
     still say that nobody decided (the header and the access log), as the processor's
     would."""
-    said = core.HeaderValueOption(
-        header=core.HeaderValue(key=h.RESP_DECISION, value=NOT_ASKED), append_action=OVERWRITE
-    )
     return dataclasses.replace(
         route,
-        response_headers_to_add=[*route.response_headers_to_add, said],
+        response_headers_to_add=[
+            *route.response_headers_to_add,
+            _header(h.RESP_DECISION, NOT_ASKED),
+        ],
         metadata=core.Metadata(
-            filter_metadata={config.metadata_namespace: _struct({"decision": NOT_ASKED})}
+            filter_metadata={config.metadata_namespace: Struct.from_dict({"decision": NOT_ASKED})}
         ),
     )
 
@@ -608,9 +480,15 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
     (None: there is no such filter). Only chat completions can be ensembled; the others
     never need it, and a chat completion only when ``processor`` says so."""
     endpoint = config.endpoints[config.default_model]
-    policy = _ModelPolicy.of(endpoint)
-    base = _base_path(endpoint)
-    chat_path = f"{base}/chat/completions"
+    url = urlsplit(endpoint.url)
+    # The endpoint's own path: /v1, or with a prefix, e.g. /base/v1 for http://host/base/v1.
+    chat_path = url.path.removesuffix("/chat/completions") + "/chat/completions"
+    # Every request Envoy sends the model gets the configured key (which Envoy reads from
+    # its environment, so the bootstrap never holds it), and no x-ensemble-* header (the
+    # processor's signed copies of the client's ones included) nor client credential (but
+    # the client's Authorization where forward_client_auth says so).
+    key = f"Bearer %ENVIRONMENT({endpoint.api_key_env})%"
+    keep = {h.AUTHORIZATION} if endpoint.forward_client_auth else set()
     chat_match = rt.RouteMatch(path=paths.CHAT_COMPLETIONS)
     chat_post = dataclasses.replace(chat_match, headers=[_header_is(":method", paths.CHAT_METHOD)])
     models_match = rt.RouteMatch(safe_regex=matcher.RegexMatcher(regex=paths.MODELS_REGEX))
@@ -621,12 +499,17 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
         # Model answers can take minutes; streams are bounded by the idle timeout.
         route=rt.RouteAction(
             cluster=DEFAULT_CLUSTER,
-            timeout=_seconds(300),
+            timeout=timedelta(seconds=300),
             prefix_rewrite=chat_path if chat_path != paths.CHAT_COMPLETIONS else "",
-            host_rewrite_literal=policy.host,
+            # The endpoint's own Host.
+            host_rewrite_literal=url.netloc.rpartition("@")[2],
         ),
-        request_headers_to_add=policy.add,
-        request_headers_to_remove=policy.remove,
+        request_headers_to_add=[_header(h.AUTHORIZATION, key)] if endpoint.api_key_env else [],
+        request_headers_to_remove=[
+            *h.REQUEST_HEADERS,
+            *h.INTERNAL,
+            *(name for name in h.CLIENT_CREDENTIALS if name not in keep),
+        ],
     )
     others = [
         # The gateway's own list (upstream/discovery.py): what a client may name, not the
@@ -638,55 +521,37 @@ def _default_model_routes(config: Config, processor: Scope | None = None) -> lis
             ),
             route=rt.RouteAction(
                 cluster=ENSEMBLE_CLUSTER,
-                timeout=_seconds(10),
+                timeout=timedelta(seconds=10),
                 retry_policy=rt.RetryPolicy(
                     retry_on="connect-failure,refused-stream,reset",
                     num_retries=2,
-                    retry_host_predicate=[
-                        rt.RetryPolicyRetryHostPredicate(
-                            name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                        )
-                    ],
+                    retry_host_predicate=_ROUTE_OTHER_HOST,
                 ),
             ),
             request_headers_to_remove=[*h.REQUEST_HEADERS, *h.INTERNAL, *h.CLIENT_CREDENTIALS],
         ),
-        _not_served(
-            "chat_method_not_allowed",
-            chat_match,
-            405,
-            f"use {paths.CHAT_METHOD}",
-            paths.CHAT_METHOD,
-        ),
-        _not_served(
-            "models_method_not_allowed",
-            models_match,
-            405,
-            f"use {paths.MODELS_METHOD}",
-            paths.MODELS_METHOD,
+        *(
+            _not_served(f"{name}_method_not_allowed", match, 405, f"use {method}", method)
+            for name, match, method in (
+                ("chat", chat_match, paths.CHAT_METHOD),
+                ("models", models_match, paths.MODELS_METHOD),
+            )
         ),
         _not_served("not_found", rt.RouteMatch(prefix="/"), 404, f"not found; {served}"),
     ]
     if processor is None:
         return [chat, *others]
-    direct = []
-    if not processor.every_chat_completion:
-        # Chat completions without any header the processor reads: Envoy alone. (Route
-        # matching comes before ext_proc: a client's copy of an internal header must
-        # select a route where the processor runs and removes it.)
-        plain = dataclasses.replace(
-            chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
-        )
-        direct.append(
-            _without_processor(
-                config, dataclasses.replace(chat, name="default_model_direct", match=plain)
-            )
-        )
-    return [
-        *direct,
-        _with_processor(chat),
-        *(_without_processor(config, route) for route in others),
-    ]
+    routes = [_with_processor(chat), *(_without_processor(config, route) for route in others)]
+    if processor.every_chat_completion:
+        return routes
+    # Chat completions without any header the processor reads: Envoy alone. (Route matching
+    # comes before ext_proc: a client's copy of an internal header must select a route where
+    # the processor runs and removes it.)
+    plain = dataclasses.replace(
+        chat_post, headers=[*chat_post.headers, *map(_absent, processor.headers)]
+    )
+    direct = dataclasses.replace(chat, name="default_model_direct", match=plain)
+    return [_without_processor(config, direct), *routes]
 
 
 def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list[rt.Route]:
@@ -706,20 +571,16 @@ def _routes(config: Config, upstream_replicas: int, every_request: bool) -> list
             cluster=(
                 FALLBACK_CLUSTER if _falls_back(config, upstream_replicas) else ENSEMBLE_CLUSTER
             ),
-            timeout=_seconds(config.ensemble.timeout_seconds + 5),
+            timeout=timedelta(seconds=config.ensemble.timeout_seconds + 5),
             retry_policy=rt.RetryPolicy(
                 # A replica that refuses or dies before answering: the ensemble runs
                 # again on another replica (costs calls, saves the request).
                 retry_on="connect-failure,refused-stream,reset-before-request,reset",
                 num_retries=5,
                 retry_back_off=rt.RetryPolicyRetryBackOff(
-                    base_interval=_seconds(0.01), max_interval=_seconds(0.1)
+                    base_interval=timedelta(seconds=0.01), max_interval=timedelta(seconds=0.1)
                 ),
-                retry_host_predicate=[
-                    rt.RetryPolicyRetryHostPredicate(
-                        name=PREVIOUS_HOSTS, typed_config=Any.pack(PreviousHostsPredicate())
-                    )
-                ],
+                retry_host_predicate=_ROUTE_OTHER_HOST,
                 host_selection_retry_max_attempts=5,
             ),
         ),
@@ -737,10 +598,8 @@ def router_headers(config: Config) -> list[str]:
     edge, so a header that the router leaves unset is absent, never the client's."""
     if config.semantic_router.extproc is None:
         return []
-    names = [h.VSR_SELECTED_MODEL, h.VSR_SELECTED_CONFIDENCE]
-    for signal in config.adaptive.signals:
-        if signal.type == "header":
-            names += signal.headers
+    signals = [s.headers for s in config.adaptive.signals if s.type == "header"]
+    names = [h.VSR_SELECTED_MODEL, h.VSR_SELECTED_CONFIDENCE, *itertools.chain(*signals)]
     return list(dict.fromkeys(names))
 
 
@@ -758,50 +617,50 @@ def _edge_removals(config: Config) -> list[core.TypedExtensionConfig]:
     ]
 
 
+def _manager(
+    name: str, routes: list[rt.Route], headers: list[core.HeaderValueOption] | None = None
+) -> hcm.HttpConnectionManager:
+    """A connection manager whose one virtual host serves ``routes`` (adding ``headers`` to
+    each response), and whose own replies are JSON errors."""
+    host = rt.VirtualHost(
+        name="llm", domains=["*"], routes=routes, response_headers_to_add=headers or []
+    )
+    return hcm.HttpConnectionManager(
+        stat_prefix=name,
+        route_config=rt.RouteConfiguration(name=name, virtual_hosts=[host]),
+        local_reply_config=_local_reply_config(),
+        http_filters=[_ROUTER],
+    )
+
+
 def _connection_manager(
     config: Config, upstream_replicas: int, every_request: bool
-) -> HttpConnectionManager:
+) -> hcm.HttpConnectionManager:
     envoy = config.envoy
-    return HttpConnectionManager(
-        stat_prefix="gateway",
-        codec_type=HttpConnectionManagerCodecType.AUTO,
+    routes = _routes(config, upstream_replicas, every_request)
+    return dataclasses.replace(
+        _manager("gateway", routes, _decision_headers(config)),
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         # Slow clients: a trickled request is cut (408) instead of holding a stream;
         # request_timeout is disarmed once the answer starts, so streams are not cut.
-        request_headers_timeout=_seconds(envoy.request_headers_timeout_seconds),
-        request_timeout=_seconds(envoy.request_timeout_seconds),
-        stream_idle_timeout=_seconds(envoy.stream_idle_timeout_seconds),
+        request_headers_timeout=timedelta(seconds=envoy.request_headers_timeout_seconds),
+        request_timeout=timedelta(seconds=envoy.request_timeout_seconds),
+        stream_idle_timeout=timedelta(seconds=envoy.stream_idle_timeout_seconds),
         common_http_protocol_options=core.HttpProtocolOptions(
-            idle_timeout=_seconds(envoy.idle_timeout_seconds)
+            idle_timeout=timedelta(seconds=envoy.idle_timeout_seconds)
         ),
         early_header_mutation_extensions=_edge_removals(config),
         # Routes match exact paths: //v1/chat/completions or /v1/./chat/completions are
         # the same request.
         normalize_path=True,
         merge_slashes=True,
-        route_config=rt.RouteConfiguration(
-            name="gateway",
-            virtual_hosts=[
-                rt.VirtualHost(
-                    name="llm",
-                    domains=["*"],
-                    routes=_routes(config, upstream_replicas, every_request),
-                    response_headers_to_add=_decision_headers(config),
-                )
-            ],
-        ),
-        local_reply_config=_local_reply_config(),
         access_log=_access_log(config),
         tracing=_tracing(config),
-        http_filters=[
-            *_router_filters(config),
-            _ext_proc_filter(config, every_request),
-            *_key_masking_filter(config),
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
-        ],
+        http_filters=_http_filters(config, every_request),
     )
 
 
-def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
+def _tracing(config: Config) -> hcm.HttpConnectionManagerTracing | None:
     """Envoy's OpenTelemetry tracer, when tracing is on: a span per request (and one per
     upstream attempt), exported over OTLP/gRPC; its W3C trace context reaches the
     processor in the ext_proc stream's metadata and the upstream in its request headers,
@@ -815,7 +674,7 @@ def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
         ),
         service_name=f"{tracing.service_name}-envoy",
     )
-    return HttpConnectionManagerTracing(
+    return hcm.HttpConnectionManagerTracing(
         provider=TracingHttp(name="envoy.tracers.opentelemetry", typed_config=Any.pack(exporter)),
         random_sampling=envoy_type.Percent(value=tracing.sample_percent),
         # The router's own span per upstream attempt: a retried ensemble shows each try.
@@ -823,82 +682,54 @@ def _tracing(config: Config) -> HttpConnectionManagerTracing | None:
     )
 
 
-def _key_masking_filter(config: Config) -> list[HttpFilter]:
-    """Model keys masked in what Envoy relays (envoy_redact): only when a model has one."""
-    names = sorted({e.api_key_env for e in config.endpoints.values() if e.api_key_env})
-    if not names:
-        return []
-    source = core.DataSource(inline_string=lua_source(names))
-    return [
-        HttpFilter(
-            name="envoy.filters.http.lua", typed_config=Any.pack(Lua(default_source_code=source))
-        )
-    ]
-
-
-def _runtime() -> LayeredRuntime:
+def _runtime() -> bs.LayeredRuntime:
     """The static layer holds the bootstrap's runtime flags; the admin layer (Envoy's
     default when no runtime is configured) stays, for operators' /runtime_modify."""
-    return LayeredRuntime(
+    return bs.LayeredRuntime(
         layers=[
-            RuntimeLayer(name="static", static_layer=_struct(RUNTIME_FLAGS)),
-            RuntimeLayer(name="admin", admin_layer=RuntimeLayerAdminLayer()),
+            bs.RuntimeLayer(name="static", static_layer=Struct.from_dict(RUNTIME_FLAGS)),
+            bs.RuntimeLayer(name="admin", admin_layer=bs.RuntimeLayerAdminLayer()),
         ]
     )
 
 
-def _hcm_filter(manager: HttpConnectionManager) -> lis.Filter:
-    return lis.Filter(
+def _hcm_chain(manager: hcm.HttpConnectionManager) -> list[lis.FilterChain]:
+    connection_manager = lis.Filter(
         name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager)
     )
+    return [lis.FilterChain(filters=[connection_manager])]
 
 
-def _fallback_listener(config: Config) -> lis.Listener:
-    """Where the ensemble route's fallback sends requests: an internal listener (no socket)
-    whose routes are the default route's, so the default model gets its key and path
+def _fallback(config: Config) -> tuple[list[cl.Cluster], lis.Listener]:
+    """The ensemble route's fallback: an aggregate cluster (the ensemble upstream while
+    healthy, else the default model), whose default model is an internal listener (no
+    socket) with the default route's routes, so the default model gets its key and path
     prefix, and never the internal headers or client credentials, on this path too."""
-    manager = HttpConnectionManager(
-        stat_prefix="default_model_fallback",
-        route_config=rt.RouteConfiguration(
-            name="default_model_fallback",
-            virtual_hosts=[
-                rt.VirtualHost(name="llm", domains=["*"], routes=_default_model_routes(config))
-            ],
-        ),
-        local_reply_config=_local_reply_config(),
-        http_filters=[
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
-        ],
-    )
-    return lis.Listener(
-        name=FALLBACK_LISTENER,
-        internal_listener=lis.ListenerInternalListenerConfig(),
-        filter_chains=[lis.FilterChain(filters=[_hcm_filter(manager)])],
-    )
-
-
-def _fallback_cluster() -> cl.Cluster:
     internal = core.Address(
         envoy_internal_address=core.EnvoyInternalAddress(server_listener_name=FALLBACK_LISTENER)
     )
-    return cl.Cluster(
+    default_model = cl.Cluster(
         name=FALLBACK_DEFAULT_CLUSTER,
-        connect_timeout=_seconds(1),
-        load_assignment=ep.ClusterLoadAssignment(
-            cluster_name=FALLBACK_DEFAULT_CLUSTER,
-            endpoints=[
-                ep.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        ep.LbEndpoint(
-                            endpoint=ep.Endpoint(address=internal),
-                            # The default model answers, as on the default route.
-                            metadata=_served_by(DEFAULT_CLUSTER),
-                        )
-                    ]
-                )
-            ],
+        connect_timeout=timedelta(seconds=1),
+        # The default model answers, as on the default route.
+        load_assignment=_endpoints(FALLBACK_DEFAULT_CLUSTER, [internal], DEFAULT_CLUSTER),
+    )
+    aggregate = ClusterConfig(clusters=[ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER])
+    either = cl.Cluster(
+        name=FALLBACK_CLUSTER,
+        connect_timeout=timedelta(seconds=1),
+        lb_policy=cl.ClusterLbPolicy.CLUSTER_PROVIDED,
+        cluster_type=cl.ClusterCustomClusterType(
+            name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
         ),
     )
+    manager = _manager("default_model_fallback", _default_model_routes(config))
+    listener = lis.Listener(
+        name=FALLBACK_LISTENER,
+        internal_listener=lis.ListenerInternalListenerConfig(),
+        filter_chains=_hcm_chain(manager),
+    )
+    return [default_model, either], listener
 
 
 def typed_bootstrap(
@@ -907,7 +738,7 @@ def typed_bootstrap(
     upstream_replicas: int = 1,
     *,
     processor_on_every_request: bool = False,
-) -> Bootstrap:
+) -> bs.Bootstrap:
     """The whole bootstrap: one listener (the gateway), the processor, ensemble and
     default-model clusters, and the fallback (an aggregate cluster and an internal
     listener) when it applies. ``processor_on_every_request``: ext_proc on every route,
@@ -915,17 +746,10 @@ def typed_bootstrap(
     default_model = config.endpoints[config.default_model]
     address = default_model.address
     clusters = [
-        _health_checked(
-            _cluster(
-                EXTPROC_CLUSTER,
-                replica_addresses(config.listen.extproc, extproc_replicas),
-                http2=True,
-            ),
-            http=False,
+        _replicas(
+            EXTPROC_CLUSTER, replica_addresses(config.listen.extproc, extproc_replicas), grpc=True
         ),
-        _health_checked(
-            _cluster(ENSEMBLE_CLUSTER, replica_addresses(config.listen.upstream, upstream_replicas))
-        ),
+        _replicas(ENSEMBLE_CLUSTER, replica_addresses(config.listen.upstream, upstream_replicas)),
         _cluster(
             DEFAULT_CLUSTER,
             address,
@@ -944,32 +768,26 @@ def typed_bootstrap(
         address=_address(config.listen.envoy),
         # Chat bodies are buffered for the processor: room for the largest allowed.
         per_connection_buffer_limit_bytes=config.ensemble.max_body_bytes + 65536,
-        filter_chains=[
-            lis.FilterChain(
-                filters=[
-                    _hcm_filter(
-                        _connection_manager(config, upstream_replicas, processor_on_every_request)
-                    )
-                ]
-            )
-        ],
+        filter_chains=_hcm_chain(
+            _connection_manager(config, upstream_replicas, processor_on_every_request)
+        ),
     )
     if config.tracing.enabled:
         clusters.append(_cluster(OTEL_CLUSTER, config.tracing.collector, http2=True))
     listeners = [gateway]
     extensions = []
     if _falls_back(config, upstream_replicas):
-        clusters.append(_fallback_cluster())
-        clusters.append(_aggregate(FALLBACK_CLUSTER, [ENSEMBLE_CLUSTER, FALLBACK_DEFAULT_CLUSTER]))
-        listeners.append(_fallback_listener(config))
+        fallback_clusters, listener = _fallback(config)
+        clusters += fallback_clusters
+        listeners.append(listener)
         extensions.append(
             core.TypedExtensionConfig(
                 name="envoy.bootstrap.internal_listener", typed_config=Any.pack(InternalListener())
             )
         )
-    return Bootstrap(
-        admin=Admin(address=_address(config.listen.envoy_admin)),
-        static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
+    return bs.Bootstrap(
+        admin=bs.Admin(address=_address(config.listen.envoy_admin)),
+        static_resources=bs.BootstrapStaticResources(listeners=listeners, clusters=clusters),
         bootstrap_extensions=extensions,
         layered_runtime=_runtime(),
     )

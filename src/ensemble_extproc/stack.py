@@ -27,7 +27,7 @@ from .config.model import DEFAULT_SECRET_ENV as SECRET_ENV
 from .cpus import usable_cpus
 from .envoy_bootstrap import render_yaml
 from .envoy_names import replica_addresses
-from .supervisor import DEFAULT_BACKOFF, Backoff, Part, StartupError, Supervisor
+from .supervisor import Part, StartupError, Supervisor
 
 __all__ = ["Replicas", "Stack", "StartupError", "envoy_binary", "ports_in_use", "run_stack"]
 
@@ -59,17 +59,14 @@ def envoy_binary() -> str:
 
 def ports_in_use(config: Config, replicas: Replicas = Replicas()) -> list[str]:
     """Config keys whose address cannot be bound now (readiness checks would be fooled)."""
-    wanted = {
-        f"listen.{name}": getattr(config.listen, name)
-        for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics")
-    }
-    listen = config.listen
-    for i in range(1, replicas.extproc):
-        wanted[f"listen.extproc + {i}"] = Address(listen.extproc.host, listen.extproc.port + i)
-        metrics = listen.extproc_metrics
-        wanted[f"listen.extproc_metrics + {i}"] = Address(metrics.host, metrics.port + i)
-    for i in range(1, replicas.upstream):
-        wanted[f"listen.upstream + {i}"] = Address(listen.upstream.host, listen.upstream.port + i)
+    counts = {"extproc": replicas.extproc, "upstream": replicas.upstream}
+    counts["extproc_metrics"] = replicas.extproc
+    wanted = {}
+    for name in ("envoy", "envoy_admin", "extproc", "upstream", "extproc_metrics"):
+        for i, address in enumerate(
+            replica_addresses(getattr(config.listen, name), counts.get(name, 1))
+        ):
+            wanted[f"listen.{name}" + (f" + {i}" if i else "")] = address
     for i, model in enumerate(config.demo_models):
         wanted[f"demo.models[{i}].port"] = Address("127.0.0.1", model.port)
     busy = []
@@ -94,7 +91,6 @@ class Stack:
         workdir: Path,
         output: IO[bytes] | None = None,
         replicas: Replicas = Replicas(),
-        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._config = config
         self._replicas = replicas
@@ -104,7 +100,7 @@ class Stack:
         # in the environment, this run makes its own.
         env = dict(os.environ)
         env.setdefault(SECRET_ENV, secrets.token_hex(32))
-        self._supervisor = Supervisor(env, output, backoff)
+        self.supervisor = Supervisor(env, output)
 
     def _service(self, name: str) -> tuple[str, ...]:
         return (sys.executable, "-m", "ensemble_extproc", name, "--config", str(self._config_path))
@@ -149,15 +145,7 @@ class Stack:
             render_yaml(config, str(self._config_path), replicas.extproc, replicas.upstream)
         )
         for part in self.parts():
-            await self._supervisor.start(part)
-
-    async def keep_running(self, stopping: asyncio.Event) -> None:
-        """Restart any part that exits (whatever the replica count), until cancelled."""
-        await self._supervisor.keep_running(stopping)
-
-    async def stop(self) -> None:
-        # Front to back: Envoy first, so no new request reaches a stopping service.
-        await self._supervisor.stop()
+            await self.supervisor.start(part)
 
 
 def banner(config: Config, replicas: Replicas = Replicas()) -> str:
@@ -208,7 +196,8 @@ async def run_stack(config: Config, config_path: Path, replicas: Replicas = Repl
             print(banner(config, replicas), flush=True)
             # Like a Deployment would: a part that exits is started again; meanwhile Envoy
             # answers as configured (fail closed, or the default model).
-            await _unless_stopped(stack.keep_running(stop), stop)
+            await _unless_stopped(stack.supervisor.keep_running(stop), stop)
             return 0
         finally:
-            await stack.stop()
+            # Front to back: Envoy first, so no new request reaches a stopping service.
+            await stack.supervisor.stop()

@@ -55,9 +55,6 @@ class Backoff:
         return min(previous * self.factor, self.most)
 
 
-DEFAULT_BACKOFF = Backoff()
-
-
 def exit_reason(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -94,7 +91,7 @@ class Supervisor:
         self,
         env: Mapping[str, str],
         output: IO[bytes] | None = None,
-        backoff: Backoff = DEFAULT_BACKOFF,
+        backoff: Backoff = Backoff(),
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         self._env = dict(env)

@@ -71,7 +71,7 @@ class DecisionPolicy:
         # and reason, a handful of fixed strings; grpc serialises a message afresh for
         # each write and nothing changes these.
         self._passthrough: dict[tuple[responses.Phase, str], pb.ProcessingResponse] = {}
-        self._await_body = responses.await_body((), None)
+        self._await_body = responses.await_body(())
 
     def decide(self, view: RequestView, *, body_pending: bool) -> Decision:
         """``body_pending``: a body follows the headers (asked for only if a source reads it)."""
@@ -147,7 +147,7 @@ class DecisionPolicy:
         return answer
 
     def await_body(self, spoofed: Sequence[str]) -> pb.ProcessingResponse:
-        return responses.await_body(spoofed, None) if spoofed else self._await_body
+        return responses.await_body(spoofed) if spoofed else self._await_body
 
     def facts(self, decision: Passthrough | Reroute) -> struct_pb2.Struct:
         """Dynamic metadata for Envoy: response headers and access logs read it."""

@@ -54,27 +54,26 @@ def _respond(
     return response
 
 
-def passthrough(
-    phase: Phase, spoofed: Sequence[str], facts: struct_pb2.Struct | None
-) -> pb.ProcessingResponse:
-    """Continue to the default route; remove client copies of internal headers."""
+def _removing(spoofed: Sequence[str]) -> pb.CommonResponse:
+    """Go on without the client's copies of internal headers."""
     common = pb.CommonResponse()
     if spoofed:
         common.header_mutation.remove_headers.extend(spoofed)
         # The route was chosen with the client's headers: recompute it without them.
         common.clear_route_cache = True
-    return _respond(phase, common, facts)
+    return common
 
 
-def await_body(spoofed: Sequence[str], facts: struct_pb2.Struct | None) -> pb.ProcessingResponse:
+def passthrough(
+    phase: Phase, spoofed: Sequence[str], facts: struct_pb2.Struct | None
+) -> pb.ProcessingResponse:
+    """Continue to the default route; remove client copies of internal headers."""
+    return _respond(phase, _removing(spoofed), facts)
+
+
+def await_body(spoofed: Sequence[str]) -> pb.ProcessingResponse:
     """Headers answered, the body is still wanted: no mode override."""
-    common = pb.CommonResponse()
-    if spoofed:
-        common.header_mutation.remove_headers.extend(spoofed)
-        common.clear_route_cache = True
-    return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=common), dynamic_metadata=facts
-    )
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=_removing(spoofed)))
 
 
 def reroute(
@@ -109,21 +108,18 @@ def reject(error: ApiError) -> pb.ProcessingResponse:
     )
 
 
-def continue_request_body() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse()))
-
-
-def continue_response_headers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse()))
-
-
-def continue_response_body() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse()))
-
-
-def continue_request_trailers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-
-
-def continue_response_trailers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+# Answers for the phases the processor lets pass (its processing mode skips all but a body
+# it no longer waits for): built once, as grpc serialises a message afresh for each write.
+CONTINUE: Mapping[str, pb.ProcessingResponse] = {
+    "request_body": pb.ProcessingResponse(
+        request_body=pb.BodyResponse(response=pb.CommonResponse())
+    ),
+    "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_headers": pb.ProcessingResponse(
+        response_headers=pb.HeadersResponse(response=pb.CommonResponse())
+    ),
+    "response_body": pb.ProcessingResponse(
+        response_body=pb.BodyResponse(response=pb.CommonResponse())
+    ),
+    "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}

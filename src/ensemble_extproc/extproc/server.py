@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -43,15 +43,6 @@ def header_dict(header_map: core.HeaderMap) -> dict[str, str]:
     return out
 
 
-# Answers for the phases the processor lets pass; built once, not per stream.
-CONTINUE: Mapping[str, Callable[[], pb.ProcessingResponse]] = {
-    "request_trailers": responses.continue_request_trailers,
-    "response_headers": responses.continue_response_headers,
-    "response_body": responses.continue_response_body,
-    "response_trailers": responses.continue_response_trailers,
-}
-
-
 class StreamHandler:
     """State of one ext_proc stream (one HTTP request): its headers, until the body."""
 
@@ -75,7 +66,7 @@ class StreamHandler:
         if phase == "request_body":
             return self._request_body(request)
         # Phases the processor does not use (skipped by its processing mode) just go on.
-        return CONTINUE[phase]()
+        return responses.CONTINUE[phase]
 
     def _request_headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         headers = header_dict(request.request_headers.headers)
@@ -88,7 +79,7 @@ class StreamHandler:
 
     def _request_body(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
         if not self._awaiting_body or self._view is None:
-            return responses.continue_request_body()
+            return responses.CONTINUE["request_body"]
         self._awaiting_body = False
         try:
             view = with_body(self._view, request.request_body.body)
@@ -141,19 +132,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     ) -> AsyncIterator[pb.ProcessingResponse]:
         metrics = self.metrics
         handler = self.new_handler(context)
-        if metrics is None:
-            try:
-                async for request in request_iterator:
-                    response = handler.handle(request)
-                    if response is not None:
-                        yield response
-            finally:
-                handler.close()
-            return
-        metrics.streams_started += 1
+        if metrics is not None:
+            metrics.streams_started += 1
         try:
             async for request in request_iterator:
-                if metrics.sampled():
+                if metrics is not None and metrics.sampled():
                     started = time.perf_counter()
                     response = handler.handle(request)
                     phase = request.WhichOneof("request") or "none"
@@ -164,7 +147,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     yield response
         finally:
             handler.close()
-            metrics.streams_ended += 1
+            if metrics is not None:
+                metrics.streams_ended += 1
 
 
 def create_server(
