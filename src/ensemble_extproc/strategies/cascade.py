@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, Status, Wait
-from .settings import StrategySettings
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Status, Strategy, Wait
 from .tally import Group, names, ordered, tally
 from .voting import correlated_votes, majority
 
@@ -80,15 +79,9 @@ def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> 
     )
 
 
-class Cascade:
+class Cascade(Strategy):
     name = "cascade"
-    natural_min_responses: int | None = 1
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
+    natural_min_responses = 1
 
     def may_stop_early(self, ctx: Context) -> bool:
         return len(ctx.models) > 1

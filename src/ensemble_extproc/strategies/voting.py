@@ -25,9 +25,9 @@ from .base import (
     Launch,
     Plan,
     Selection,
+    Strategy,
     Wait,
 )
-from .settings import StrategySettings
 from .tally import leader_is_safe, names, representative, summary, tally
 
 
@@ -128,23 +128,12 @@ def majority(
     )
 
 
-def may_stop_early(ctx: Context) -> bool:
-    """vote_plan stops early only once min_responses answers are in and others run."""
-    return ctx.min_responses < len(ctx.models)
-
-
-class Voting:
+class Voting(Strategy):
     name = "voting"
-    natural_min_responses: int | None = None
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
 
     def may_stop_early(self, ctx: Context) -> bool:
-        return may_stop_early(ctx)
+        """vote_plan stops early only once min_responses answers are in and others run."""
+        return ctx.min_responses < len(ctx.models)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, correlated_votes(ctx), self.name)

@@ -34,8 +34,7 @@ import math
 
 from ..trust.weights import WeightPlan, plan_weights
 from .base import Context, Plan
-from .settings import StrategySettings
-from .voting import Ballot, may_stop_early, vote_plan
+from .voting import Ballot, Voting, vote_plan
 
 # Accuracies are clipped so that a "perfect" model does not get an infinite weight.
 _P_MIN, _P_MAX = 0.01, 0.99
@@ -86,18 +85,10 @@ def ballot(ctx: Context) -> Ballot:
     )
 
 
-class Weighted:
+class Weighted(Voting):
+    """A vote (and its early stop) with weights."""
+
     name = "weighted"
-    natural_min_responses: int | None = None
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
-
-    def may_stop_early(self, ctx: Context) -> bool:
-        return may_stop_early(ctx)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, ballot(ctx), self.name)
