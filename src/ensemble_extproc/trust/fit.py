@@ -138,7 +138,7 @@ def fit(
     search = _Search(rates, settings, frozenset(previous & rates.pairs.keys()), origin)
     flagged, theta = search.run(theta)
     estimates = [
-        _pair_estimate(name, counts, theta[i], theta[j], theta[-1], name in flagged)
+        _pair_estimate(name, counts, i, j, theta, name in flagged)
         for name, (i, j, counts) in rates.pairs.items()
     ]
     index = {m: i for i, m in enumerate(members)}
@@ -213,7 +213,7 @@ class _Search:
 
     def _stands_out(self, name: Pair, theta: Sequence[float]) -> bool:
         i, j, counts = self._pairs[name]
-        pair = _pair_estimate(name, counts, theta[i], theta[j], theta[-1], False)
+        pair = _pair_estimate(name, counts, i, j, theta, False)
         return pair.excess >= self._settings.min_excess and pair.z >= self._settings.flag_z
 
     def run(self, start: Sequence[float]) -> tuple[frozenset[Pair], list[float]]:
@@ -288,18 +288,10 @@ def _components(flagged: frozenset[Pair]) -> list[frozenset[Pair]]:
     return out
 
 
-def pairset_agreement(p_a: float, p_b: float, c: float) -> float:
-    return p_a * p_b + c * (1.0 - p_a) * (1.0 - p_b)
-
-
-def tripleset_agreement(p_a: float, p_b: float, p_c: float, c: float) -> float:
-    return p_a * p_b * p_c + c * c * (1.0 - p_a) * (1.0 - p_b) * (1.0 - p_c)
-
-
 def _pair_estimate(
-    name: Pair, counts: Counts, p_a: float, p_b: float, c: float, flagged: bool
+    name: Pair, counts: Counts, i: int, j: int, theta: Sequence[float], flagged: bool
 ) -> PairEstimate:
-    expected = pairset_agreement(p_a, p_b, c)
+    expected = set_agreement((i, j), theta)
     effective = counts.effective
     se = math.sqrt(max(expected * (1.0 - expected), VAR_FLOOR) / effective)
     observed = counts.rate
@@ -322,7 +314,7 @@ def standardised_rows(
     jacobian: list[list[float]] = []
     for i, j, counts in problem.pairs:
         pi, pj = theta[i], theta[j]
-        predicted = pairset_agreement(pi, pj, c)
+        predicted = set_agreement((i, j), theta)
         sd = math.sqrt(max(predicted * (1.0 - predicted), VAR_FLOOR) / counts.effective)
         row = [0.0] * size
         row[i] = (pj - c * (1.0 - pj)) / sd
@@ -333,7 +325,7 @@ def standardised_rows(
         jacobian.append(row)
     for i, j, k, counts in problem.triples:
         pi, pj, pk = theta[i], theta[j], theta[k]
-        predicted = tripleset_agreement(pi, pj, pk, c)
+        predicted = set_agreement((i, j, k), theta)
         sd = math.sqrt(max(predicted * (1.0 - predicted), VAR_FLOOR) / counts.effective)
         qi, qj, qk = 1.0 - pi, 1.0 - pj, 1.0 - pk
         c2 = c * c
