@@ -474,7 +474,12 @@ def _chat_operation(config: Config | None) -> Schema:
 
 
 def _get_operation(
-    operation_id: str, tag: str, summary: str, schema: str, description: str = ""
+    operation_id: str,
+    tag: str,
+    summary: str,
+    schema: str,
+    description: str = "",
+    responses: Schema | None = None,
 ) -> Schema:
     operation: Schema = {
         "operationId": operation_id,
@@ -483,6 +488,7 @@ def _get_operation(
         "responses": {
             "200": {"description": summary, "content": {JSON: {"schema": _ref(schema)}}},
             **_errors(500),
+            **(responses or {}),
         },
     }
     if description:
@@ -490,55 +496,12 @@ def _get_operation(
     return operation
 
 
-def _health_operation() -> Schema:
-    operation = _get_operation("health", "operations", "Liveness of the upstream", "Health")
-    operation["description"] = (
-        "`ok` while serving; from SIGTERM until it stops, 503 `draining`, so that Envoy's "
-        "health checks send new requests elsewhere."
-    )
-    operation["responses"]["503"] = {
-        "description": "Draining: shutting down",
-        "content": {
-            JSON: {
-                "schema": _ref("Health"),
-                "examples": {"draining": {"value": {"status": "draining"}}},
-            }
-        },
-    }
-    return operation
-
-
-def _model_operation() -> Schema:
-    operation = _get_operation(
-        "retrieveModel",
-        "models",
-        "One entry of the model list",
-        "Model",
-        "The entry `GET /v1/models` lists under this id (ids may hold slashes); 404 "
-        "`unknown_model` for any other.",
-    )
-    operation["parameters"] = [
-        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-    ]
-    operation["responses"] |= _errors(404)
-    return operation
-
-
-def _seed_health_operation() -> Schema:
-    operation = _get_operation(
-        "seedHealth",
-        "operations",
-        "Liveness, as the semantic router's ensemble service answers it",
-        "SeedHealth",
-        "Served with `semantic_router.dialect` (on for a config in the semantic router's "
-        'shape): `{"status": "healthy", "service": "ensemble"}`; from SIGTERM until it '
-        "stops, 503 `draining`.",
-    )
-    operation["responses"]["503"] = {
-        "description": "Draining: shutting down",
-        "content": {JSON: {"schema": _ref("SeedHealth")}},
-    }
-    return operation
+def _draining(schema: str, **examples: Schema) -> Schema:
+    """The 503 of a health check from SIGTERM until the upstream stops."""
+    content: Schema = {"schema": _ref(schema)}
+    if examples:
+        content["examples"] = examples
+    return {"503": {"description": "Draining: shutting down", "content": {JSON: content}}}
 
 
 def _metrics_operation() -> Schema:
@@ -578,8 +541,33 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
                 "default model.",
             )
         },
-        MODELS_PATH + "/{model}": {"get": _model_operation()},
-        HEALTH_PATH: {"get": _health_operation()},
+        MODELS_PATH + "/{model}": {
+            "get": _get_operation(
+                "retrieveModel",
+                "models",
+                "One entry of the model list",
+                "Model",
+                "The entry `GET /v1/models` lists under this id (ids may hold slashes); 404 "
+                "`unknown_model` for any other.",
+                _errors(404),
+            )
+            | {
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ]
+            }
+        },
+        HEALTH_PATH: {
+            "get": _get_operation(
+                "health",
+                "operations",
+                "Liveness of the upstream",
+                "Health",
+                "`ok` while serving; from SIGTERM until it stops, 503 `draining`, so that Envoy's "
+                "health checks send new requests elsewhere.",
+                _draining("Health", draining={"value": {"status": "draining"}}),
+            )
+        },
         METRICS_PATH: {"get": _metrics_operation()},
         TRUST_PATH: {
             "get": _get_operation(
@@ -597,7 +585,18 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
         },
     }
     if config is not None and config.seed_dialect:
-        paths[SEED_HEALTH_PATH] = {"get": _seed_health_operation()}
+        paths[SEED_HEALTH_PATH] = {
+            "get": _get_operation(
+                "seedHealth",
+                "operations",
+                "Liveness, as the semantic router's ensemble service answers it",
+                "SeedHealth",
+                "Served with `semantic_router.dialect` (on for a config in the semantic router's "
+                'shape): `{"status": "healthy", "service": "ensemble"}`; from SIGTERM until it '
+                "stops, 503 `draining`.",
+                _draining("SeedHealth"),
+            )
+        }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
