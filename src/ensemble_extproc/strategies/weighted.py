@@ -30,21 +30,9 @@ when the endpoint returned logprobs.
 
 from __future__ import annotations
 
-import math
-
-from ..trust.weights import WeightPlan, plan_weights
+from ..trust.weights import WeightPlan, log_odds, plan_weights
 from .base import Context, Plan
 from .voting import Ballot, Voting, vote_plan
-
-# Accuracies are clipped so that a "perfect" model does not get an infinite weight.
-_P_MIN, _P_MAX = 0.01, 0.99
-
-
-def log_odds(p: float, alternatives: float = 1) -> float:
-    """log(k p / (1 - p)): the optimal vote weight of an independent voter of accuracy p
-    whose wrong answers spread evenly over k alternatives (k = 1: the classic log-odds)."""
-    p = min(max(p, _P_MIN), _P_MAX)
-    return math.log(alternatives * p / (1 - p))
 
 
 def weight_plan(ctx: Context) -> WeightPlan:
