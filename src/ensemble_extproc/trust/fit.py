@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..answers.grouping import components
 from .linalg import SingularError, inverse, solve_vector
 from .model import MemberEstimate, PairEstimate, Source, TrustSettings, TrustView, interval
 from .stats import Counts, Pair, Totals
@@ -142,7 +143,7 @@ def fit(
         for name, (i, j, counts) in rates.pairs.items()
     ]
     index = {m: i for i, m in enumerate(members)}
-    same = {index[m]: index[group[0]] for group in groups_of_names(flagged) for m in group}
+    same = {index[m]: index[group[0]] for group in components(flagged) for m in group}
     covariance = _covariance(rates.problem(flagged), theta, same)
     was_learned = (
         frozenset(m for m, e in start.view.members.items() if e.learned) if start else frozenset()
@@ -282,7 +283,7 @@ class _Search:
 def _components(flagged: frozenset[Pair]) -> list[frozenset[Pair]]:
     """The flagged pairs, split by the clusters (connected components) they form."""
     out: list[frozenset[Pair]] = []
-    for group in groups_of_names(flagged):
+    for group in components(flagged):
         inside = set(group)
         out.append(frozenset(p for p in flagged if p[0] in inside))
     return out
@@ -485,30 +486,6 @@ def _covariance(
     ]
 
 
-def groups_of(flagged: Sequence[PairEstimate]) -> tuple[tuple[str, ...], ...]:
-    """Members linked by flagged pairs (connected components), each sorted; no singletons."""
-    return groups_of_names((p.a, p.b) for p in flagged)
-
-
-def groups_of_names(flagged: Iterable[Pair]) -> tuple[tuple[str, ...], ...]:
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in flagged:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    components: dict[str, list[str]] = {}
-    for member in parent:
-        components.setdefault(root(member), []).append(member)
-    return tuple(sorted(tuple(sorted(c)) for c in components.values() if len(c) > 1))
-
-
 # A learned accuracy stays learned until its evidence falls below this share of
 # min_evidence (after a detected change most old evidence is forgotten, and the configured
 # accuracy is known to be stale).
@@ -574,5 +551,6 @@ def _view(
         top_client_share=totals.top_client_share,
         client_share_bound=min(1.0, settings.client_cap / mass) if mass > 0 else 1.0,
         rejected=totals.rejected,
-        groups=groups_of(flagged),
+        # Members linked by flagged pairs.
+        groups=components((p.a, p.b) for p in flagged),
     )
