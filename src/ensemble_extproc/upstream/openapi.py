@@ -24,7 +24,7 @@ from ..config import Config, EnsembleSettings
 from ..envoy_names import LOCAL_REPLY_ERRORS
 from ..errors import ErrorCode
 from ..paths import CHAT_COMPLETIONS, MODELS
-from ..spec import FALSE_WORDS, TRUE_WORDS
+from ..spec import DECIMAL, FALSE_WORDS, TRUE_WORDS
 from ..strategies import STRATEGIES
 from .wire import (
     ERROR_TYPES,
@@ -105,9 +105,7 @@ GENERIC_MODELS_PATTERN = (
 )
 DECIMAL_PATTERN = "^[0-9]+$"
 # What spec reads as US dollars: a decimal, optionally with an exponent.
-USD_PATTERN = (
-    f"^{_HEADER_SPACE}[0-9]{{1,12}}(?:\\.[0-9]{{1,12}})?(?:[eE][+-]?[0-9]{{1,3}})?{_HEADER_SPACE}$"
-)
+USD_PATTERN = f"^{_HEADER_SPACE}{DECIMAL}{_HEADER_SPACE}$"
 # What the upstream writes: plain decimals.
 USD_OUT_PATTERN = "^[0-9]+(?:\\.[0-9]+)?$"
 
