@@ -276,11 +276,8 @@ def _request_headers(config: Config | None) -> list[Schema]:
             "examples": [",".join(names[:limit][:3])],
         }
         models_limit = str(limit)
-    if config is None or not config.ensemble.default_models:
-        default_models = "none: an ensemble must name its models"
-    else:
-        default_models = ", ".join(config.ensemble.default_models)
     settings = EnsembleSettings() if config is None else config.ensemble
+    default_models = ", ".join(settings.default_models) or "none: an ensemble must name its models"
     default_strategy = settings.default_strategy
 
     def header(name: str, description: str, schema: Schema) -> Schema:
