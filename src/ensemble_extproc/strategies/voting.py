@@ -56,16 +56,16 @@ class Ballot:
 VOTES = Ballot()
 
 
-def correlated_votes(ctx: Context) -> Ballot:
+def correlated_votes(ctx: Context, rule: str = "votes") -> Ballot:
     """One vote each, except that members that move together share one (learned trust);
-    plain votes when trust is off."""
+    plain votes when trust is off. ``rule`` names the count in the weights' report."""
     plan = ctx.weight_plan
     if plan is None:
         return VOTES
     shares = {model: plan.multiplier(model) for model in ctx.models}
     return Ballot(
         weight=lambda model: shares.get(model, 1.0),
-        report=lambda: plan.details(shares, rule="votes", accuracies=False),
+        report=lambda: plan.details(shares, rule=rule, accuracies=False),
     )
 
 
