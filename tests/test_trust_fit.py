@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ensemble_extproc.trust.fit import Prior, fit, groups_of_names
+from ensemble_extproc.answers.grouping import components
+from ensemble_extproc.trust.fit import Prior, fit
 from ensemble_extproc.trust.model import Observation, Source, TrustSettings
 from ensemble_extproc.trust.stats import KeyStats, Totals
 from trust_sim import answers, exact_totals, stream
@@ -180,8 +181,8 @@ def test_one_client_alone_cannot_switch_a_member_to_learned() -> None:
 
 
 def test_groups_are_connected_components() -> None:
-    assert groups_of_names([("a", "b"), ("b", "c"), ("d", "e")]) == (("a", "b", "c"), ("d", "e"))
-    assert groups_of_names([]) == ()
+    assert components([("a", "b"), ("b", "c"), ("d", "e")]) == (("a", "b", "c"), ("d", "e"))
+    assert components([]) == ()
 
 
 def test_the_fit_is_a_pure_function_of_the_statistics() -> None:

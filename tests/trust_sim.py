@@ -6,7 +6,8 @@ import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 
-from ensemble_extproc.trust.fit import groups_of_names, set_agreement
+from ensemble_extproc.answers.grouping import components
+from ensemble_extproc.trust.fit import set_agreement
 from ensemble_extproc.trust.model import (
     MemberEstimate,
     Observation,
@@ -119,5 +120,5 @@ def trust_view(
         mass=700.0,
         top_client_share=0.02,
         client_share_bound=0.2,
-        groups=groups_of_names((a, b) for a, b, _ in flagged),
+        groups=components((a, b) for a, b, _ in flagged),
     )

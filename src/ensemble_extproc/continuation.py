@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
+from .cost.estimate import LIMIT_FIELDS
+
 Style = Literal["continue_final_message", "prefill", "prefix"]
 STYLES: tuple[Style, ...] = get_args(Style)
-# The completion limits a continuation shares with the answer it continues.
-LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 def continuation_body(
@@ -36,7 +36,7 @@ def continuation_body(
     if style == "continue_final_message":
         out["continue_final_message"] = True
         out["add_generation_prompt"] = False
-    for name in LIMIT_FIELDS:
+    for name in LIMIT_FIELDS:  # the completion limits it shares with the answer it continues
         limit = out.get(name)
         if isinstance(limit, int) and not isinstance(limit, bool):
             out[name] = max(1, limit - tokens)

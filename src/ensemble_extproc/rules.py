@@ -6,6 +6,7 @@ Conditions are compiled once at start-up (regexes, keyword lists), so matching i
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,12 +115,7 @@ def compile_test(spec: object, key: str) -> Test:
         return lambda value: value is not None and str(value) in allowed
     if op == "present" and isinstance(arg, bool):
         return lambda value: (value is not None) is arg
-    comparisons = {
-        "gt": lambda a, b: a > b,
-        "ge": lambda a, b: a >= b,
-        "lt": lambda a, b: a < b,
-        "le": lambda a, b: a <= b,
-    }
+    comparisons = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
     if op in comparisons and _number(arg) is not None:
         return _compare(comparisons[op], float(arg))
     raise ConfigError(

@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # config compiles its profiles into EnsembleSpec
     from .config import Config, Endpoint
     from .strategies import StrategySettings
 
-_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?([eE][+-]?[0-9]{1,3})?", re.ASCII)
+# What a header may give as a decimal number (also the OpenAPI document's pattern).
+DECIMAL = r"[0-9]{1,12}(?:\.[0-9]{1,12})?(?:[eE][+-]?[0-9]{1,3})?"
+_DECIMAL = re.compile(DECIMAL, re.ASCII)
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 

@@ -11,18 +11,14 @@ unsure, answers are kept apart: a false merge turns disagreement into false conf
 from __future__ import annotations
 
 from .grouping import group
-from .locate import SHORT_TEXT_LIMIT, TAIL_LIMIT, extract
+from .locate import SHORT_TEXT_LIMIT, extract
 from .messages import message_answer, tool_calls_key
-from .model import EMPTY, KINDS, Answer, Kind
+from .model import Answer
 from .text import normalise_text
 
 __all__ = [
-    "EMPTY",
-    "KINDS",
     "SHORT_TEXT_LIMIT",
-    "TAIL_LIMIT",
     "Answer",
-    "Kind",
     "extract",
     "group",
     "message_answer",

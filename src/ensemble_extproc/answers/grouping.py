@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from .model import Answer
 from .text import similar
+
+T = TypeVar("T", int, str)
 
 
 def group(answers: Sequence[Answer], similarity: float = 0.9) -> list[int]:
@@ -58,34 +61,29 @@ def _merge_texts(buckets: Sequence[tuple[str, str]], similarity: float) -> list[
     }
     if not edges:
         return parent
-    components = _components(texts, edges)
-    for members in components:
-        if len(members) < 2:
-            continue
+    for members in components(edges):
         if all((a, b) in edges for a, b in itertools.combinations(members, 2)):
             for member in members:
                 parent[member] = members[0]
     return parent
 
 
-def _components(nodes: Sequence[int], edges: set[tuple[int, int]]) -> list[list[int]]:
-    neighbours: dict[int, list[int]] = {node: [] for node in nodes}
+def components(edges: Iterable[tuple[T, T]]) -> tuple[tuple[T, ...], ...]:
+    """The connected components of the graph of ``edges`` (those of two nodes or more),
+    each sorted, in sorted order."""
+    parent: dict[T, T] = {}
+
+    def root(x: T) -> T:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
     for a, b in edges:
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    seen: set[int] = set()
-    components: list[list[int]] = []
-    for node in nodes:
-        if node in seen:
-            continue
-        stack, members = [node], []
-        seen.add(node)
-        while stack:
-            current = stack.pop()
-            members.append(current)
-            for other in neighbours[current]:
-                if other not in seen:
-                    seen.add(other)
-                    stack.append(other)
-        components.append(sorted(members))
-    return components
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    found: dict[T, list[T]] = {}
+    for node in parent:
+        found.setdefault(root(node), []).append(node)
+    return tuple(sorted(tuple(sorted(c)) for c in found.values() if len(c) > 1))

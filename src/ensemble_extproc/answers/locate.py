@@ -301,7 +301,8 @@ def _sentence_value(sentence: str) -> Answer | None:
         middle = s.split("=")[1:-1]
         if any(_WORDY.search(part) and _has_number(part) for part in middle):
             return None  # "x = 3 or x = -3": several equations, not one chain
-        return _after_equals(_cut_reason(s.rsplit("=", 1)[1]))
+        right = _cut_reason(s.rsplit("=", 1)[1])
+        return read(right) or _first_value(right)
     if len(s.split()) < 3:
         return None
     cues = list(_CONCLUSION.finditer(s))
@@ -311,13 +312,6 @@ def _sentence_value(sentence: str) -> Answer | None:
     if len(values) != 1:
         return None
     return Answer("number", number_key(values[0]), values[0])
-
-
-def _after_equals(right: str) -> Answer | None:
-    answer = read(right)
-    if answer is not None:
-        return answer
-    return _first_value(right)
 
 
 def _numbers(s: str) -> list[Fraction]:

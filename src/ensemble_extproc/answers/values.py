@@ -92,7 +92,6 @@ def _clean_decorated(s: str) -> str:
 
 # --- choices and yes/no ------------------------------------------------------------------
 
-_LETTER = r"(?:\((?P<{0}p>[A-Ea-e])\)|\[(?P<{0}b>[A-Ea-e])\]|(?P<{0}u>[A-E]))"
 _CHOICE_WORD = r"(?:(?i:option|choice|letter)[ \t]*:?[ \t]*)?"
 _CHOICE_ALONE = re.compile(
     _CHOICE_WORD + r"(?:\((?P<p>[A-Ea-e])\)|\[(?P<b>[A-Ea-e])\]|(?P<u>[A-Ea-e]))[.:)]?"

@@ -2,7 +2,7 @@
 
 from ..errors import ConfigError
 from .load import compile_config, load_config
-from .model import Address, Config, Endpoint, EnsembleSettings, Listeners
+from .model import Address, Config, Endpoint, EnsembleSettings
 
 __all__ = [
     "Address",
@@ -10,7 +10,6 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "EnsembleSettings",
-    "Listeners",
     "compile_config",
     "load_config",
 ]

@@ -174,25 +174,21 @@ def parse_demo_models(raw: object, key: str = "demo.models") -> tuple[DemoModel,
 
 
 def check_unique(models: tuple[DemoModel, ...], key: str) -> None:
-    names: dict[str, int] = {}
-    ports: dict[int, int] = {}
+    seen: dict[str, dict[object, int]] = {"name": {}, "port": {}}
     for index, model in enumerate(models):
-        if model.name in names:
-            raise ConfigError(
-                f"{key}[{index}].name",
-                f"duplicate name {model.name!r} (also {key}[{names[model.name]}].name)",
-                "give every demo model its own name",
-            )
-        names[model.name] = index
-        if model.port == 0:
-            continue  # every port 0 gets its own free port
-        if model.port in ports:
-            raise ConfigError(
-                f"{key}[{index}].port",
-                f"duplicate port {model.port} (also {key}[{ports[model.port]}].port)",
-                "give every demo model its own port, or 0 to pick a free one",
-            )
-        ports[model.port] = index
+        for field, fix in (
+            ("name", "give every demo model its own name"),
+            ("port", "give every demo model its own port, or 0 to pick a free one"),
+        ):
+            value, earlier = getattr(model, field), seen[field]
+            if value in earlier:
+                raise ConfigError(
+                    f"{key}[{index}].{field}",
+                    f"duplicate {field} {value!r} (also {key}[{earlier[value]}].{field})",
+                    fix,
+                )
+            if value != 0:  # every port 0 gets its own free port
+                earlier[value] = index
 
 
 def _json_copy(value: object, key: str) -> Any:

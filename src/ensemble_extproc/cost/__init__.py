@@ -3,6 +3,6 @@ the total (docs/cost.md)."""
 
 from __future__ import annotations
 
-from .model import FREE, CallCost, CostEstimate, Price
+from .model import CostEstimate, Price
 
-__all__ = ["FREE", "CallCost", "CostEstimate", "Price"]
+__all__ = ["CostEstimate", "Price"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -277,50 +276,56 @@ def _first_key(problem: Problem, fragment: str) -> str | None:
 
 # ------------------------------------------------------------------- rendering
 
-_Render = Callable[[str, str, str], str]  # (answer, expression, option value) -> text
-
 # Every format states its answer last, or behind an explicit "answer is"/"Answer:"/boxed,
 # so the extraction rule (boxed > answer statement > letter > last number) recovers it.
-_NUMBER_STYLES: Final[tuple[_Render, ...]] = (
-    lambda n, _e, _v: n,
-    lambda n, _e, _v: f"The answer is {n}.",
-    lambda n, _e, _v: f"\\boxed{{{n}}}",
-    lambda n, _e, _v: f"**{n}**",
-    lambda n, e, _v: f"After computing, {e} = {n}, so the answer is {n}.",
-    lambda n, _e, _v: f"Answer: {n}",
-    lambda n, _e, _v: f"${n}",
-    lambda n, _e, _v: f"{n}.",
-    lambda n, e, _v: f"Let me work it out: {e} = {n}.\n\nFinal answer: \\boxed{{{n}}}",
-    lambda n, _e, _v: f"It is {n}.",
+# The fields of every format: ``_fields``.
+_NUMBER_STYLES: Final[tuple[str, ...]] = (
+    "{n}",
+    "The answer is {n}.",
+    "\\boxed{{{n}}}",
+    "**{n}**",
+    "After computing, {e} = {n}, so the answer is {n}.",
+    "Answer: {n}",
+    "${n}",
+    "{n}.",
+    "Let me work it out: {e} = {n}.\n\nFinal answer: \\boxed{{{n}}}",
+    "It is {n}.",
 )
-_LETTER_STYLES: Final[tuple[_Render, ...]] = (
-    lambda x, _e, _v: f"({x})",
-    lambda x, _e, _v: x,
-    lambda x, _e, _v: f"Answer: {x}",
-    lambda x, _e, _v: f"**{x}**",
-    lambda x, _e, _v: f"The correct answer is ({x}).",
+_LETTER_STYLES: Final[tuple[str, ...]] = (
+    "({x})",
+    "{x}",
+    "Answer: {x}",
+    "**{x}**",
+    "The correct answer is ({x}).",
     # Not "B) 84": a last-number rule would read 84. The statement comes last instead.
-    lambda x, e, v: f"{e} = {v}, so the answer is ({x}).",
-    lambda x, _e, _v: f"\\boxed{{{x}}}",
-    lambda x, _e, _v: f"{x}.",
-    lambda x, _e, _v: f"The answer is {x}",
-    lambda x, _e, _v: f"Final answer: **{x}**",
+    "{e} = {v}, so the answer is ({x}).",
+    "\\boxed{{{x}}}",
+    "{x}.",
+    "The answer is {x}",
+    "Final answer: **{x}**",
 )
 STYLE_COUNT: Final = len(_NUMBER_STYLES)
 assert len(_LETTER_STYLES) == STYLE_COUNT
 
 
-def render(problem: Problem, answer: str, style: int) -> str:
-    """A reply stating ``answer`` (canonical) in format ``style`` (taken modulo STYLE_COUNT)."""
+def _fields(problem: Problem, answer: str) -> dict[str, str]:
+    """What a format may name: the expression ``e``; a letter ``x`` (``x_lower``) and its
+    option's value ``v``, or a number ``n`` (``n_commas``)."""
     expression = _expression(problem)
     if problem.kind == "choice":
         if answer not in LETTERS:
             raise ValueError(f"a choice answer must be one of A-D, got {answer!r}")
         value = problem.options[LETTERS.index(answer)]
-        return _LETTER_STYLES[style % STYLE_COUNT](answer, expression, value)
+        return {"e": expression, "x": answer, "x_lower": answer.lower(), "v": value}
     if _integer(answer) is None:
         raise ValueError(f"an arithmetic answer must be an integer, got {answer!r}")
-    return _NUMBER_STYLES[style % STYLE_COUNT](answer, expression, "")
+    return {"e": expression, "n": answer, "n_commas": f"{int(answer):,}"}
+
+
+def render(problem: Problem, answer: str, style: int) -> str:
+    """A reply stating ``answer`` (canonical) in format ``style`` (taken modulo STYLE_COUNT)."""
+    styles = _LETTER_STYLES if problem.kind == "choice" else _NUMBER_STYLES
+    return styles[style % STYLE_COUNT].format(**_fields(problem, answer))
 
 
 # ------------------------------------------------------------ chains of thought
@@ -409,17 +414,7 @@ def render_long(problem: Problem, answer: str, style: int, rng: random.Random) -
     reasoning = " ".join(steps)
     if style % 4 == 3:  # reasoning inside a <think> block, as reasoning models write it
         reasoning = f"<think>\n{reasoning}\n</think>\n\nHere is the worked solution."
-    if problem.kind == "choice":
-        if answer not in LETTERS:
-            raise ValueError(f"a choice answer must be one of A-D, got {answer!r}")
-        value = problem.options[LETTERS.index(answer)]
-        ending = _LETTER_ENDINGS[style % LONG_STYLE_COUNT].format(
-            x=answer, x_lower=answer.lower(), v=value, e=expression
-        )
-        return reasoning + ending
-    if _integer(answer) is None:
-        raise ValueError(f"an arithmetic answer must be an integer, got {answer!r}")
-    ending = _NUMBER_ENDINGS[style % LONG_STYLE_COUNT].format(
-        n=answer, n_commas=f"{int(answer):,}", e=expression, wrong=wrong
+    endings = _LETTER_ENDINGS if problem.kind == "choice" else _NUMBER_ENDINGS
+    return reasoning + endings[style % LONG_STYLE_COUNT].format(
+        **_fields(problem, answer), wrong=wrong
     )
-    return reasoning + ending

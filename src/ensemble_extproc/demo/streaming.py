@@ -111,15 +111,9 @@ async def send_stream(
     drip_ms: float = 0,
     break_after: int | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
-    """Stream the plan as SSE: the head, then the pieces ``token_delay_ms`` apart.
-
-    Stream faults: ``stream_stop`` sends the head and ``break_after`` pieces (default:
-    about half), then closes the connection; ``stream_error`` sends as many, then an
-    error event (as a provider that fails mid-answer) and ``[DONE]``; ``no_done`` sends
-    every chunk but not ``[DONE]`` and holds the connection open; ``malformed_sse`` slips
-    a line that is not JSON in after the first piece; ``drip`` sends the whole stream one
-    byte at a time (instead of the pacing).
-    """
+    """Stream the plan as SSE: the head, then the pieces ``token_delay_ms`` apart; with
+    ``fault``, bent as ``demo.faults`` describes (``break_after``: its
+    ``fault_after_pieces``)."""
     events = [(0.0, sse_event(plan.head))]
     events += [
         (token_delay_ms if index else 0.0, sse_event(chunk))

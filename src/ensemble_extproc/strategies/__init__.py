@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from .base import (
-    ACCEPTED_FINISH_REASONS,
     Candidate,
     Context,
     Failure,
@@ -41,7 +40,6 @@ STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
 )
 
 __all__ = [
-    "ACCEPTED_FINISH_REASONS",
     "STRATEGIES",
     "Candidate",
     "Context",

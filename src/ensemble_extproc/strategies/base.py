@@ -263,24 +263,25 @@ class Context:
 
 
 class Strategy(Protocol):
-    """An aggregation rule, registered by name."""
+    """An aggregation rule, registered by name. Strategies subclass it for its defaults:
+    no config key needed, no helper model, every member asked and awaited."""
 
     name: str
     # The quorum this strategy needs by nature when the request sets none (None: config's).
-    natural_min_responses: int | None
+    natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         """The config key this strategy needs but does not have (e.g. a judge model)."""
-        ...
+        return None
 
     def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
         """Models it calls besides the members (a judge, an aggregator)."""
-        ...
+        return ()
 
     def may_stop_early(self, ctx: Context) -> bool:
         """Whether the plan may leave members unasked or cancelled depending on the
         answers. Learned trust then counts only ensembles run with ``ctx.complete``: the
         others are a biased sample (an early stop keeps easy questions' slow members out)."""
-        ...
+        return False
 
     def plan(self, ctx: Context) -> Plan: ...

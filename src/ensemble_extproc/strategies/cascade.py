@@ -19,10 +19,8 @@ majority.
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from .base import Call, Candidate, Context, Launch, Plan, Selection, Status, Wait
-from .settings import StrategySettings
+from .base import Call, Candidate, Context, Launch, Plan, Selection, Status, Strategy, Wait
 from .tally import Group, names, ordered, tally
 from .voting import correlated_votes, majority
 
@@ -42,15 +40,6 @@ def voices(ctx: Context, group: Group) -> int:
     models = [c.model for c in group.members]
     plan = ctx.weight_plan
     return plan.voices(models) if plan is not None else len(models)
-
-
-def weights_details(ctx: Context) -> dict[str, Any]:
-    """With learned trust: the members' shares of a vote and who moves with whom."""
-    plan = ctx.weight_plan
-    if plan is None:
-        return {}
-    shares = {model: plan.multiplier(model) for model in ctx.models}
-    return {"weights": plan.details(shares, rule="voices", accuracies=False)}
 
 
 def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> Selection | None:
@@ -80,21 +69,18 @@ def accepted(ctx: Context, valid: list[Candidate], newest: Candidate | None) -> 
     )
 
 
-class Cascade:
+class Cascade(Strategy):
     name = "cascade"
-    natural_min_responses: int | None = 1
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
+    natural_min_responses = 1
 
     def may_stop_early(self, ctx: Context) -> bool:
         return len(ctx.models) > 1
 
     def plan(self, ctx: Context) -> Plan:
         order = cascade_order(ctx)
+        # With learned trust: the members' shares of a vote and who moves with whom.
+        ballot = correlated_votes(ctx, rule="voices")
+        weights = {"weights": ballot.report()} if ballot.report is not None else {}
         launched = 0
         newest: Candidate | None = None
         while True:
@@ -112,7 +98,7 @@ class Cascade:
             selection = accepted(ctx, valid, newest if batch is not None else None)
             done = launched >= len(order) or progress.deadline_passed or bool(capped)
             if selection is None and done and len(valid) >= ctx.min_responses:
-                selection = majority(ctx, valid, correlated_votes(ctx))
+                selection = majority(ctx, valid, ballot)
             if selection is not None:
                 asked = [m for m in order[:launched] if m not in capped]
                 depth = {"cascade_depth": len(asked), "cascade_models": asked}
@@ -134,7 +120,7 @@ class Cascade:
                     selection.winner,
                     selection.agreement,
                     f"cascade stage {len(asked)} of {len(order)}{how}: {selection.reason}",
-                    {**selection.details, **depth, **weights_details(ctx), **sample},
+                    {**selection.details, **depth, **weights, **sample},
                     groups=selection.groups if not sample else None,
                 )
             if done:

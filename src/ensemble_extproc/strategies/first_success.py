@@ -21,9 +21,9 @@ from .base import (
     Selection,
     Status,
     Step,
+    Strategy,
     Wait,
 )
-from .settings import StrategySettings
 
 
 def _the_rest(waiting: list[str], progress: Progress) -> Generator[Step, Progress, None]:
@@ -34,15 +34,9 @@ def _the_rest(waiting: list[str], progress: Progress) -> Generator[Step, Progres
         progress = yield Wait()
 
 
-class FirstSuccess:
+class FirstSuccess(Strategy):
     name = "first_success"
-    natural_min_responses: int | None = 1
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
+    natural_min_responses = 1
 
     def may_stop_early(self, ctx: Context) -> bool:
         return len(ctx.models) > 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import prompts
 from ..chat import conversation_text
-from .base import Call, Context, Plan, Role, Selection
+from .base import Call, Context, Plan, Role, Selection, Strategy
 from .judging import HELPER_CALL_DROPS, candidate_texts
 from .settings import StrategySettings
 from .steps import ask, gather
@@ -18,9 +18,8 @@ from .tally import ordered
 from .voting import majority
 
 
-class Fusion:
+class Fusion(Strategy):
     name = "fusion"
-    natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None if settings.fusion.aggregator_model else "ensemble.fusion.aggregator_model"
@@ -28,9 +27,6 @@ class Fusion:
     def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
         model = settings.fusion.aggregator_model
         return (model,) if model else ()
-
-    def may_stop_early(self, ctx: Context) -> bool:
-        return False  # every member is asked and awaited (steps.gather)
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))

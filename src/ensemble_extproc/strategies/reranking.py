@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import prompts
 from ..chat import conversation_text
-from .base import Call, Context, Plan, Role, Selection
+from .base import Call, Context, Plan, Role, Selection, Strategy
 from .judging import HELPER_CALL_DROPS, candidate_texts, parse_verdict
 from .settings import StrategySettings
 from .steps import ask, gather
@@ -15,9 +15,8 @@ from .tally import ordered
 from .voting import majority
 
 
-class Reranking:
+class Reranking(Strategy):
     name = "reranking"
-    natural_min_responses: int | None = None
 
     def missing_setting(self, settings: StrategySettings) -> str | None:
         return None if settings.reranking.judge_model else "ensemble.reranking.judge_model"
@@ -25,9 +24,6 @@ class Reranking:
     def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
         model = settings.reranking.judge_model
         return (model,) if model else ()
-
-    def may_stop_early(self, ctx: Context) -> bool:
-        return False  # every member is asked and awaited (steps.gather)
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m) for m in ctx.models))

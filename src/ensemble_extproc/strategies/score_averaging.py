@@ -13,8 +13,7 @@ import math
 import statistics
 from fractions import Fraction
 
-from .base import Call, Candidate, Context, Plan, Selection
-from .settings import StrategySettings
+from .base import Call, Candidate, Context, Plan, Selection, Strategy
 from .steps import gather
 from .tally import summary, tally
 from .voting import majority
@@ -53,18 +52,8 @@ def numeric_selection(
     )
 
 
-class ScoreAveraging:
+class ScoreAveraging(Strategy):
     name = "score_averaging"
-    natural_min_responses: int | None = None
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
-
-    def may_stop_early(self, ctx: Context) -> bool:
-        return False  # every member is asked and awaited (steps.gather)
 
     def plan(self, ctx: Context) -> Plan:
         progress = yield from gather(ctx, (Call(m, extra={"logprobs": True}) for m in ctx.models))

@@ -25,9 +25,9 @@ from .base import (
     Launch,
     Plan,
     Selection,
+    Strategy,
     Wait,
 )
-from .settings import StrategySettings
 from .tally import leader_is_safe, names, representative, summary, tally
 
 
@@ -56,16 +56,16 @@ class Ballot:
 VOTES = Ballot()
 
 
-def correlated_votes(ctx: Context) -> Ballot:
+def correlated_votes(ctx: Context, rule: str = "votes") -> Ballot:
     """One vote each, except that members that move together share one (learned trust);
-    plain votes when trust is off."""
+    plain votes when trust is off. ``rule`` names the count in the weights' report."""
     plan = ctx.weight_plan
     if plan is None:
         return VOTES
     shares = {model: plan.multiplier(model) for model in ctx.models}
     return Ballot(
         weight=lambda model: shares.get(model, 1.0),
-        report=lambda: plan.details(shares, rule="votes", accuracies=False),
+        report=lambda: plan.details(shares, rule=rule, accuracies=False),
     )
 
 
@@ -128,23 +128,12 @@ def majority(
     )
 
 
-def may_stop_early(ctx: Context) -> bool:
-    """vote_plan stops early only once min_responses answers are in and others run."""
-    return ctx.min_responses < len(ctx.models)
-
-
-class Voting:
+class Voting(Strategy):
     name = "voting"
-    natural_min_responses: int | None = None
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
 
     def may_stop_early(self, ctx: Context) -> bool:
-        return may_stop_early(ctx)
+        """vote_plan stops early only once min_responses answers are in and others run."""
+        return ctx.min_responses < len(ctx.models)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, correlated_votes(ctx), self.name)

@@ -30,22 +30,9 @@ when the endpoint returned logprobs.
 
 from __future__ import annotations
 
-import math
-
-from ..trust.weights import WeightPlan, plan_weights
+from ..trust.weights import WeightPlan, log_odds, plan_weights
 from .base import Context, Plan
-from .settings import StrategySettings
-from .voting import Ballot, may_stop_early, vote_plan
-
-# Accuracies are clipped so that a "perfect" model does not get an infinite weight.
-_P_MIN, _P_MAX = 0.01, 0.99
-
-
-def log_odds(p: float, alternatives: float = 1) -> float:
-    """log(k p / (1 - p)): the optimal vote weight of an independent voter of accuracy p
-    whose wrong answers spread evenly over k alternatives (k = 1: the classic log-odds)."""
-    p = min(max(p, _P_MIN), _P_MAX)
-    return math.log(alternatives * p / (1 - p))
+from .voting import Ballot, Voting, vote_plan
 
 
 def weight_plan(ctx: Context) -> WeightPlan:
@@ -86,18 +73,10 @@ def ballot(ctx: Context) -> Ballot:
     )
 
 
-class Weighted:
+class Weighted(Voting):
+    """A vote (and its early stop) with weights."""
+
     name = "weighted"
-    natural_min_responses: int | None = None
-
-    def missing_setting(self, settings: StrategySettings) -> str | None:
-        return None
-
-    def helpers(self, settings: StrategySettings) -> tuple[str, ...]:
-        return ()
-
-    def may_stop_early(self, ctx: Context) -> bool:
-        return may_stop_early(ctx)
 
     def plan(self, ctx: Context) -> Plan:
         return vote_plan(ctx, ballot(ctx), self.name)

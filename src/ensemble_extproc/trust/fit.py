@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..answers.grouping import components
 from .linalg import SingularError, inverse, solve_vector
 from .model import MemberEstimate, PairEstimate, Source, TrustSettings, TrustView, interval
 from .stats import Counts, Pair, Totals
@@ -138,11 +139,11 @@ def fit(
     search = _Search(rates, settings, frozenset(previous & rates.pairs.keys()), origin)
     flagged, theta = search.run(theta)
     estimates = [
-        _pair_estimate(name, counts, theta[i], theta[j], theta[-1], name in flagged)
+        _pair_estimate(name, counts, i, j, theta, name in flagged)
         for name, (i, j, counts) in rates.pairs.items()
     ]
     index = {m: i for i, m in enumerate(members)}
-    same = {index[m]: index[group[0]] for group in groups_of_names(flagged) for m in group}
+    same = {index[m]: index[group[0]] for group in components(flagged) for m in group}
     covariance = _covariance(rates.problem(flagged), theta, same)
     was_learned = (
         frozenset(m for m, e in start.view.members.items() if e.learned) if start else frozenset()
@@ -213,7 +214,7 @@ class _Search:
 
     def _stands_out(self, name: Pair, theta: Sequence[float]) -> bool:
         i, j, counts = self._pairs[name]
-        pair = _pair_estimate(name, counts, theta[i], theta[j], theta[-1], False)
+        pair = _pair_estimate(name, counts, i, j, theta, False)
         return pair.excess >= self._settings.min_excess and pair.z >= self._settings.flag_z
 
     def run(self, start: Sequence[float]) -> tuple[frozenset[Pair], list[float]]:
@@ -282,24 +283,16 @@ class _Search:
 def _components(flagged: frozenset[Pair]) -> list[frozenset[Pair]]:
     """The flagged pairs, split by the clusters (connected components) they form."""
     out: list[frozenset[Pair]] = []
-    for group in groups_of_names(flagged):
+    for group in components(flagged):
         inside = set(group)
         out.append(frozenset(p for p in flagged if p[0] in inside))
     return out
 
 
-def pairset_agreement(p_a: float, p_b: float, c: float) -> float:
-    return p_a * p_b + c * (1.0 - p_a) * (1.0 - p_b)
-
-
-def tripleset_agreement(p_a: float, p_b: float, p_c: float, c: float) -> float:
-    return p_a * p_b * p_c + c * c * (1.0 - p_a) * (1.0 - p_b) * (1.0 - p_c)
-
-
 def _pair_estimate(
-    name: Pair, counts: Counts, p_a: float, p_b: float, c: float, flagged: bool
+    name: Pair, counts: Counts, i: int, j: int, theta: Sequence[float], flagged: bool
 ) -> PairEstimate:
-    expected = pairset_agreement(p_a, p_b, c)
+    expected = set_agreement((i, j), theta)
     effective = counts.effective
     se = math.sqrt(max(expected * (1.0 - expected), VAR_FLOOR) / effective)
     observed = counts.rate
@@ -322,7 +315,7 @@ def standardised_rows(
     jacobian: list[list[float]] = []
     for i, j, counts in problem.pairs:
         pi, pj = theta[i], theta[j]
-        predicted = pairset_agreement(pi, pj, c)
+        predicted = set_agreement((i, j), theta)
         sd = math.sqrt(max(predicted * (1.0 - predicted), VAR_FLOOR) / counts.effective)
         row = [0.0] * size
         row[i] = (pj - c * (1.0 - pj)) / sd
@@ -333,7 +326,7 @@ def standardised_rows(
         jacobian.append(row)
     for i, j, k, counts in problem.triples:
         pi, pj, pk = theta[i], theta[j], theta[k]
-        predicted = tripleset_agreement(pi, pj, pk, c)
+        predicted = set_agreement((i, j, k), theta)
         sd = math.sqrt(max(predicted * (1.0 - predicted), VAR_FLOOR) / counts.effective)
         qi, qj, qk = 1.0 - pi, 1.0 - pj, 1.0 - pk
         c2 = c * c
@@ -493,30 +486,6 @@ def _covariance(
     ]
 
 
-def groups_of(flagged: Sequence[PairEstimate]) -> tuple[tuple[str, ...], ...]:
-    """Members linked by flagged pairs (connected components), each sorted; no singletons."""
-    return groups_of_names((p.a, p.b) for p in flagged)
-
-
-def groups_of_names(flagged: Iterable[Pair]) -> tuple[tuple[str, ...], ...]:
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in flagged:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    components: dict[str, list[str]] = {}
-    for member in parent:
-        components.setdefault(root(member), []).append(member)
-    return tuple(sorted(tuple(sorted(c)) for c in components.values() if len(c) > 1))
-
-
 # A learned accuracy stays learned until its evidence falls below this share of
 # min_evidence (after a detected change most old evidence is forgotten, and the configured
 # accuracy is known to be stale).
@@ -582,5 +551,6 @@ def _view(
         top_client_share=totals.top_client_share,
         client_share_bound=min(1.0, settings.client_cap / mass) if mass > 0 else 1.0,
         rejected=totals.rejected,
-        groups=groups_of(flagged),
+        # Members linked by flagged pairs.
+        groups=components((p.a, p.b) for p in flagged),
     )

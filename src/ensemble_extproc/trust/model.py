@@ -22,8 +22,6 @@ class TrustSettings(Section, frozen=True):
 
     # Off: nothing is observed, learned or saved; /admin/trust says so.
     enabled: bool = False
-    # Members flagged as moving together share a vote (voting, weighted) and are one voice
-    # (cascade). Off: they are still flagged and reported, but count as independent.
     correlation: Annotated[
         bool,
         Meta(

@@ -124,10 +124,6 @@ class Totals:
         )
 
 
-def empty_totals(members: Iterable[str]) -> Totals:
-    return Totals(tuple(members), {}, {}, {}, {})
-
-
 def _add(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
     out = dict(a)
     for key, value in b.items():
@@ -140,15 +136,6 @@ def _add_counts(a: Mapping[K, Counts], b: Mapping[K, Counts]) -> dict[K, Counts]
     for key, value in b.items():
         out[key] = out.get(key, Counts()) + value
     return out
-
-
-def pair_key(a: str, b: str) -> Pair:
-    return (a, b) if a <= b else (b, a)
-
-
-def triple_key(a: str, b: str, c: str) -> Triple:
-    x, y, z = sorted((a, b, c))
-    return (x, y, z)
 
 
 class KeyStats:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .model import TrustView
 
-# As strategies/weighted.py: a "perfect" model must not get an infinite weight.
+# Accuracies are clipped so that a "perfect" model does not get an infinite weight.
 _P_MIN, _P_MAX = 0.01, 0.99
 
 
@@ -206,8 +206,9 @@ def plan_weights(
 
 
 def log_odds(accuracy: float, alternatives: float = 1.0) -> float:
-    """ln(k p / (1 - p)): the vote weight of an independent member of accuracy p whose
-    wrong answers spread over k alternatives (the same rule as strategies/weighted.py)."""
+    """ln(k p / (1 - p)): the optimal vote weight of an independent member of accuracy p
+    whose wrong answers spread evenly over k alternatives (k = 1: the classic log-odds);
+    the weighted strategy's rule."""
     p = min(max(accuracy, _P_MIN), _P_MAX)
     return math.log(alternatives * p / (1.0 - p))
 

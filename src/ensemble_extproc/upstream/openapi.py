@@ -24,7 +24,7 @@ from ..config import Config, EnsembleSettings
 from ..envoy_names import LOCAL_REPLY_ERRORS
 from ..errors import ErrorCode
 from ..paths import CHAT_COMPLETIONS, MODELS
-from ..spec import FALSE_WORDS, TRUE_WORDS
+from ..spec import DECIMAL, FALSE_WORDS, TRUE_WORDS
 from ..strategies import STRATEGIES
 from .wire import (
     ERROR_TYPES,
@@ -105,9 +105,7 @@ GENERIC_MODELS_PATTERN = (
 )
 DECIMAL_PATTERN = "^[0-9]+$"
 # What spec reads as US dollars: a decimal, optionally with an exponent.
-USD_PATTERN = (
-    f"^{_HEADER_SPACE}[0-9]{{1,12}}(?:\\.[0-9]{{1,12}})?(?:[eE][+-]?[0-9]{{1,3}})?{_HEADER_SPACE}$"
-)
+USD_PATTERN = f"^{_HEADER_SPACE}{DECIMAL}{_HEADER_SPACE}$"
 # What the upstream writes: plain decimals.
 USD_OUT_PATTERN = "^[0-9]+(?:\\.[0-9]+)?$"
 
@@ -278,11 +276,8 @@ def _request_headers(config: Config | None) -> list[Schema]:
             "examples": [",".join(names[:limit][:3])],
         }
         models_limit = str(limit)
-    if config is None or not config.ensemble.default_models:
-        default_models = "none: an ensemble must name its models"
-    else:
-        default_models = ", ".join(config.ensemble.default_models)
     settings = EnsembleSettings() if config is None else config.ensemble
+    default_models = ", ".join(settings.default_models) or "none: an ensemble must name its models"
     default_strategy = settings.default_strategy
 
     def header(name: str, description: str, schema: Schema) -> Schema:
@@ -474,7 +469,12 @@ def _chat_operation(config: Config | None) -> Schema:
 
 
 def _get_operation(
-    operation_id: str, tag: str, summary: str, schema: str, description: str = ""
+    operation_id: str,
+    tag: str,
+    summary: str,
+    schema: str,
+    description: str = "",
+    responses: Schema | None = None,
 ) -> Schema:
     operation: Schema = {
         "operationId": operation_id,
@@ -483,6 +483,7 @@ def _get_operation(
         "responses": {
             "200": {"description": summary, "content": {JSON: {"schema": _ref(schema)}}},
             **_errors(500),
+            **(responses or {}),
         },
     }
     if description:
@@ -490,55 +491,12 @@ def _get_operation(
     return operation
 
 
-def _health_operation() -> Schema:
-    operation = _get_operation("health", "operations", "Liveness of the upstream", "Health")
-    operation["description"] = (
-        "`ok` while serving; from SIGTERM until it stops, 503 `draining`, so that Envoy's "
-        "health checks send new requests elsewhere."
-    )
-    operation["responses"]["503"] = {
-        "description": "Draining: shutting down",
-        "content": {
-            JSON: {
-                "schema": _ref("Health"),
-                "examples": {"draining": {"value": {"status": "draining"}}},
-            }
-        },
-    }
-    return operation
-
-
-def _model_operation() -> Schema:
-    operation = _get_operation(
-        "retrieveModel",
-        "models",
-        "One entry of the model list",
-        "Model",
-        "The entry `GET /v1/models` lists under this id (ids may hold slashes); 404 "
-        "`unknown_model` for any other.",
-    )
-    operation["parameters"] = [
-        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-    ]
-    operation["responses"] |= _errors(404)
-    return operation
-
-
-def _seed_health_operation() -> Schema:
-    operation = _get_operation(
-        "seedHealth",
-        "operations",
-        "Liveness, as the semantic router's ensemble service answers it",
-        "SeedHealth",
-        "Served with `semantic_router.dialect` (on for a config in the semantic router's "
-        'shape): `{"status": "healthy", "service": "ensemble"}`; from SIGTERM until it '
-        "stops, 503 `draining`.",
-    )
-    operation["responses"]["503"] = {
-        "description": "Draining: shutting down",
-        "content": {JSON: {"schema": _ref("SeedHealth")}},
-    }
-    return operation
+def _draining(schema: str, **examples: Schema) -> Schema:
+    """The 503 of a health check from SIGTERM until the upstream stops."""
+    content: Schema = {"schema": _ref(schema)}
+    if examples:
+        content["examples"] = examples
+    return {"503": {"description": "Draining: shutting down", "content": {JSON: content}}}
 
 
 def _metrics_operation() -> Schema:
@@ -578,8 +536,33 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
                 "default model.",
             )
         },
-        MODELS_PATH + "/{model}": {"get": _model_operation()},
-        HEALTH_PATH: {"get": _health_operation()},
+        MODELS_PATH + "/{model}": {
+            "get": _get_operation(
+                "retrieveModel",
+                "models",
+                "One entry of the model list",
+                "Model",
+                "The entry `GET /v1/models` lists under this id (ids may hold slashes); 404 "
+                "`unknown_model` for any other.",
+                _errors(404),
+            )
+            | {
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ]
+            }
+        },
+        HEALTH_PATH: {
+            "get": _get_operation(
+                "health",
+                "operations",
+                "Liveness of the upstream",
+                "Health",
+                "`ok` while serving; from SIGTERM until it stops, 503 `draining`, so that Envoy's "
+                "health checks send new requests elsewhere.",
+                _draining("Health", draining={"value": {"status": "draining"}}),
+            )
+        },
         METRICS_PATH: {"get": _metrics_operation()},
         TRUST_PATH: {
             "get": _get_operation(
@@ -597,7 +580,18 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
         },
     }
     if config is not None and config.seed_dialect:
-        paths[SEED_HEALTH_PATH] = {"get": _seed_health_operation()}
+        paths[SEED_HEALTH_PATH] = {
+            "get": _get_operation(
+                "seedHealth",
+                "operations",
+                "Liveness, as the semantic router's ensemble service answers it",
+                "SeedHealth",
+                "Served with `semantic_router.dialect` (on for a config in the semantic router's "
+                'shape): `{"status": "healthy", "service": "ensemble"}`; from SIGTERM until it '
+                "stops, 503 `draining`.",
+                _draining("SeedHealth"),
+            )
+        }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
