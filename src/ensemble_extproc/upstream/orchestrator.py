@@ -410,6 +410,7 @@ class _Run:
         except StopIteration as done:
             result: Selection | None = done.value
             reason = stop_reason(result)
+            await self._settle()
             return result
         finally:
             plan.close()
@@ -427,6 +428,7 @@ class _Run:
             case Wait(seconds):
                 await self._wait(seconds)
             case CancelRest(reason):
+                await self._settle()
                 await self._stop_running(Status.CANCELLED, f"cancelled: {reason}")
         return self._progress()
 
@@ -567,6 +569,15 @@ class _Run:
         for task, running in self._running.items():
             if running.call.relay and running.relay != committed:
                 task.cancel("cancelled: another model streamed first")
+
+    async def _settle(self) -> None:
+        """Before the calls still running are cancelled, one turn of the event loop lets
+        those whose answers have already arrived finish: cancelling one would throw away an
+        answer that was paid for, and close its pooled HTTP/1.1 connection, which the next
+        ensemble would open again. Calls still waiting for their model are cancelled as
+        before (that stops the generation at vLLM-style servers); so are relayed streams."""
+        if self._running and self._sink is None:
+            await asyncio.sleep(0)
 
     async def _stop_running(self, status: Status, reason: str) -> None:
         if not self._running:
