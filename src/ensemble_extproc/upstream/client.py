@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import re
 import ssl
 import time
@@ -21,7 +20,15 @@ from ..config import Endpoint
 from ..json_out import encode
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
+from .sse import (
+    Accumulator,
+    MalformedStream,
+    first_choice,
+    is_done,
+    loads,
+    mean_logprob,
+    parse_data_line,
+)
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
@@ -153,7 +160,7 @@ def candidate_from_response(
 ) -> Candidate:
     """Interpret an endpoint's HTTP answer as an OpenAI chat completion."""
     try:
-        payload = json.loads(raw)
+        payload = loads(raw)
     except ValueError:
         payload = None
     if status != 200:

@@ -20,6 +20,7 @@ from ..config import Endpoint, EnsembleSettings
 from ..continuation import Style, continuation_body
 from ..cost.account import call_cost
 from ..cost.estimate import call_estimate
+from ..cost.model import CallCost
 from ..spec import EnsembleSpec
 from ..strategies import STRATEGIES
 from ..strategies.base import (
@@ -172,9 +173,13 @@ class Fanout:
     def continuation(self, model: str) -> Style | None:
         return self._endpoints[model].continuation
 
+    def cost(self, candidate: Candidate) -> CallCost:
+        """What the call cost, at its model's price."""
+        return call_cost(candidate, self._endpoints[candidate.model].price)
+
     def priced(self, candidate: Candidate) -> Candidate:
-        """The candidate with what it cost, at its model's price."""
-        return replace(candidate, cost=call_cost(candidate, self._endpoints[candidate.model].price))
+        """The candidate with what it cost."""
+        return replace(candidate, cost=self.cost(candidate))
 
     def _sampled(self, spec: EnsembleSpec, ctx: Context) -> tuple[Context, bool]:
         """(the context, whether learning may count the ensemble): of the ensembles that
@@ -311,9 +316,10 @@ class Fanout:
         budget = self.budget(spec, request, streaming=sink is not None)
         run = _Run(self, request, timeout, rank, sink, client_headers, budget)
         selection = await run.drive(plan)
-        calls = run.finished + run.stopped + run.broken_calls()
+        # Finished calls were priced when they were recorded.
+        calls = run.finished + [self.priced(c) for c in run.stopped + run.broken_calls()]
         candidates = sorted(
-            map(self.priced, calls),
+            calls,
             key=lambda c: (c.role is not Role.MEMBER, rank.get(c.model, len(rank)), c.order),
         )
         return Outcome(
@@ -450,7 +456,7 @@ class _Run:
             committed = self._committed()
             if not self._budget.fits(estimate, committed):
                 refused = self._budget.refused(call, estimate, committed)
-                self.finished.append(replace(refused, order=len(self.finished)))
+                self._keep(refused, self._fanout.cost(refused))
                 return False
         relay = Relay(call.model, self.started)
         sink = self._sink
@@ -466,10 +472,16 @@ class _Run:
             sink.resume(relay)
         return True
 
-    def _spend(self, candidate: Candidate, estimate: float) -> None:
+    def _spend(self, candidate: Candidate, estimate: float) -> CallCost:
         """Account a call that ended: its cost when known, else what it was estimated at."""
-        known = self._fanout.priced(candidate).cost
-        self._spent += known.usd if known is not None and known.usd is not None else estimate
+        cost = self._fanout.cost(candidate)
+        self._spent += cost.usd if cost.usd is not None else estimate
+        return cost
+
+    def _keep(self, candidate: Candidate, cost: CallCost) -> None:
+        """A call among the finished, in completion order, with its cost (set once: each
+        copy of a candidate costs microseconds)."""
+        self.finished.append(replace(candidate, order=len(self.finished), cost=cost))
 
     async def _wait(self, seconds: float | None) -> None:
         until = (
@@ -508,14 +520,14 @@ class _Run:
         candidate = task.result()
         if call.continues is not None:
             candidate = joined(candidate, call.continues)
-        self._spend(candidate, running.estimate)
+        cost = self._spend(candidate, running.estimate)
         if self._resume(running, candidate):
             return False
         if not candidate.valid:
             self._failed.add(candidate.model)
         elif call.continues is not None:
             self._last_continuation = candidate
-        self.finished.append(replace(candidate, order=len(self.finished)))
+        self._keep(candidate, cost)
         return True
 
     def _resume(self, running: _Running, candidate: Candidate) -> bool:
@@ -600,5 +612,4 @@ class _Run:
                 candidate = task.result()
                 if call.continues is not None:
                     candidate = joined(candidate, call.continues)
-                self._spend(candidate, entry.estimate)
-                self.finished.append(replace(candidate, order=len(self.finished)))
+                self._keep(candidate, self._spend(candidate, entry.estimate))
