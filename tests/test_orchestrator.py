@@ -13,6 +13,7 @@ from ensemble_extproc.config import Endpoint
 from ensemble_extproc.spec import EnsembleSpec
 from ensemble_extproc.strategies import Candidate, Failure, Selection, Status, Usage
 from ensemble_extproc.upstream import Fanout
+from ensemble_extproc.upstream.client import Offer
 from ensemble_extproc.upstream.orchestrator import stop_reason
 
 from helpers import make_config
@@ -43,7 +44,9 @@ class FakeClient:
         endpoint: Endpoint,
         body: Mapping[str, Any],
         client_headers: Mapping[str, str] | None = None,
+        offer: Offer | None = None,
     ) -> Candidate:
+        assert offer is None  # these tests do not stream
         script = self.scripts[endpoint.name]
         self.started.append(endpoint.name)
         try:

@@ -32,28 +32,20 @@ from .sse import (
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
+# A call's body (the client's, adjusted: ``orchestrator.call_body``), and the client's
+# headers it may carry (``forwardable``), if any.
+Body = Mapping[str, Any]
+Headers = Mapping[str, str] | None
 
 
 class EndpointClient(Protocol):
     async def complete(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None = None,
+        self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
         """Call one endpoint. Endpoint faults become failed candidates, never exceptions;
-        the caller bounds the call's time (``asyncio.timeout``)."""
-        ...
-
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        offer: Offer,
-        client_headers: Mapping[str, str] | None = None,
-    ) -> Candidate:
-        """Call one endpoint with ``stream: true``, handing each chunk to ``offer`` as it
-        arrives; the Candidate is the whole answer, accumulated."""
+        the caller bounds the call's time (``asyncio.timeout``). With ``offer``, the body
+        asks for a stream (``stream: true``): each chunk is handed to ``offer`` as it
+        arrives, and the Candidate is the whole answer, accumulated."""
         ...
 
 
@@ -283,7 +275,7 @@ class HttpEndpointClient:
         return context
 
     @staticmethod
-    def _headers(endpoint: Endpoint, client_headers: Mapping[str, str] | None) -> dict[str, str]:
+    def _headers(endpoint: Endpoint, client_headers: Headers) -> dict[str, str]:
         """The endpoint's own key (the client's Authorization only where configured), and
         the client's trace context."""
         client = client_headers or {}
@@ -296,7 +288,7 @@ class HttpEndpointClient:
         return headers
 
     def _post(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+        self, endpoint: Endpoint, body: Body, client_headers: Headers
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         headers = self._headers(endpoint, client_headers)
         # Encoded here (msgspec) rather than by aiohttp's json.dumps: a tenth of the cost.
@@ -304,14 +296,13 @@ class HttpEndpointClient:
         return self._session.post(endpoint.url, data=data, headers=headers, ssl=self._tls(endpoint))
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None = None,
+        self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
+        if offer is not None:
+            return await self._stream(endpoint, body, headers, offer)
         watch = _Stopwatch(endpoint.name)
         try:
-            async with self._post(endpoint, body, client_headers) as response:
+            async with self._post(endpoint, body, headers) as response:
                 raw = await _read_capped(response, self._max_response_bytes)
                 status = response.status
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -326,17 +317,13 @@ class HttpEndpointClient:
             endpoint.name, status, raw, watch.ms(), retry_after, self._redact
         )
 
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        offer: Offer,
-        client_headers: Mapping[str, str] | None = None,
+    async def _stream(
+        self, endpoint: Endpoint, body: Body, headers: Headers, offer: Offer
     ) -> Candidate:
         watch = _Stopwatch(endpoint.name)
         acc = Accumulator()
         try:
-            async with self._post(endpoint, body, client_headers) as response:
+            async with self._post(endpoint, body, headers) as response:
                 if response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
                     return candidate_from_response(

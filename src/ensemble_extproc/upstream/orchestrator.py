@@ -83,6 +83,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Asked:
+    """What each call of one ensemble is made with: the client's body, the client's
+    headers it may carry (``client.forwardable``), and the ensemble's deadline."""
+
+    request: Mapping[str, Any]
+    client_headers: Mapping[str, str] | None
+    deadline_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Relay:
     """One relayed call: its model, and its number among the ensemble's calls (a model may
     be called twice: a hedge, then the continuation of a broken stream)."""
@@ -224,14 +234,7 @@ class Fanout:
             weight_plan=plan,
         )
 
-    async def call(
-        self,
-        call: Call,
-        request: Mapping[str, Any],
-        offer: Offer | None = None,
-        client_headers: Mapping[str, str] | None = None,
-        deadline_seconds: float | None = None,
-    ) -> Candidate:
+    async def call(self, call: Call, asked: Asked, offer: Offer | None = None) -> Candidate:
         """One call, with the endpoint's retries, behind its circuit breaker; streamed to
         ``offer`` when it is relayed."""
         breaker = self._breakers.get(call.model)
@@ -241,7 +244,7 @@ class Fanout:
             )
             return Candidate(call.model, Status.SKIPPED, role=call.role, error=error, sent=False)
         try:
-            candidate = await self._attempts(call, request, offer, client_headers, deadline_seconds)
+            candidate = await self._attempts(call, asked, offer)
         except asyncio.CancelledError:
             if breaker is not None:
                 breaker.abandon()
@@ -251,37 +254,25 @@ class Fanout:
         # A dataclass replace costs microseconds per call: only when something changes.
         return candidate if candidate.role is call.role else replace(candidate, role=call.role)
 
-    async def _attempts(
-        self,
-        call: Call,
-        request: Mapping[str, Any],
-        offer: Offer | None,
-        client_headers: Mapping[str, str] | None,
-        deadline_seconds: float | None,
-    ) -> Candidate:
+    async def _attempts(self, call: Call, asked: Asked, offer: Offer | None) -> Candidate:
         endpoint = self._endpoints[call.model]
         model_timeout = self._settings.model_timeout_seconds or self._settings.timeout_seconds
         # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
         # the deadline (enforced by the run) decides, and says so (504).
-        timeout = (
-            model_timeout if deadline_seconds is None or model_timeout < deadline_seconds else None
-        )
+        timeout = model_timeout if model_timeout < asked.deadline_seconds else None
         policy = endpoint.retry or self._settings.retry
         # A relayed stream is not retried: the client may already have part of it.
         attempts = 1 if offer is not None else policy.attempts
-        body = call_body(request, call, endpoint, streaming=offer is not None)
+        body = call_body(asked.request, call, endpoint, streaming=offer is not None)
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
                     for attempt in range(1, attempts + 1):
-                        if offer is not None:
-                            candidate = await self._client.stream(
-                                endpoint, body, offer, client_headers
-                            )
-                        else:
-                            candidate = await self._client.complete(endpoint, body, client_headers)
+                        candidate = await self._client.complete(
+                            endpoint, body, asked.client_headers, offer
+                        )
                         if candidate.attempts != attempt:
                             candidate = replace(candidate, attempts=attempt)
                         if attempt == attempts or not retryable(candidate):
@@ -314,7 +305,7 @@ class Fanout:
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
         budget = self.budget(spec, request, streaming=sink is not None)
-        run = _Run(self, request, timeout, rank, sink, client_headers, budget)
+        run = _Run(self, Asked(request, client_headers, timeout), rank, sink, budget)
         selection = await run.drive(plan)
         # Finished calls were priced when they were recorded.
         calls = run.finished + [self.priced(c) for c in run.stopped + run.broken_calls()]
@@ -359,20 +350,17 @@ class _Run:
     def __init__(
         self,
         fanout: Fanout,
-        request: Mapping[str, Any],
-        timeout_seconds: float,
+        asked: Asked,
         rank: Mapping[str, int],
         sink: Sink | None,
-        client_headers: Mapping[str, str] | None,
         budget: Budget | None = None,
     ) -> None:
         self._fanout = fanout
-        self._request = request
+        self._asked = asked
         self._sink = sink
-        self._client_headers = client_headers
         if sink is not None:
             sink.on_commit = self._cancel_other_relays
-        self._timeout_seconds = timeout_seconds
+        self._timeout_seconds = timeout_seconds = asked.deadline_seconds
         self._rank = rank
         self._budget = budget
         self._running: dict[asyncio.Task[Candidate], _Running] = {}
@@ -461,11 +449,7 @@ class _Run:
         relay = Relay(call.model, self.started)
         sink = self._sink
         offer = functools.partial(sink.offer, relay) if sink is not None and call.relay else None
-        task = asyncio.create_task(
-            self._fanout.call(
-                call, self._request, offer, self._client_headers, self._timeout_seconds
-            )
-        )
+        task = asyncio.create_task(self._fanout.call(call, self._asked, offer))
         self._running[task] = _Running(call, relay, estimate)
         self.started += 1
         if call.continues is not None and sink is not None:
