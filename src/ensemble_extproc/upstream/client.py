@@ -298,36 +298,17 @@ class HttpEndpointClient:
     async def complete(
         self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
-        if offer is not None:
-            return await self._stream(endpoint, body, headers, offer)
         watch = _Stopwatch(endpoint.name)
-        try:
-            async with self._post(endpoint, body, headers) as response:
-                raw = await _read_capped(response, self._max_response_bytes)
-                status = response.status
-                retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        except ResponseTooLarge:
-            limit = self._max_response_bytes
-            error = f"answer larger than max_response_bytes ({limit})"
-            return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
-        except aiohttp.ClientError as exc:
-            error = f"request failed: {type(exc).__name__}: {exc}"
-            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
-        return candidate_from_response(
-            endpoint.name, status, raw, watch.ms(), retry_after, self._redact
-        )
-
-    async def _stream(
-        self, endpoint: Endpoint, body: Body, headers: Headers, offer: Offer
-    ) -> Candidate:
-        watch = _Stopwatch(endpoint.name)
+        # What its errors call the answer: a stream's, or a whole one's.
+        what, whole = ("stream", "stream") if offer is not None else ("request", "answer")
         acc = Accumulator()
         try:
             async with self._post(endpoint, body, headers) as response:
-                if response.status != 200:
+                if offer is None or response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
                     return candidate_from_response(
-                        endpoint.name, response.status, raw, watch.ms(), redact=self._redact
+                        endpoint.name, response.status, raw, watch.ms(), retry_after, self._redact
                     )
                 await self._relay(response, acc, offer)
         except StreamStopped:
@@ -336,10 +317,10 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, f"malformed stream: {exc}", Failure.MALFORMED_STREAM)
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            error = f"stream larger than max_response_bytes ({limit})"
+            error = f"{whole} larger than max_response_bytes ({limit})"
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
-            error = f"stream failed: {type(exc).__name__}: {exc}"
+            error = f"{what} failed: {type(exc).__name__}: {exc}"
             return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
         return self._masked(candidate_from_stream(endpoint.name, acc, watch.ms()))
 
