@@ -13,12 +13,12 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..config import Endpoint, EnsembleSettings
 from ..continuation import Style, continuation_body
-from ..cost.account import call_cost
+from ..cost.account import CostSummary, call_cost, summary
 from ..cost.estimate import call_estimate
 from ..cost.model import CallCost
 from ..spec import EnsembleSpec
@@ -65,6 +65,12 @@ class Outcome:
     learning_sample: bool = True
     # Breaks of the relayed stream, in order, and what became of each.
     resumes: tuple[Resume, ...] = ()
+    # What the calls cost, summed once: the headers, the ensemble object and the log
+    # line read it.
+    cost: CostSummary = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost", summary(self.candidates, self.spec.max_cost_usd))
 
     @property
     def members(self) -> tuple[Candidate, ...]:
