@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from ensemble_extproc.strategies import Failure, Status
 from ensemble_extproc.upstream.client import candidate_from_response, candidate_from_stream
-from ensemble_extproc.upstream.sse import Accumulator
+from ensemble_extproc.upstream.sse import Accumulator, loads
 
 
 def completion(**choice: object) -> bytes:
@@ -149,3 +153,39 @@ def test_a_streamed_answer_has_the_confidence_of_the_same_answer_whole(
     assert streamed.valid
     assert whole.valid
     assert streamed.mean_logprob == whole.mean_logprob
+
+
+# ------------------------------------------------ endpoint JSON: read as json reads it
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _read(reader: Callable[[bytes], Any], raw: bytes) -> str:
+    """What a reader makes of ``raw``, comparable (repr: NaN is not equal to itself)."""
+    try:
+        return repr(reader(raw))
+    except ValueError:
+        return "ValueError"
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+@example(float("nan"))  # NaN, Infinity: Python's writer and reader have them, JSON not
+@example(float("inf"))
+@example("\ud800")  # a lone surrogate, escaped
+@example(10**40)
+def test_an_endpoint_answer_is_read_as_json_reads_it(value: object) -> None:
+    raw = json.dumps(value).encode()
+    assert _read(loads, raw) == _read(json.loads, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.text(max_size=40).map(lambda t: t.encode("utf-16")))
+@example(b"1e400")
+@example(b'{"a": 1, "a": 2}')
+def test_any_bytes_are_read_or_refused_as_json_reads_them(raw: bytes) -> None:
+    assert _read(loads, raw) == _read(json.loads, raw)

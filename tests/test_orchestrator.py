@@ -13,6 +13,7 @@ from ensemble_extproc.config import Endpoint
 from ensemble_extproc.spec import EnsembleSpec
 from ensemble_extproc.strategies import Candidate, Failure, Selection, Status, Usage
 from ensemble_extproc.upstream import Fanout
+from ensemble_extproc.upstream.client import Offer
 from ensemble_extproc.upstream.orchestrator import stop_reason
 
 from helpers import make_config
@@ -22,6 +23,10 @@ from helpers import make_config
 class Script:
     delay: float
     content: str | None = "answer"  # None: the endpoint fails
+    # Arrives when this other model's answer has, then needs this many turns of the event
+    # loop to be read (as an HTTP call reads its body once the headers are in).
+    after: str | None = None
+    turns: int = 0
 
 
 @dataclass
@@ -29,20 +34,31 @@ class FakeClient:
     scripts: Mapping[str, Script]
     started: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    answered: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def _answered(self, name: str) -> asyncio.Event:
+        return self.answered.setdefault(name, asyncio.Event())
 
     async def complete(
         self,
         endpoint: Endpoint,
         body: Mapping[str, Any],
         client_headers: Mapping[str, str] | None = None,
+        offer: Offer | None = None,
     ) -> Candidate:
+        assert offer is None  # these tests do not stream
         script = self.scripts[endpoint.name]
         self.started.append(endpoint.name)
         try:
             await asyncio.sleep(script.delay)
+            if script.after is not None:
+                await self._answered(script.after).wait()
+            for _ in range(script.turns):
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.cancelled.append(endpoint.name)
             raise
+        self._answered(endpoint.name).set()
         if script.content is None:
             return Candidate(
                 endpoint.name,
@@ -71,6 +87,39 @@ async def test_first_success_returns_fastest_and_cancels_the_rest() -> None:
     assert sorted(client.cancelled) == ["a", "c"]
     statuses = {c.model: c.status for c in outcome.candidates}
     assert statuses == {"a": Status.CANCELLED, "b": Status.OK, "c": Status.CANCELLED}
+
+
+async def test_an_answer_already_in_hand_when_the_plan_decides_is_kept_not_cancelled() -> None:
+    # b's answer is in when a's is, and is read in the turns that follow the plan's own
+    # wake-up: cancelling it would throw away a paid answer and close its connection. c is
+    # still waiting for its model: it is cancelled (that stops its generation).
+    client = FakeClient(
+        {
+            "a": Script(0.01, "fast"),
+            "b": Script(0, "also", after="a", turns=2),
+            "c": Script(5),
+        }
+    )
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b", "c"), "first_success", 1), {})
+    assert outcome.selection is not None
+    assert outcome.selection.winner.content == "fast"
+    assert client.cancelled == ["c"]
+    statuses = {c.model: c.status for c in outcome.candidates}
+    assert statuses == {"a": Status.OK, "b": Status.OK, "c": Status.CANCELLED}
+    assert outcome.calls_cancelled == 1
+    # b's answer is counted as spent: its usage is in the outcome.
+    usage = {c.model: c.usage for c in outcome.candidates}
+    assert usage["b"] == Usage(10, 2, 12)
+
+
+async def test_an_answer_still_on_its_way_when_the_plan_decides_is_cancelled() -> None:
+    # The same, but b needs more turns than the one the plan waits: cancelled as before.
+    client = FakeClient(
+        {"a": Script(0.01, "fast"), "b": Script(0, "also", after="a", turns=5), "c": Script(5)}
+    )
+    outcome = await fanout(client).run(EnsembleSpec(("a", "b", "c"), "first_success", 1), {})
+    assert sorted(client.cancelled) == ["b", "c"]
+    assert outcome.calls_cancelled == 2
 
 
 async def test_first_success_skips_failures() -> None:

@@ -215,6 +215,28 @@ async def test_body_over_the_limit_is_a_413(upstream: Start) -> None:
     assert body["error"]["code"] == "request_too_large"
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.05], ids=["arrives whole", "trickles"])
+async def test_a_chunked_body_over_the_limit_is_a_413(upstream: Start, pause: float) -> None:
+    # No Content-Length to refuse it by: it is found too large as it is read, whether it
+    # was all in before the handler read it or is still arriving.
+    url = await upstream(max_body_bytes=1000)
+    raw = json.dumps(chat("x" * 2000)).encode()
+
+    async def chunks() -> Any:
+        yield raw[:500]
+        await asyncio.sleep(pause)
+        yield raw[500:]
+
+    headers = {"x-ensemble-models": "demo-fast", "content-type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/chat/completions", data=chunks(), headers=headers) as resp,
+    ):
+        status, body = resp.status, await resp.json()
+    assert status == 413
+    assert body["error"]["code"] == "request_too_large"
+
+
 async def test_models_healthz_and_unknown_routes(upstream: Start) -> None:
     url = await upstream()
     async with aiohttp.ClientSession() as session:

@@ -192,15 +192,18 @@ class UpstreamMetrics:
             ["model", "outcome"],
             registry=registry,
         )
+        self._cost = Children(self.cost)
+        self._cost_unknown = Children(self.cost_unknown)
+        self._cost_capped = Children(self.cost_capped)
 
     def spent(self, candidate: Candidate) -> None:
         """What a call cost, or that its cost is unknown."""
         call = cost_of(candidate)
         if call.usd is not None:
-            self.cost.labels(candidate.model).inc(call.usd)
+            self._cost(candidate.model).inc(call.usd)
         else:
             reason = "no_price" if call.unknown == NO_PRICE else "no_usage"
-            self.cost_unknown.labels(candidate.model, reason).inc()
+            self._cost_unknown(candidate.model, reason).inc()
 
     def resumed(self, broken: str, resumed_on: str | None) -> None:
         self.resumes.labels(broken, "resumed" if resumed_on else "not_resumed").inc()
@@ -209,7 +212,7 @@ class UpstreamMetrics:
         name = candidate.model
         self.spent(candidate)
         if candidate.status is Status.OVER_BUDGET:
-            self.cost_capped.labels(name).inc()
+            self._cost_capped(name).inc()
             return
         if candidate.status is Status.CANCELLED:
             self._cancelled(name).inc()

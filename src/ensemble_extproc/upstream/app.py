@@ -41,7 +41,7 @@ from .discovery import catalog, find
 from .openapi import OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
-from .response import completion, cost, ensemble_headers, failure, log_fields
+from .response import completion, ensemble_headers, failure, log_fields
 from .stream_writer import stream_completion
 from .wire import Health, ModelList, SeedHealth
 
@@ -168,7 +168,7 @@ def record(request: web.Request, outcome: Outcome, started: float) -> None:
     )
     for resume in outcome.resumes:
         request.app[METRICS].resumed(resume.broken, resume.resumed_on)
-    spent = cost(outcome)
+    spent = outcome.cost
     summary: dict[str, Any] = {
         "strategy": outcome.spec.strategy,
         "profile": outcome.spec.profile,

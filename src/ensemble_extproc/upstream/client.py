@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import re
 import ssl
 import time
@@ -21,32 +20,32 @@ from ..config import Endpoint
 from ..json_out import encode
 from ..redact import Redactor
 from ..strategies import Candidate, Failure, Status, Usage
-from .sse import Accumulator, MalformedStream, first_choice, is_done, mean_logprob, parse_data_line
+from .sse import (
+    Accumulator,
+    MalformedStream,
+    first_choice,
+    is_done,
+    loads,
+    mean_logprob,
+    parse_data_line,
+)
 
 # Called with each chunk of a relayed stream; False: stop reading (another model won).
 Offer = Callable[[Mapping[str, Any]], Awaitable[bool]]
+# A call's body (the client's, adjusted: ``orchestrator.call_body``), and the client's
+# headers it may carry (``forwardable``), if any.
+Body = Mapping[str, Any]
+Headers = Mapping[str, str] | None
 
 
 class EndpointClient(Protocol):
     async def complete(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None = None,
+        self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
         """Call one endpoint. Endpoint faults become failed candidates, never exceptions;
-        the caller bounds the call's time (``asyncio.timeout``)."""
-        ...
-
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        offer: Offer,
-        client_headers: Mapping[str, str] | None = None,
-    ) -> Candidate:
-        """Call one endpoint with ``stream: true``, handing each chunk to ``offer`` as it
-        arrives; the Candidate is the whole answer, accumulated."""
+        the caller bounds the call's time (``asyncio.timeout``). With ``offer``, the body
+        asks for a stream (``stream: true``): each chunk is handed to ``offer`` as it
+        arrives, and the Candidate is the whole answer, accumulated."""
         ...
 
 
@@ -153,7 +152,7 @@ def candidate_from_response(
 ) -> Candidate:
     """Interpret an endpoint's HTTP answer as an OpenAI chat completion."""
     try:
-        payload = json.loads(raw)
+        payload = loads(raw)
     except ValueError:
         payload = None
     if status != 200:
@@ -276,7 +275,7 @@ class HttpEndpointClient:
         return context
 
     @staticmethod
-    def _headers(endpoint: Endpoint, client_headers: Mapping[str, str] | None) -> dict[str, str]:
+    def _headers(endpoint: Endpoint, client_headers: Headers) -> dict[str, str]:
         """The endpoint's own key (the client's Authorization only where configured), and
         the client's trace context."""
         client = client_headers or {}
@@ -289,7 +288,7 @@ class HttpEndpointClient:
         return headers
 
     def _post(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+        self, endpoint: Endpoint, body: Body, client_headers: Headers
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         headers = self._headers(endpoint, client_headers)
         # Encoded here (msgspec) rather than by aiohttp's json.dumps: a tenth of the cost.
@@ -297,43 +296,19 @@ class HttpEndpointClient:
         return self._session.post(endpoint.url, data=data, headers=headers, ssl=self._tls(endpoint))
 
     async def complete(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None = None,
+        self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
         watch = _Stopwatch(endpoint.name)
-        try:
-            async with self._post(endpoint, body, client_headers) as response:
-                raw = await _read_capped(response, self._max_response_bytes)
-                status = response.status
-                retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        except ResponseTooLarge:
-            limit = self._max_response_bytes
-            error = f"answer larger than max_response_bytes ({limit})"
-            return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
-        except aiohttp.ClientError as exc:
-            error = f"request failed: {type(exc).__name__}: {exc}"
-            return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
-        return candidate_from_response(
-            endpoint.name, status, raw, watch.ms(), retry_after, self._redact
-        )
-
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        offer: Offer,
-        client_headers: Mapping[str, str] | None = None,
-    ) -> Candidate:
-        watch = _Stopwatch(endpoint.name)
+        # What its errors call the answer: a stream's, or a whole one's.
+        what, whole = ("stream", "stream") if offer is not None else ("request", "answer")
         acc = Accumulator()
         try:
-            async with self._post(endpoint, body, client_headers) as response:
-                if response.status != 200:
+            async with self._post(endpoint, body, headers) as response:
+                if offer is None or response.status != 200:
                     raw = await _read_capped(response, self._max_response_bytes)
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
                     return candidate_from_response(
-                        endpoint.name, response.status, raw, watch.ms(), redact=self._redact
+                        endpoint.name, response.status, raw, watch.ms(), retry_after, self._redact
                     )
                 await self._relay(response, acc, offer)
         except StreamStopped:
@@ -342,10 +317,10 @@ class HttpEndpointClient:
             return watch.failed(Status.ERROR, f"malformed stream: {exc}", Failure.MALFORMED_STREAM)
         except ResponseTooLarge:
             limit = self._max_response_bytes
-            error = f"stream larger than max_response_bytes ({limit})"
+            error = f"{whole} larger than max_response_bytes ({limit})"
             return watch.failed(Status.ERROR, error, Failure.TOO_LARGE)
         except aiohttp.ClientError as exc:
-            error = f"stream failed: {type(exc).__name__}: {exc}"
+            error = f"{what} failed: {type(exc).__name__}: {exc}"
             return self._masked(watch.failed(Status.ERROR, error, Failure.CONNECTION))
         return self._masked(candidate_from_stream(endpoint.name, acc, watch.ms()))
 

@@ -13,13 +13,14 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..config import Endpoint, EnsembleSettings
 from ..continuation import Style, continuation_body
-from ..cost.account import call_cost
+from ..cost.account import CostSummary, call_cost, summary
 from ..cost.estimate import call_estimate
+from ..cost.model import CallCost
 from ..spec import EnsembleSpec
 from ..strategies import STRATEGIES
 from ..strategies.base import (
@@ -64,6 +65,12 @@ class Outcome:
     learning_sample: bool = True
     # Breaks of the relayed stream, in order, and what became of each.
     resumes: tuple[Resume, ...] = ()
+    # What the calls cost, summed once: the headers, the ensemble object and the log
+    # line read it.
+    cost: CostSummary = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost", summary(self.candidates, self.spec.max_cost_usd))
 
     @property
     def members(self) -> tuple[Candidate, ...]:
@@ -79,6 +86,16 @@ class Outcome:
     @property
     def valid(self) -> tuple[Candidate, ...]:
         return tuple(c for c in self.members if c.valid)
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What each call of one ensemble is made with: the client's body, the client's
+    headers it may carry (``client.forwardable``), and the ensemble's deadline."""
+
+    request: Mapping[str, Any]
+    client_headers: Mapping[str, str] | None
+    deadline_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +189,13 @@ class Fanout:
     def continuation(self, model: str) -> Style | None:
         return self._endpoints[model].continuation
 
+    def cost(self, candidate: Candidate) -> CallCost:
+        """What the call cost, at its model's price."""
+        return call_cost(candidate, self._endpoints[candidate.model].price)
+
     def priced(self, candidate: Candidate) -> Candidate:
-        """The candidate with what it cost, at its model's price."""
-        return replace(candidate, cost=call_cost(candidate, self._endpoints[candidate.model].price))
+        """The candidate with what it cost."""
+        return replace(candidate, cost=self.cost(candidate))
 
     def _sampled(self, spec: EnsembleSpec, ctx: Context) -> tuple[Context, bool]:
         """(the context, whether learning may count the ensemble): of the ensembles that
@@ -219,14 +240,7 @@ class Fanout:
             weight_plan=plan,
         )
 
-    async def call(
-        self,
-        call: Call,
-        request: Mapping[str, Any],
-        offer: Offer | None = None,
-        client_headers: Mapping[str, str] | None = None,
-        deadline_seconds: float | None = None,
-    ) -> Candidate:
+    async def call(self, call: Call, asked: Asked, offer: Offer | None = None) -> Candidate:
         """One call, with the endpoint's retries, behind its circuit breaker; streamed to
         ``offer`` when it is relayed."""
         breaker = self._breakers.get(call.model)
@@ -236,7 +250,7 @@ class Fanout:
             )
             return Candidate(call.model, Status.SKIPPED, role=call.role, error=error, sent=False)
         try:
-            candidate = await self._attempts(call, request, offer, client_headers, deadline_seconds)
+            candidate = await self._attempts(call, asked, offer)
         except asyncio.CancelledError:
             if breaker is not None:
                 breaker.abandon()
@@ -246,37 +260,25 @@ class Fanout:
         # A dataclass replace costs microseconds per call: only when something changes.
         return candidate if candidate.role is call.role else replace(candidate, role=call.role)
 
-    async def _attempts(
-        self,
-        call: Call,
-        request: Mapping[str, Any],
-        offer: Offer | None,
-        client_headers: Mapping[str, str] | None,
-        deadline_seconds: float | None,
-    ) -> Candidate:
+    async def _attempts(self, call: Call, asked: Asked, offer: Offer | None) -> Candidate:
         endpoint = self._endpoints[call.model]
         model_timeout = self._settings.model_timeout_seconds or self._settings.timeout_seconds
         # A per-call limit only when it is shorter than the ensemble's deadline; otherwise
         # the deadline (enforced by the run) decides, and says so (504).
-        timeout = (
-            model_timeout if deadline_seconds is None or model_timeout < deadline_seconds else None
-        )
+        timeout = model_timeout if model_timeout < asked.deadline_seconds else None
         policy = endpoint.retry or self._settings.retry
         # A relayed stream is not retried: the client may already have part of it.
         attempts = 1 if offer is not None else policy.attempts
-        body = call_body(request, call, endpoint, streaming=offer is not None)
+        body = call_body(asked.request, call, endpoint, streaming=offer is not None)
         async with self._slots:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 async with asyncio.timeout(timeout):
                     for attempt in range(1, attempts + 1):
-                        if offer is not None:
-                            candidate = await self._client.stream(
-                                endpoint, body, offer, client_headers
-                            )
-                        else:
-                            candidate = await self._client.complete(endpoint, body, client_headers)
+                        candidate = await self._client.complete(
+                            endpoint, body, asked.client_headers, offer
+                        )
                         if candidate.attempts != attempt:
                             candidate = replace(candidate, attempts=attempt)
                         if attempt == attempts or not retryable(candidate):
@@ -309,11 +311,12 @@ class Fanout:
         rank = {name: i for i, name in enumerate(spec.models)}
         timeout = spec.timeout_seconds or self._settings.timeout_seconds
         budget = self.budget(spec, request, streaming=sink is not None)
-        run = _Run(self, request, timeout, rank, sink, client_headers, budget)
+        run = _Run(self, Asked(request, client_headers, timeout), rank, sink, budget)
         selection = await run.drive(plan)
-        calls = run.finished + run.stopped + run.broken_calls()
+        # Finished calls were priced when they were recorded.
+        calls = run.finished + [self.priced(c) for c in run.stopped + run.broken_calls()]
         candidates = sorted(
-            map(self.priced, calls),
+            calls,
             key=lambda c: (c.role is not Role.MEMBER, rank.get(c.model, len(rank)), c.order),
         )
         return Outcome(
@@ -353,20 +356,17 @@ class _Run:
     def __init__(
         self,
         fanout: Fanout,
-        request: Mapping[str, Any],
-        timeout_seconds: float,
+        asked: Asked,
         rank: Mapping[str, int],
         sink: Sink | None,
-        client_headers: Mapping[str, str] | None,
         budget: Budget | None = None,
     ) -> None:
         self._fanout = fanout
-        self._request = request
+        self._asked = asked
         self._sink = sink
-        self._client_headers = client_headers
         if sink is not None:
             sink.on_commit = self._cancel_other_relays
-        self._timeout_seconds = timeout_seconds
+        self._timeout_seconds = timeout_seconds = asked.deadline_seconds
         self._rank = rank
         self._budget = budget
         self._running: dict[asyncio.Task[Candidate], _Running] = {}
@@ -410,6 +410,7 @@ class _Run:
         except StopIteration as done:
             result: Selection | None = done.value
             reason = stop_reason(result)
+            await self._settle()
             return result
         finally:
             plan.close()
@@ -427,6 +428,7 @@ class _Run:
             case Wait(seconds):
                 await self._wait(seconds)
             case CancelRest(reason):
+                await self._settle()
                 await self._stop_running(Status.CANCELLED, f"cancelled: {reason}")
         return self._progress()
 
@@ -448,26 +450,28 @@ class _Run:
             committed = self._committed()
             if not self._budget.fits(estimate, committed):
                 refused = self._budget.refused(call, estimate, committed)
-                self.finished.append(replace(refused, order=len(self.finished)))
+                self._keep(refused, self._fanout.cost(refused))
                 return False
         relay = Relay(call.model, self.started)
         sink = self._sink
         offer = functools.partial(sink.offer, relay) if sink is not None and call.relay else None
-        task = asyncio.create_task(
-            self._fanout.call(
-                call, self._request, offer, self._client_headers, self._timeout_seconds
-            )
-        )
+        task = asyncio.create_task(self._fanout.call(call, self._asked, offer))
         self._running[task] = _Running(call, relay, estimate)
         self.started += 1
         if call.continues is not None and sink is not None:
             sink.resume(relay)
         return True
 
-    def _spend(self, candidate: Candidate, estimate: float) -> None:
+    def _spend(self, candidate: Candidate, estimate: float) -> CallCost:
         """Account a call that ended: its cost when known, else what it was estimated at."""
-        known = self._fanout.priced(candidate).cost
-        self._spent += known.usd if known is not None and known.usd is not None else estimate
+        cost = self._fanout.cost(candidate)
+        self._spent += cost.usd if cost.usd is not None else estimate
+        return cost
+
+    def _keep(self, candidate: Candidate, cost: CallCost) -> None:
+        """A call among the finished, in completion order, with its cost (set once: each
+        copy of a candidate costs microseconds)."""
+        self.finished.append(replace(candidate, order=len(self.finished), cost=cost))
 
     async def _wait(self, seconds: float | None) -> None:
         until = (
@@ -506,14 +510,14 @@ class _Run:
         candidate = task.result()
         if call.continues is not None:
             candidate = joined(candidate, call.continues)
-        self._spend(candidate, running.estimate)
+        cost = self._spend(candidate, running.estimate)
         if self._resume(running, candidate):
             return False
         if not candidate.valid:
             self._failed.add(candidate.model)
         elif call.continues is not None:
             self._last_continuation = candidate
-        self.finished.append(replace(candidate, order=len(self.finished)))
+        self._keep(candidate, cost)
         return True
 
     def _resume(self, running: _Running, candidate: Candidate) -> bool:
@@ -568,6 +572,15 @@ class _Run:
             if running.call.relay and running.relay != committed:
                 task.cancel("cancelled: another model streamed first")
 
+    async def _settle(self) -> None:
+        """Before the calls still running are cancelled, one turn of the event loop lets
+        those whose answers have already arrived finish: cancelling one would throw away an
+        answer that was paid for, and close its pooled HTTP/1.1 connection, which the next
+        ensemble would open again. Calls still waiting for their model are cancelled as
+        before (that stops the generation at vLLM-style servers); so are relayed streams."""
+        if self._running and self._sink is None:
+            await asyncio.sleep(0)
+
     async def _stop_running(self, status: Status, reason: str) -> None:
         if not self._running:
             return
@@ -589,5 +602,4 @@ class _Run:
                 candidate = task.result()
                 if call.continues is not None:
                     candidate = joined(candidate, call.continues)
-                self._spend(candidate, entry.estimate)
-                self.finished.append(replace(candidate, order=len(self.finished)))
+                self._keep(candidate, self._spend(candidate, entry.estimate))

@@ -27,6 +27,10 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     try:
+        if request.content.is_eof():
+            # It arrived whole with the headers (the common case): nothing to wait for,
+            # so no timer to set and cancel.
+            return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies have no content-length

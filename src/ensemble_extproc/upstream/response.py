@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import headers as h
 from .. import strategies
-from ..cost.account import CostSummary, cost_of, format_usd, summary
+from ..cost.account import CostSummary, cost_of, format_usd
 from ..errors import ApiError, ErrorCode
 from ..spec import EnsembleSpec
 from ..strategies import Selection, Usage
@@ -31,10 +31,6 @@ def spec_headers(spec: EnsembleSpec, seed: bool = False) -> dict[str, str]:
     return out
 
 
-def cost(outcome: Outcome) -> CostSummary:
-    return summary(outcome.candidates, outcome.spec.max_cost_usd)
-
-
 def cost_headers(spent: CostSummary) -> dict[str, str]:
     """What the ensemble cost; with the models whose cost is unknown (the sum is then a
     lower bound), and those the cost cap kept from starting."""
@@ -51,7 +47,7 @@ def ensemble_headers(outcome: Outcome, seed: bool = False) -> dict[str, str]:
     out = spec_headers(outcome.spec, seed) | {h.RESP_RESPONSES_RECEIVED: received}
     if seed:
         out[h.RESP_VSR_RESPONSES_RECEIVED] = received
-    out |= cost_headers(cost(outcome))
+    out |= cost_headers(outcome.cost)
     if outcome.selection is not None:
         out[h.RESP_SELECTED_MODEL] = outcome.selection.winner.model
         if outcome.selection.agreement is not None:
@@ -122,7 +118,7 @@ def ensemble_details(outcome: Outcome) -> Ensemble:
         details=dict(selection.details) if selection else {},
         calls=Calls(started=outcome.calls_started, cancelled=outcome.calls_cancelled),
         candidates=[summarise(c) for c in outcome.candidates],
-        cost=cost_details(cost(outcome)),
+        cost=cost_details(outcome.cost),
         resumes=[
             StreamResume(r.broken, r.resumed_on, r.chunks, r.chars, r.reason)
             for r in outcome.resumes

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..chat import content_text
 from ..json_out import encode
 
@@ -21,6 +23,20 @@ KEEPALIVE = b": keep-alive\n\n"
 
 class MalformedStream(ValueError):
     """An endpoint's stream that is not valid OpenAI SSE."""
+
+
+_DECODE = msgspec.json.Decoder().decode
+
+
+def loads(raw: bytes) -> Any:
+    """An endpoint's JSON, as ``json.loads`` reads it (ValueError when it cannot), at a
+    third of its cost: msgspec reads it, and what msgspec refuses (a lone surrogate, NaN,
+    a number out of range, UTF-16) is read again by ``json``, whose answer is the
+    reference."""
+    try:
+        return _DECODE(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return json.loads(raw)
 
 
 def event(payload: object) -> bytes:
@@ -38,7 +54,7 @@ def parse_data_line(line: bytes) -> dict[str, Any] | None:
     if data == b"[DONE]":
         return None
     try:
-        chunk = json.loads(data)
+        chunk = loads(data)
     except ValueError:
         # The line itself is not echoed: it is the endpoint's text, which may hold anything.
         raise MalformedStream(f"SSE data line is not JSON ({len(data)} bytes)") from None

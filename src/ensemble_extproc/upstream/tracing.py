@@ -15,7 +15,6 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -28,8 +27,8 @@ from ..observability import genai
 from ..observability.tracing import Tracing
 from ..strategies.base import Call, Candidate, Role, Status
 from ..trust.service import TrustService
-from .client import TRACE_HEADERS, EndpointClient, Offer
-from .orchestrator import Fanout, Outcome
+from .client import TRACE_HEADERS, Body, EndpointClient, Headers, Offer
+from .orchestrator import Asked, Fanout, Outcome
 
 ENSEMBLE_SPAN = "ensemble"
 CHAT_PATH = "/v1/chat/completions"
@@ -82,7 +81,7 @@ class TracedClient:
         self._tracing = tracing
 
     def _start(
-        self, endpoint: Endpoint, body: Mapping[str, Any], client_headers: Mapping[str, str] | None
+        self, endpoint: Endpoint, body: Body, client_headers: Headers
     ) -> tuple[Span, dict[str, str]]:
         trace = _CALL.get()
         role, attempt = Role.MEMBER, 1
@@ -103,16 +102,12 @@ class TracedClient:
         self._tracing.propagator.inject(headers, context=set_span_in_context(span))
         return span, headers
 
-    async def _traced(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None,
-        send: Callable[[dict[str, str]], Awaitable[Candidate]],
+    async def complete(
+        self, endpoint: Endpoint, body: Body, headers: Headers = None, offer: Offer | None = None
     ) -> Candidate:
-        span, headers = self._start(endpoint, body, client_headers)
+        span, carried = self._start(endpoint, body, headers)
         try:
-            candidate = await send(headers)
+            candidate = await self._inner.complete(endpoint, body, carried, offer)
         except asyncio.CancelledError:
             trace = _CALL.get()
             if trace is None:
@@ -126,33 +121,6 @@ class TracedClient:
             raise
         _end(span, genai.result_attributes(candidate), _call_failed(candidate))
         return candidate
-
-    async def complete(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        client_headers: Mapping[str, str] | None = None,
-    ) -> Candidate:
-        return await self._traced(
-            endpoint,
-            body,
-            client_headers,
-            lambda headers: self._inner.complete(endpoint, body, headers),
-        )
-
-    async def stream(
-        self,
-        endpoint: Endpoint,
-        body: Mapping[str, Any],
-        offer: Offer,
-        client_headers: Mapping[str, str] | None = None,
-    ) -> Candidate:
-        return await self._traced(
-            endpoint,
-            body,
-            client_headers,
-            lambda headers: self._inner.stream(endpoint, body, offer, headers),
-        )
 
 
 class TracedFanout(Fanout):
@@ -170,18 +138,11 @@ class TracedFanout(Fanout):
         super().__init__(endpoints, settings, TracedClient(client, tracing), trust)
         self._tracing = tracing
 
-    async def call(
-        self,
-        call: Call,
-        request: Mapping[str, Any],
-        offer: Offer | None = None,
-        client_headers: Mapping[str, str] | None = None,
-        deadline_seconds: float | None = None,
-    ) -> Candidate:
+    async def call(self, call: Call, asked: Asked, offer: Offer | None = None) -> Candidate:
         trace = _CallTrace(call.role)
         _CALL.set(trace)
         try:
-            candidate = await super().call(call, request, offer, client_headers, deadline_seconds)
+            candidate = await super().call(call, asked, offer)
         except asyncio.CancelledError as stop:
             if trace.interrupted is not None:
                 reason = str(stop.args[0]) if stop.args else "cancelled"
