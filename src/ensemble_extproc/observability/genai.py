@@ -61,8 +61,6 @@ CALL_ROLE = "ensemble.call.role"
 CALL_ATTEMPT = "ensemble.call.attempt"
 CALL_STATUS = "ensemble.call.status"
 CALL_ERROR = "ensemble.call.error"
-# Span events.
-SKIPPED_EVENT = "ensemble.call.skipped"
 
 # error.type of a call that gave no answer, by how it ended (HTTP errors: their status).
 CANCELLED = "cancelled"
@@ -148,7 +146,3 @@ def usage_attributes(candidates: Sequence[Candidate]) -> Attributes:
         INPUT_TOKENS: sum(u.prompt_tokens for u in counted),
         OUTPUT_TOKENS: sum(u.completion_tokens for u in counted),
     }
-
-
-def without_none(values: Mapping[str, AttributeValue | None]) -> Attributes:
-    return {key: value for key, value in values.items() if value is not None}
