@@ -37,7 +37,7 @@ from aiohttp import web
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
 from ensemble_extproc.config import Config
-from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.config.demo import DEMO_OWNER, DemoModel
 from ensemble_extproc.continuation import ContinuationRefused, requested_continuation
 from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.payloads import (
@@ -57,7 +57,6 @@ from ensemble_extproc.serve import LISTEN_BACKLOG, wait_for_signal
 __all__ = [
     "DEMO_MODEL_HEADER",
     "DEMO_MODEL_KEY",
-    "DEMO_OWNED_BY",
     "DEMO_STATS_KEY",
     "DemoServers",
     "DemoStats",
@@ -69,7 +68,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEMO_MODEL_HEADER: Final = "x-demo-model"
-DEMO_OWNED_BY: Final = "ensemble-extproc-demo"
 # Demo backends hold no state worth draining for long on shutdown.
 _SHUTDOWN_TIMEOUT_S: Final = 1.0
 # Spread of the reported confidence around DemoModel.confidence_*: per answer, and per token
@@ -167,7 +165,7 @@ async def _openai_http_errors(
 
 async def _list_models(request: web.Request) -> web.Response:
     name = request.app[DEMO_MODEL_KEY].name
-    entry = {"id": name, "object": "model", "created": 0, "owned_by": DEMO_OWNED_BY}
+    entry = {"id": name, "object": "model", "created": 0, "owned_by": DEMO_OWNER}
     return web.json_response({"object": "list", "data": [entry]})
 
 
