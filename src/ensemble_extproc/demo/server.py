@@ -36,7 +36,7 @@ from aiohttp import web
 
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
-from ensemble_extproc.config import Config
+from ensemble_extproc.config import Address, Config
 from ensemble_extproc.config.demo import DEMO_OWNER, DemoModel
 from ensemble_extproc.continuation import ContinuationRefused, requested_continuation
 from ensemble_extproc.demo import faults, quiz
@@ -458,7 +458,7 @@ class DemoServers:
         site = web.TCPSite(runner, self.host, model.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
-        self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"
+        self.urls[model.name] = f"http://{Address(self.host, site.port).authority}/v1"
 
     async def close(self) -> None:
         runners, self._runners = self._runners, []
@@ -503,10 +503,6 @@ async def serve_demo_forever(models: Sequence[DemoModel], host: str = "127.0.0.1
                 servers.urls[model.name],
             )
         await asyncio.Event().wait()
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def serve_demo(config: Config) -> None:
