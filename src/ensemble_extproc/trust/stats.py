@@ -29,6 +29,7 @@ from .change import FORGET, ChangeDetector
 from .model import Observation
 
 K = TypeVar("K")
+V = TypeVar("V", int, float, "Counts")
 Pair = tuple[str, str]
 Triple = tuple[str, str, str]
 
@@ -91,17 +92,14 @@ class Totals:
             members=members,
             answered=_add(self.answered, other.answered),
             failed=_add(self.failed, other.failed),
-            pairs=_add_counts(self.pairs, other.pairs),
-            triples=_add_counts(self.triples, other.triples),
+            pairs=_add(self.pairs, other.pairs),
+            triples=_add(self.triples, other.triples),
             mass=self.mass + other.mass,
             observations=self.observations + other.observations,
             rejected=self.rejected + other.rejected,
             top_client_mass=max(self.top_client_mass, other.top_client_mass),
             top_client_share=max(self.top_client_share, other.top_client_share),
-            changes={
-                m: self.changes.get(m, 0) + other.changes.get(m, 0)
-                for m in {*self.changes, *other.changes}
-            },
+            changes=_add(self.changes, other.changes),
         )
 
     def restricted(self, members: Iterable[str]) -> Totals:
@@ -124,17 +122,10 @@ class Totals:
         )
 
 
-def _add(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+def _add(a: Mapping[K, V], b: Mapping[K, V]) -> dict[K, V]:
     out = dict(a)
     for key, value in b.items():
-        out[key] = out.get(key, 0.0) + value
-    return out
-
-
-def _add_counts(a: Mapping[K, Counts], b: Mapping[K, Counts]) -> dict[K, Counts]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = out.get(key, Counts()) + value
+        out[key] = out[key] + value if key in out else value
     return out
 
 
