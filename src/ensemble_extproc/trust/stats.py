@@ -23,7 +23,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .change import FORGET, ChangeDetector
 from .model import Observation
@@ -204,18 +204,14 @@ class KeyStats:
             if member in self._member_set and member not in answers:
                 self._failed[member] = self._failed.get(member, 0.0) + g
         present = sorted(answers)
-        for a, b in itertools.combinations(present, 2):
-            counter = self._pairs.setdefault((a, b), [0.0, 0.0, 0.0])
-            counter[0] += g
-            counter[1] += g2
-            if answers[a] == answers[b]:
-                counter[2] += g
-        for a, b, c in itertools.combinations(present, 3):
-            counter = self._triples.setdefault((a, b, c), [0.0, 0.0, 0.0])
-            counter[0] += g
-            counter[1] += g2
-            if answers[a] == answers[b] == answers[c]:
-                counter[2] += g
+        tables: tuple[dict[Any, list[float]], ...] = (self._pairs, self._triples)
+        for size, counters in enumerate(tables, start=2):
+            for names in itertools.combinations(present, size):
+                counter = counters.setdefault(names, [0.0, 0.0, 0.0])
+                counter[0] += g
+                counter[1] += g2
+                if len({answers[m] for m in names}) == 1:
+                    counter[2] += g
         self.observations += 1
         self._detect(answers, observation.client)
         return True
