@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
+from ..config.model import Endpoint
 from ..strategies.base import Candidate, Role, Status
 
 # OpenTelemetry attribute values: scalars, or sequences of one scalar type.
@@ -89,17 +90,17 @@ def request_attributes(body: Mapping[str, Any]) -> Attributes:
 
 
 def call_attributes(
-    model: str, role: Role, attempt: int, host: str, port: int, body: Mapping[str, Any]
+    endpoint: Endpoint, role: Role, attempt: int, body: Mapping[str, Any]
 ) -> Attributes:
     """What is known when one call (one attempt) to an endpoint starts."""
     attributes = request_attributes(body)
     attributes.update(
         {
-            CALL_MODEL: model,
+            CALL_MODEL: endpoint.name,
             CALL_ROLE: role.value,
             CALL_ATTEMPT: attempt,
-            SERVER_ADDRESS: host,
-            SERVER_PORT: port,
+            SERVER_ADDRESS: endpoint.address.host,
+            SERVER_PORT: endpoint.address.port,
         }
     )
     if attempt > 1:

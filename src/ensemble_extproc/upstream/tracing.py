@@ -88,10 +88,7 @@ class TracedClient:
         if trace is not None:
             trace.attempts += 1
             role, attempt = trace.role, trace.attempts
-        address = endpoint.address
-        attributes = genai.call_attributes(
-            endpoint.name, role, attempt, address.host, address.port, body
-        )
+        attributes = genai.call_attributes(endpoint, role, attempt, body)
         span = self._tracing.tracer.start_span(
             f"{genai.CHAT} {body.get('model', endpoint.name)}",
             kind=SpanKind.CLIENT,
@@ -156,9 +153,8 @@ class TracedFanout(Fanout):
 
     def _skipped(self, call: Call, candidate: Candidate) -> None:
         endpoint = self._endpoints[call.model]
-        address = endpoint.address
         attributes = genai.call_attributes(
-            call.model, call.role, 0, address.host, address.port, {"model": endpoint.upstream_model}
+            endpoint, call.role, 0, {"model": endpoint.upstream_model}
         )
         attributes.update(genai.result_attributes(candidate))
         now = time.time_ns()  # not called: no time passed
