@@ -27,12 +27,13 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Final, Self
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
@@ -145,9 +146,7 @@ async def _label_response(request: web.Request, response: web.StreamResponse) ->
 
 
 @web.middleware
-async def _openai_http_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def _openai_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # OpenAI clients parse error bodies, so unknown routes/methods get the same shape.
     try:
         return await handler(request)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
 
@@ -25,15 +25,13 @@ from ..chat import ChatRequest
 from ..config import Endpoint, EnsembleSettings
 from ..observability import genai
 from ..observability.tracing import Tracing
+from ..paths import CHAT_COMPLETIONS
 from ..strategies.base import Call, Candidate, Role, Status
 from ..trust.service import TrustService
 from .client import TRACE_HEADERS, Body, EndpointClient, Headers, Offer
 from .orchestrator import Asked, Fanout, Outcome
 
 ENSEMBLE_SPAN = "ensemble"
-CHAT_PATH = "/v1/chat/completions"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
@@ -206,7 +204,7 @@ def tracing_middleware(
 
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != CHAT_PATH:
+        if request.path != CHAT_COMPLETIONS:
             return await handler(request)
         parent = tracing.propagator.extract(request.headers)
         span = tracing.tracer.start_span(ENSEMBLE_SPAN, context=parent, kind=SpanKind.SERVER)
