@@ -309,19 +309,17 @@ def _fanout_context(
     config: Config, client: EndpointClient | None, trust: TrustService, tracing: Tracing | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        if client is not None:
-            app[FANOUT] = _fanout(config, client, trust, tracing)
-            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
-            yield
-            return
-        # One session per app; its pool admits every call the fan-out may run at once.
-        limit = config.ensemble.max_concurrent_requests
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            http_client = HttpEndpointClient(
-                session, config.ensemble.max_response_bytes, config_redactor(config)
-            )
-            app[FANOUT] = _fanout(config, http_client, trust, tracing)
+        async with contextlib.AsyncExitStack() as stack:
+            calls = client
+            if calls is None:
+                # One session per app; its pool admits every call the fan-out may run at once.
+                limit = config.ensemble.max_concurrent_requests
+                connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(connector=connector)
+                )
+                calls = HttpEndpointClient(session, config.ensemble.max_response_bytes, app[REDACT])
+            app[FANOUT] = _fanout(config, calls, trust, tracing)
             app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
 
