@@ -80,13 +80,9 @@ def address_of(config: Config, server: Server) -> Address:
     return Address(_LOOPBACK.get(listen.host, listen.host), listen.port + server.replica)
 
 
-def _host(address: Address) -> str:
-    return f"[{address.host}]" if ":" in address.host else address.host
-
-
 def probe_upstream(address: Address, timeout: float) -> str | None:
     """None when ``/healthz`` says ok, else what is wrong."""
-    url = f"http://{_host(address)}:{address.port}/healthz"
+    url = f"http://{address.authority}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             status = json.loads(response.read()).get("status")
@@ -99,7 +95,7 @@ def probe_upstream(address: Address, timeout: float) -> str | None:
 
 def probe_extproc(address: Address, timeout: float) -> str | None:
     """None when the gRPC health service says SERVING, else what is wrong."""
-    with grpc.insecure_channel(f"{_host(address)}:{address.port}") as channel:
+    with grpc.insecure_channel(address.authority) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

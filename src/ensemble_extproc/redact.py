@@ -40,17 +40,13 @@ class Redactor:
         return self._pattern.sub(MASK, text)
 
 
-def secret_values(config: Config) -> tuple[str, ...]:
-    """Every secret value the config holds."""
+def config_redactor(config: Config) -> Redactor:
+    """Masks every secret value the config holds."""
     values = [endpoint.api_key for endpoint in config.endpoints.values() if endpoint.api_key]
     values.extend(config.client_api_keys)
     if config.internal_secret is not None:
         values.append(config.internal_secret.decode("utf-8", "replace"))
-    return tuple(values)
-
-
-def config_redactor(config: Config) -> Redactor:
-    return Redactor(secret_values(config))
+    return Redactor(values)
 
 
 def client_credentials(headers: Mapping[str, str]) -> tuple[str, ...]:

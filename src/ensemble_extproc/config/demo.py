@@ -24,6 +24,8 @@ from ..section import Count, Section
 from .decode import check_fields, decode
 
 DEFAULT_ANSWER: Final = "This is a demo answer from {model}."
+# The owned_by of a demo backend in model lists: started by this project, not a real model.
+DEMO_OWNER: Final = "ensemble-extproc-demo"
 # Ten minutes: anything longer is almost certainly a unit mistake (seconds vs ms).
 MAX_LATENCY_MS: Final = 600_000
 # An hour: a longer Retry-After is almost certainly milliseconds written as seconds.

@@ -87,6 +87,12 @@ class Address:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def authority(self) -> str:
+        """``host:port`` as a URL writes it: an IPv6 host in brackets."""
+        bare = ":" in self.host and not self.host.startswith("[")
+        return f"[{self.host}]:{self.port}" if bare else str(self)
+
     def __repr__(self) -> str:
         return f"Address({self.host!r}, {self.port})"
 

@@ -103,7 +103,11 @@ def completion_body(answer: Answer) -> JSONObject:
 
 def stream_plan(answer: Answer, include_usage: bool) -> StreamPlan:
     def chunk(delta: JSONObject, finish: str | None = None, logprobs: object = None) -> JSONObject:
-        return _chunk(answer, delta, finish, logprobs, include_usage)
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        out: JSONObject = {**_envelope(answer, "chat.completion.chunk"), "choices": [choice]}
+        if include_usage:
+            out["usage"] = None  # as OpenAI: only the final usage chunk carries it
+        return out
 
     call = answer.tool_call
     if call is None:
@@ -140,20 +144,6 @@ def _tool_call(call: ToolCallAnswer, arguments: str | None = None) -> JSONObject
             "arguments": call.arguments if arguments is None else arguments,
         },
     }
-
-
-def _chunk(
-    answer: Answer,
-    delta: JSONObject,
-    finish_reason: str | None,
-    logprobs: object,
-    include_usage: bool,
-) -> JSONObject:
-    choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-    chunk: JSONObject = {**_envelope(answer, "chat.completion.chunk"), "choices": [choice]}
-    if include_usage:
-        chunk["usage"] = None  # as OpenAI: only the final usage chunk carries it
-    return chunk
 
 
 def _envelope(answer: Answer, obj: str) -> JSONObject:

@@ -230,7 +230,6 @@ def is_correct(problem: Problem, extracted_key: str) -> bool:
 
 _BOXED_RE: Final = re.compile(r"\\boxed\{([^{}]*)\}")
 _HASHES_RE: Final = re.compile(r"^####\s*(\S[^\n]*)$", re.MULTILINE)
-_LAST_LINE_LETTER_RE: Final = re.compile(r"\(([A-Da-d])\)|\b([A-D])\b")
 _STATEMENT_RE: Final = re.compile(r"\b[Aa]nswer(?:\s+is|\s*:)\s*([^\n]{0,40})")
 _NUMBER_RE: Final = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _LETTER_RE: Final = re.compile(r"\(([A-Da-d])\)|\b([A-D])\b")
@@ -258,7 +257,7 @@ def final_answer(problem: Problem, text: str) -> str | None:
         whole = canonical(problem, text)
         if whole is not None:
             return whole
-        letters = _LAST_LINE_LETTER_RE.findall(text.strip().rsplit("\n", 1)[-1])
+        letters = _LETTER_RE.findall(text.strip().rsplit("\n", 1)[-1])
         if letters:
             return "".join(letters[-1]).upper()
     numbers = _NUMBER_RE.findall(text)

@@ -27,17 +27,18 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Final, Self
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ensemble_extproc import prompts
 from ensemble_extproc.chat import ChatRequest, content_text, last_user_message, parse_chat_request
-from ensemble_extproc.config import Config
-from ensemble_extproc.config.demo import DemoModel
+from ensemble_extproc.config import Address, Config
+from ensemble_extproc.config.demo import DEMO_OWNER, DemoModel
 from ensemble_extproc.continuation import ContinuationRefused, requested_continuation
 from ensemble_extproc.demo import faults, quiz
 from ensemble_extproc.demo.payloads import (
@@ -57,7 +58,6 @@ from ensemble_extproc.serve import LISTEN_BACKLOG, wait_for_signal
 __all__ = [
     "DEMO_MODEL_HEADER",
     "DEMO_MODEL_KEY",
-    "DEMO_OWNED_BY",
     "DEMO_STATS_KEY",
     "DemoServers",
     "DemoStats",
@@ -69,7 +69,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEMO_MODEL_HEADER: Final = "x-demo-model"
-DEMO_OWNED_BY: Final = "ensemble-extproc-demo"
 # Demo backends hold no state worth draining for long on shutdown.
 _SHUTDOWN_TIMEOUT_S: Final = 1.0
 # Spread of the reported confidence around DemoModel.confidence_*: per answer, and per token
@@ -147,9 +146,7 @@ async def _label_response(request: web.Request, response: web.StreamResponse) ->
 
 
 @web.middleware
-async def _openai_http_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def _openai_http_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # OpenAI clients parse error bodies, so unknown routes/methods get the same shape.
     try:
         return await handler(request)
@@ -167,7 +164,7 @@ async def _openai_http_errors(
 
 async def _list_models(request: web.Request) -> web.Response:
     name = request.app[DEMO_MODEL_KEY].name
-    entry = {"id": name, "object": "model", "created": 0, "owned_by": DEMO_OWNED_BY}
+    entry = {"id": name, "object": "model", "created": 0, "owned_by": DEMO_OWNER}
     return web.json_response({"object": "list", "data": [entry]})
 
 
@@ -460,7 +457,7 @@ class DemoServers:
         site = web.TCPSite(runner, self.host, model.port, backlog=LISTEN_BACKLOG)
         await site.start()
         self.ports[model.name] = site.port  # the real port, also when 0 was asked
-        self.urls[model.name] = f"http://{_url_host(self.host)}:{site.port}/v1"
+        self.urls[model.name] = f"http://{Address(self.host, site.port).authority}/v1"
 
     async def close(self) -> None:
         runners, self._runners = self._runners, []
@@ -505,10 +502,6 @@ async def serve_demo_forever(models: Sequence[DemoModel], host: str = "127.0.0.1
                 servers.urls[model.name],
             )
         await asyncio.Event().wait()
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def serve_demo(config: Config) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
+from ..config.model import Endpoint
 from ..strategies.base import Candidate, Role, Status
 
 # OpenTelemetry attribute values: scalars, or sequences of one scalar type.
@@ -61,8 +62,6 @@ CALL_ROLE = "ensemble.call.role"
 CALL_ATTEMPT = "ensemble.call.attempt"
 CALL_STATUS = "ensemble.call.status"
 CALL_ERROR = "ensemble.call.error"
-# Span events.
-SKIPPED_EVENT = "ensemble.call.skipped"
 
 # error.type of a call that gave no answer, by how it ended (HTTP errors: their status).
 CANCELLED = "cancelled"
@@ -91,17 +90,17 @@ def request_attributes(body: Mapping[str, Any]) -> Attributes:
 
 
 def call_attributes(
-    model: str, role: Role, attempt: int, host: str, port: int, body: Mapping[str, Any]
+    endpoint: Endpoint, role: Role, attempt: int, body: Mapping[str, Any]
 ) -> Attributes:
     """What is known when one call (one attempt) to an endpoint starts."""
     attributes = request_attributes(body)
     attributes.update(
         {
-            CALL_MODEL: model,
+            CALL_MODEL: endpoint.name,
             CALL_ROLE: role.value,
             CALL_ATTEMPT: attempt,
-            SERVER_ADDRESS: host,
-            SERVER_PORT: port,
+            SERVER_ADDRESS: endpoint.address.host,
+            SERVER_PORT: endpoint.address.port,
         }
     )
     if attempt > 1:
@@ -148,7 +147,3 @@ def usage_attributes(candidates: Sequence[Candidate]) -> Attributes:
         INPUT_TOKENS: sum(u.prompt_tokens for u in counted),
         OUTPUT_TOKENS: sum(u.completion_tokens for u in counted),
     }
-
-
-def without_none(values: Mapping[str, AttributeValue | None]) -> Attributes:
-    return {key: value for key, value in values.items() if value is not None}

@@ -92,72 +92,56 @@ def failure_reason(candidate: Candidate) -> str:
 class UpstreamMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.requests = Counter(
+        # Every metric in this process's registry.
+        counter = functools.partial(Counter, registry=registry)
+        gauge = functools.partial(Gauge, registry=registry)
+        histogram = functools.partial(Histogram, registry=registry)
+        self.requests = counter(
             "ensemble_requests",
             "Ensemble requests by strategy and outcome",
             ["strategy", "outcome"],
-            registry=registry,
         )
-        self.rejected = Counter(
+        self.rejected = counter(
             "ensemble_rejected_requests",
             "Requests answered with a 4xx, by error code",
             ["code"],
-            registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "ensemble_request_seconds",
             "Ensemble latency",
             ["strategy"],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.endpoint_latency = Histogram(
+        self.endpoint_latency = histogram(
             "ensemble_endpoint_seconds",
             "Latency of finished endpoint calls",
             ["endpoint", "status"],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.endpoint_errors = Counter(
+        self.endpoint_errors = counter(
             "ensemble_endpoint_errors",
             "Failed endpoint calls by reason",
             ["endpoint", "reason"],
-            registry=registry,
         )
-        self.retries = Counter(
-            "ensemble_endpoint_retries",
-            "Retried endpoint calls",
-            ["endpoint"],
-            registry=registry,
-        )
-        self.cancelled = Counter(
+        self.retries = counter("ensemble_endpoint_retries", "Retried endpoint calls", ["endpoint"])
+        self.cancelled = counter(
             "ensemble_cancelled_calls",
             "Endpoint calls cancelled (decided early, lost a race)",
             ["endpoint"],
-            registry=registry,
         )
-        self.circuit = Gauge(
+        self.circuit = gauge(
             "ensemble_circuit_state",
             "Circuit breaker state per endpoint: 1 for the state it is in, 0 for the others",
             ["endpoint", "state"],
-            registry=registry,
         )
-        self.agreement = Histogram(
+        self.agreement = histogram(
             "ensemble_agreement_ratio",
             "Winning votes / valid votes",
             ["strategy"],
             buckets=(0.2, 0.4, 0.5, 0.6, 0.8, 0.99, 1.0),
-            registry=registry,
         )
-        self.tokens = Counter(
-            "ensemble_tokens",
-            "Tokens reported by endpoints",
-            ["model", "kind"],
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "ensemble_in_flight_requests", "Ensemble requests being served", registry=registry
-        )
+        self.tokens = counter("ensemble_tokens", "Tokens reported by endpoints", ["model", "kind"])
+        self.in_flight = gauge("ensemble_in_flight_requests", "Ensemble requests being served")
         self._requests = Children(self.requests)
         self._latency = Children(self.latency)
         self._endpoint_latency = Children(self.endpoint_latency)
@@ -166,31 +150,27 @@ class UpstreamMetrics:
         self._cancelled = Children(self.cancelled)
         self._agreement = Children(self.agreement)
         self._tokens = Children(self.tokens)
-        self.cost = Counter(
+        self.cost = counter(
             "ensemble_cost_usd",
             "US dollars spent on endpoint calls whose cost is known (usage at the model's price)",
             ["model"],
-            registry=registry,
         )
-        self.cost_unknown = Counter(
+        self.cost_unknown = counter(
             "ensemble_cost_unknown_calls",
             "Endpoint calls whose cost is unknown: no_price (none declared), no_usage (none "
             "reported)",
             ["model", "reason"],
-            registry=registry,
         )
-        self.cost_capped = Counter(
+        self.cost_capped = counter(
             "ensemble_cost_capped_calls",
             "Endpoint calls not started: their estimated cost would pass the cost cap",
             ["model"],
-            registry=registry,
         )
-        self.resumes = Counter(
+        self.resumes = counter(
             "ensemble_stream_resumes",
             "Relayed streams that broke midway, by the model that broke and whether another "
             "model continued them",
             ["model", "outcome"],
-            registry=registry,
         )
         self._cost = Children(self.cost)
         self._cost_unknown = Children(self.cost_unknown)

@@ -59,6 +59,12 @@ class TrustBook:
         # Replica name -> key -> statistics, from the peers' latest snapshots.
         self._peers: dict[str, Mapping[str, Totals]] = {}
         self._peers_version = 0
+        # What every key's live statistics are made with (decay, client cap, change detection).
+        self._stats_settings = (
+            settings.decay,
+            settings.client_cap,
+            settings.change_threshold or None,
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -75,12 +81,7 @@ class TrustBook:
         if stats is None or set(stats.members) != set(members):
             if stats is not None:
                 log.warning("trust key %s changed members: its statistics start over", key)
-            stats = KeyStats(
-                members,
-                self.settings.decay,
-                self.settings.client_cap,
-                self.settings.change_threshold or None,
-            )
+            stats = KeyStats(members, *self._stats_settings)
             self._keys[key] = stats
             self._fits.pop(key, None)
             while len(self._keys) > self.settings.max_keys:
@@ -96,12 +97,7 @@ class TrustBook:
             if len(members) < 2:
                 continue  # its models are no longer configured
             restricted = totals.restricted(members)
-            self._keys[key] = KeyStats.from_totals(
-                restricted,
-                self.settings.decay,
-                self.settings.client_cap,
-                self.settings.change_threshold or None,
-            )
+            self._keys[key] = KeyStats.from_totals(restricted, *self._stats_settings)
             self._fits.pop(key, None)
         while len(self._keys) > self.settings.max_keys:
             self._keys.popitem(last=False)

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +65,11 @@ def encode(snapshot: Snapshot) -> dict[str, Any]:
 
 
 def _encode_totals(t: Totals) -> dict[str, Any]:
-    return {
-        "members": list(t.members),
-        "answered": dict(t.answered),
-        "failed": dict(t.failed),
-        "pairs": [[a, b, c.n, c.n2, c.agree] for (a, b), c in t.pairs.items()],
-        "triples": [[a, b, x, c.n, c.n2, c.agree] for (a, b, x), c in t.triples.items()],
-        "mass": t.mass,
-        "observations": t.observations,
-        "rejected": t.rejected,
-        "top_client_mass": t.top_client_mass,
-        "top_client_share": t.top_client_share,
-        "clients": dict(t.clients),
-        "changes": dict(t.changes),
-    }
+    # Every field, in order; the counts of pairs and triples as rows (JSON keys are strings).
+    doc = {f.name: getattr(t, f.name) for f in fields(t)}
+    doc["pairs"] = [[a, b, c.n, c.n2, c.agree] for (a, b), c in t.pairs.items()]
+    doc["triples"] = [[a, b, x, c.n, c.n2, c.agree] for (a, b, x), c in t.triples.items()]
+    return doc
 
 
 def decode(document: object) -> Snapshot:

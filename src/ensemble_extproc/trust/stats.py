@@ -23,12 +23,13 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .change import FORGET, ChangeDetector
 from .model import Observation
 
 K = TypeVar("K")
+V = TypeVar("V", int, float, "Counts")
 Pair = tuple[str, str]
 Triple = tuple[str, str, str]
 
@@ -91,17 +92,14 @@ class Totals:
             members=members,
             answered=_add(self.answered, other.answered),
             failed=_add(self.failed, other.failed),
-            pairs=_add_counts(self.pairs, other.pairs),
-            triples=_add_counts(self.triples, other.triples),
+            pairs=_add(self.pairs, other.pairs),
+            triples=_add(self.triples, other.triples),
             mass=self.mass + other.mass,
             observations=self.observations + other.observations,
             rejected=self.rejected + other.rejected,
             top_client_mass=max(self.top_client_mass, other.top_client_mass),
             top_client_share=max(self.top_client_share, other.top_client_share),
-            changes={
-                m: self.changes.get(m, 0) + other.changes.get(m, 0)
-                for m in {*self.changes, *other.changes}
-            },
+            changes=_add(self.changes, other.changes),
         )
 
     def restricted(self, members: Iterable[str]) -> Totals:
@@ -124,17 +122,10 @@ class Totals:
         )
 
 
-def _add(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+def _add(a: Mapping[K, V], b: Mapping[K, V]) -> dict[K, V]:
     out = dict(a)
     for key, value in b.items():
-        out[key] = out.get(key, 0.0) + value
-    return out
-
-
-def _add_counts(a: Mapping[K, Counts], b: Mapping[K, Counts]) -> dict[K, Counts]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = out.get(key, Counts()) + value
+        out[key] = out[key] + value if key in out else value
     return out
 
 
@@ -213,18 +204,14 @@ class KeyStats:
             if member in self._member_set and member not in answers:
                 self._failed[member] = self._failed.get(member, 0.0) + g
         present = sorted(answers)
-        for a, b in itertools.combinations(present, 2):
-            counter = self._pairs.setdefault((a, b), [0.0, 0.0, 0.0])
-            counter[0] += g
-            counter[1] += g2
-            if answers[a] == answers[b]:
-                counter[2] += g
-        for a, b, c in itertools.combinations(present, 3):
-            counter = self._triples.setdefault((a, b, c), [0.0, 0.0, 0.0])
-            counter[0] += g
-            counter[1] += g2
-            if answers[a] == answers[b] == answers[c]:
-                counter[2] += g
+        tables: tuple[dict[Any, list[float]], ...] = (self._pairs, self._triples)
+        for size, counters in enumerate(tables, start=2):
+            for names in itertools.combinations(present, size):
+                counter = counters.setdefault(names, [0.0, 0.0, 0.0])
+                counter[0] += g
+                counter[1] += g2
+                if len({answers[m] for m in names}) == 1:
+                    counter[2] += g
         self.observations += 1
         self._detect(answers, observation.client)
         return True

@@ -7,12 +7,12 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from .. import headers as h
 from ..chat import ChatRequest, parse_chat_request
@@ -38,7 +38,7 @@ from ..trust.service import TrustService, default_replica_id
 from .auth import signed_ensembles
 from .client import NO_SECRETS, EndpointClient, HttpEndpointClient, forwardable
 from .discovery import catalog, find
-from .openapi import OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
+from .openapi import JSON, OPENAPI_PATH, SEED_HEALTH_PATH, TRUST_PATH, openapi_handler
 from .orchestrator import Fanout, Outcome
 from .request import read_body
 from .response import completion, ensemble_headers, failure, log_fields
@@ -47,7 +47,6 @@ from .wire import Health, ModelList, SeedHealth
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 CONFIG = web.AppKey("config", Config)
 FANOUT = web.AppKey("fanout", Fanout)
 
@@ -85,8 +84,6 @@ METRICS = web.AppKey("metrics", UpstreamMetrics)
 TRUST = web.AppKey("trust", TrustService)
 # Set on SIGTERM: health checks fail so that Envoy moves new requests elsewhere.
 DRAINING = web.AppKey("draining", asyncio.Event)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(
@@ -312,19 +309,17 @@ def _fanout_context(
     config: Config, client: EndpointClient | None, trust: TrustService, tracing: Tracing | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        if client is not None:
-            app[FANOUT] = _fanout(config, client, trust, tracing)
-            app[METRICS].watch_circuits(app[FANOUT].circuit_states)
-            yield
-            return
-        # One session per app; its pool admits every call the fan-out may run at once.
-        limit = config.ensemble.max_concurrent_requests
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            http_client = HttpEndpointClient(
-                session, config.ensemble.max_response_bytes, config_redactor(config)
-            )
-            app[FANOUT] = _fanout(config, http_client, trust, tracing)
+        async with contextlib.AsyncExitStack() as stack:
+            calls = client
+            if calls is None:
+                # One session per app; its pool admits every call the fan-out may run at once.
+                limit = config.ensemble.max_concurrent_requests
+                connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(connector=connector)
+                )
+                calls = HttpEndpointClient(session, config.ensemble.max_response_bytes, app[REDACT])
+            app[FANOUT] = _fanout(config, calls, trust, tracing)
             app[METRICS].watch_circuits(app[FANOUT].circuit_states)
             yield
 

@@ -6,18 +6,16 @@ signature counts from the processor to the upstream, not to the end of a slow up
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from .. import headers as h
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..internal import Binding, ReplayGuard, ReplayWindowFull, verify
 from ..paths import is_chat_completion
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _refused(reason: str) -> ApiError:

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..config import Config
+from ..config.demo import DEMO_OWNER
 from .wire import Model
 
 OWNER = "ensemble-extproc"
-# A demo backend started by this project, not a real model.
-DEMO_OWNER = "ensemble-extproc-demo"
 
 
 def catalog(config: Config) -> list[Model]:

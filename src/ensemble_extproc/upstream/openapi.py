@@ -11,11 +11,12 @@ whole document.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .. import __version__
 from .. import headers as h
@@ -620,9 +621,7 @@ def build_openapi(config: Config | None = None) -> dict[str, Any]:
     }
 
 
-def openapi_handler(
-    config: Config | None,
-) -> Callable[[web.Request], Awaitable[web.Response]]:
+def openapi_handler(config: Config | None) -> Handler:
     """The ``GET /openapi.json`` handler: the document of this deployment, built once."""
     body = json.dumps(build_openapi(config), indent=1).encode()
 

@@ -127,11 +127,7 @@ def ensemble_details(outcome: Outcome) -> Ensemble:
 
 
 def total_usage(outcome: Outcome) -> Usage:
-    usage = Usage(0, 0, 0)
-    for candidate in outcome.candidates:
-        if candidate.usage is not None:
-            usage += candidate.usage
-    return usage
+    return sum((c.usage for c in outcome.candidates if c.usage is not None), Usage(0, 0, 0))
 
 
 def answer(selection: Selection) -> tuple[Mapping[str, Any], str]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
 
@@ -25,15 +25,13 @@ from ..chat import ChatRequest
 from ..config import Endpoint, EnsembleSettings
 from ..observability import genai
 from ..observability.tracing import Tracing
+from ..paths import CHAT_COMPLETIONS
 from ..strategies.base import Call, Candidate, Role, Status
 from ..trust.service import TrustService
 from .client import TRACE_HEADERS, Body, EndpointClient, Headers, Offer
 from .orchestrator import Asked, Fanout, Outcome
 
 ENSEMBLE_SPAN = "ensemble"
-CHAT_PATH = "/v1/chat/completions"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
@@ -88,10 +86,7 @@ class TracedClient:
         if trace is not None:
             trace.attempts += 1
             role, attempt = trace.role, trace.attempts
-        address = endpoint.address
-        attributes = genai.call_attributes(
-            endpoint.name, role, attempt, address.host, address.port, body
-        )
+        attributes = genai.call_attributes(endpoint, role, attempt, body)
         span = self._tracing.tracer.start_span(
             f"{genai.CHAT} {body.get('model', endpoint.name)}",
             kind=SpanKind.CLIENT,
@@ -156,9 +151,8 @@ class TracedFanout(Fanout):
 
     def _skipped(self, call: Call, candidate: Candidate) -> None:
         endpoint = self._endpoints[call.model]
-        address = endpoint.address
         attributes = genai.call_attributes(
-            call.model, call.role, 0, address.host, address.port, {"model": endpoint.upstream_model}
+            endpoint, call.role, 0, {"model": endpoint.upstream_model}
         )
         attributes.update(genai.result_attributes(candidate))
         now = time.time_ns()  # not called: no time passed
@@ -210,7 +204,7 @@ def tracing_middleware(
 
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != CHAT_PATH:
+        if request.path != CHAT_COMPLETIONS:
             return await handler(request)
         parent = tracing.propagator.extract(request.headers)
         span = tracing.tracer.start_span(ENSEMBLE_SPAN, context=parent, kind=SpanKind.SERVER)

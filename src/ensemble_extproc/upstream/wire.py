@@ -13,14 +13,14 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from ..config.model import Strategy
+from ..cost.model import Dollars
 from ..envoy_names import LOCAL_REPLY_ERRORS
 from ..errors import ErrorCode
 from ..strategies import STRATEGIES, Role, Status, Usage
 
-StrategyName = Annotated[str, Meta(extra_json_schema={"enum": list(STRATEGIES)})]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 Count = Annotated[int, Meta(ge=0)]
-Dollars = Annotated[float, Meta(ge=0)]
 
 AssistantMessage = Annotated[
     dict[str, Any],
@@ -125,7 +125,7 @@ class StreamResume(Struct):
 class Ensemble(Struct):
     """How the ensemble decided (docs/strategies.md)."""
 
-    strategy: StrategyName
+    strategy: Strategy
     models: Annotated[list[str], Meta(min_length=1)]
     min_responses: Annotated[int, Meta(ge=1)]
     responses_received: Annotated[int, Meta(ge=0, description="valid member answers")]
@@ -253,7 +253,7 @@ class Model(Struct, kw_only=True):
     owned_by: str
     ensemble_kind: EnsembleKind
     # A profile's strategy and members.
-    ensemble_strategy: StrategyName | UnsetType = UNSET
+    ensemble_strategy: Strategy | UnsetType = UNSET
     ensemble_models: list[str] | UnsetType = UNSET
 
 
