@@ -23,6 +23,7 @@ from ensemble_extproc._pb.envoy.service.ext_proc.v3 import external_processor_pb
 from ensemble_extproc.config import Address, Config, compile_config
 from ensemble_extproc.extproc import create_server
 from ensemble_extproc.observability.metrics import ProcessorMetrics
+from ensemble_extproc.observability.tracing import Tracing
 
 # Ports handed out in this test process: the kernel may offer a released port again, and
 # a config with the same port twice does not start.
@@ -156,10 +157,10 @@ async def serve_app(app: web.Application, **runner: Any) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def processor_stub(
-    config: Config, metrics: ProcessorMetrics | None = None
+    config: Config, metrics: ProcessorMetrics | None = None, tracing: Tracing | None = None
 ) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
     """A processor for ``config`` on a free port, and a gRPC client of it."""
-    server, port = create_server(config, Address("127.0.0.1", 0), metrics)
+    server, port = create_server(config, Address("127.0.0.1", 0), metrics, tracing)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -31,7 +31,7 @@ from ensemble_extproc.observability import genai
 from ensemble_extproc.observability.tracing import Tracing, TracingUnavailable, start_tracing
 from ensemble_extproc.upstream import create_app
 
-from helpers import chat, headers_message, make_config, serve_app
+from helpers import chat, headers_message, make_config, processor_stub, serve_app
 
 
 @pytest.fixture
@@ -181,24 +181,13 @@ def test_envoy_gets_its_opentelemetry_tracer_only_when_tracing_is_on() -> None:
 PROCESSOR_CONFIG = make_config({n: f"http://127.0.0.1:9/{n}" for n in ("m1", "m2")})
 
 
-@contextlib.asynccontextmanager
-async def traced_processor(tracing: Tracing) -> AsyncIterator[pb_grpc.ExternalProcessorStub]:
-    server, port = create_server(PROCESSOR_CONFIG, Address("127.0.0.1", 0), None, tracing)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield pb_grpc.ExternalProcessorStub(channel)
-    finally:
-        await server.stop(None)
-
-
 async def test_the_decision_span_continues_envoys_trace_from_the_stream_metadata(
     memory: tuple[Tracing, InMemorySpanExporter],
 ) -> None:
     tracing, exporter = memory
     trace_id, envoy_span, header = traceparent()
     _, client_span, client_header = traceparent()
-    async with traced_processor(tracing) as stub:
+    async with processor_stub(PROCESSOR_CONFIG, tracing=tracing) as stub:
         call = stub.Process(metadata=(("traceparent", header),))
         # The request's own traceparent (a client's) loses to Envoy's metadata.
         await call.write(
@@ -224,7 +213,7 @@ async def test_without_envoys_context_the_requests_traceparent_is_the_parent(
 ) -> None:
     tracing, exporter = memory
     trace_id, client_span, header = traceparent()
-    async with traced_processor(tracing) as stub:
+    async with processor_stub(PROCESSOR_CONFIG, tracing=tracing) as stub:
         call = stub.Process()
         await call.write(headers_message({"x-ensemble-models": "m1,nope", "traceparent": header}))
         response = await call.read()
